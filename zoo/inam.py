@@ -1,0 +1,251 @@
+"""INAM: interpretable convolution + global max-pooling + neural additive head (seed 000)."""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+from glasszoo.layers import (
+    GlobalMaxPoolingWithLocation,
+    InterpretableConv2D,
+    NeuralAdditiveHead,
+    location_one_hot,
+)
+from glasszoo.zoo.inputs import validate_images
+
+EXPLANATION_OUTPUTS = {
+    "logits": "(B, K) class scores; = contributions summed over features + bias",
+    "max_responses": "(B, N) maximal response X_l of each kernel",
+    "max_locations": "(B, N, 2) (row, column) in input pixels of that maximum",
+    "contributions": "(B, N, K) centred per-feature class contributions g~_l(X_l)",
+    "decision_images": "(B, K, H, W, C) decision image of every class (seed 000, Fig. 3)",
+}
+
+
+@keras.saving.register_keras_serializable(package="glasszoo")
+class INAM(keras.Model):
+    """Image-scale neural additive model (Hüls et al., seed 000).
+
+    `x -> InterpretableConv2D (N kernels n x n x c, no bias) -> global max
+    -> NeuralAdditiveHead -> logits = sum_l g~_l(X_l) + bias`. Its losses
+    (cross-entropy plus the kernels' TV and orthonormality penalties) are
+    built in: `compile()` with no arguments and `fit` train it like any Keras
+    model. `fit` centres the additive head on the training data when it
+    ends (pass `center=False` to skip), so users get the seed's centred shape
+    functions without an extra step; `center_head(data)` does it on demand.
+
+    Args:
+        num_classes: int, `K`.
+        input_shape: `(H, W, C)` of the float images in [0, 1].
+        num_kernels: int, `N`.
+        kernel_size: int, odd `n`.
+        tv_weight: float, `alpha_TV`.
+        ortho_weight: float, `alpha_ortho`.
+        padding: `"same"` or `"valid"` for the interpretable convolution.
+        hidden_units: widths of each feature's subnet.
+        class_names: optional list of `K` names.
+
+    Example:
+    >>> model = INAM(num_classes=10, input_shape=(28, 28, 1), num_kernels=16, kernel_size=5)
+    >>> model.compile()
+    >>> out = model.explain(np.zeros((2, 28, 28, 1), "float32"))
+    >>> out["decision_images"].shape
+    (2, 10, 28, 28, 1)
+    """
+
+    family = "inam"
+
+    def __init__(
+        self,
+        num_classes=10,
+        input_shape=(28, 28, 1),
+        num_kernels=256,
+        kernel_size=13,
+        tv_weight=0.05,
+        ortho_weight=0.05,
+        padding="same",
+        hidden_units=(64, 64, 32),
+        class_names=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.image_shape = tuple(input_shape)
+        self.num_kernels = int(num_kernels)
+        self.kernel_size = int(kernel_size)
+        self.tv_weight = float(tv_weight)
+        self.ortho_weight = float(ortho_weight)
+        self.padding = padding
+        self.hidden_units = tuple(hidden_units)
+        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes.")
+        self.conv = InterpretableConv2D(
+            self.num_kernels,
+            self.kernel_size,
+            padding=padding,
+            tv_weight=tv_weight,
+            ortho_weight=ortho_weight,
+            name="interpretable_conv",
+        )
+        self.pool = GlobalMaxPoolingWithLocation(self.conv.location_offset, name="max_pool_with_location")
+        self.head = NeuralAdditiveHead(self.num_classes, self.hidden_units, name="additive_head")
+        self.build((None,) + self.image_shape)
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        maps_shape = self.conv.compute_output_shape(input_shape)
+        self.head.build((input_shape[0], maps_shape[-1]))
+        self.built = True
+
+    # -- forward ---------------------------------------------------------
+    def call(self, images):
+        values, _ = self.pool(self.conv(images))
+        return self.head.logits(self.head(values))
+
+    def explanation_graph(self, images):
+        """All explanation tensors from forward ops only (so they export).
+
+        Args:
+            images: tensor `(B, H, W, C)` in [0, 1] (symbolic or eager).
+
+        Returns:
+            dict with the keys of `EXPLANATION_OUTPUTS`.
+        """
+        maps = self.conv(images)
+        values, locations = self.pool(maps)
+        contributions = self.head(values)
+        logits = self.head.logits(contributions)
+        return {
+            "logits": logits,
+            "max_responses": values,
+            "max_locations": locations,
+            "contributions": contributions,
+            "decision_images": self.decision_images(contributions, locations, maps.shape[1], maps.shape[2]),
+        }
+
+    def decision_images(self, contributions, locations, map_height, map_width):
+        """Decision image of every class (seed 000), as one transposed convolution.
+
+        For class t, every kernel l whose centred contribution is largest for
+        t is placed, scaled by that contribution, centred on the location of
+        its maximal response.
+
+        Returns:
+            `(B, K, H, W, C)`.
+        """
+        strongest = ops.max(contributions, axis=-1, keepdims=True)
+        weights = contributions * ops.cast(contributions >= strongest, contributions.dtype)  # (B, N, K)
+        one_hot = location_one_hot(locations, map_height, map_width, self.conv.location_offset)  # (B,h,w,N)
+        per_class = one_hot[:, None] * ops.transpose(weights, (0, 2, 1))[:, :, None, None, :]
+        per_class = ops.reshape(per_class, (-1, map_height, map_width, self.num_kernels))
+        images = self.conv.place_kernels(per_class)
+        height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+        return ops.reshape(images, (-1, self.num_classes, height, width, channels))
+
+    # -- user API ----------------------------------------------------------
+    def explain(self, images, batch_size=32):
+        """Logits and explanations of `images` as NumPy arrays.
+
+        Args:
+            images: float array `(B, H, W, C)` (or one `(H, W, C)` image) in [0, 1].
+            batch_size: images per forward pass.
+
+        Returns:
+            dict of arrays; keys and shapes in `EXPLANATION_OUTPUTS`.
+        """
+        images = validate_images(images, self.image_shape)
+        parts = []
+        for start in range(0, len(images), batch_size):
+            batch = ops.convert_to_tensor(images[start : start + batch_size])
+            parts.append({k: ops.convert_to_numpy(v) for k, v in self.explanation_graph(batch).items()})
+        if not parts:
+            raise ValueError("No images to explain: got an empty batch.")
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def predict_classes(self, images, batch_size=256):
+        """Predicted class index per image (validated input)."""
+        images = validate_images(images, self.image_shape)
+        return np.argmax(self.predict(images, batch_size=batch_size, verbose=0), axis=-1)
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """Keras `compile` with the family's defaults: Adam, sparse CE on logits, accuracy."""
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if metrics is None:
+            metrics = ["accuracy"]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def fit(self, x=None, y=None, batch_size=None, center=True, **kwargs):
+        """Keras `fit`, then centring of the additive head on the training data.
+
+        Args:
+            center: recompute the head's feature means on `x` after training
+                (`x` as passed to fit: arrays, a `tf.data.Dataset` or a
+                `keras.utils.PyDataset` of `(images, labels)`).
+        """
+        history = super().fit(x, y, batch_size=batch_size, **kwargs)
+        if center:
+            self.center_head(x, batch_size=batch_size or 256)
+        return history
+
+    def feature_values(self, images):
+        """Maximal responses `(B, N)` of a batch tensor."""
+        values, _ = self.pool(self.conv(images))
+        return values
+
+    def center_head(self, data, batch_size=256):
+        """Sets the head's feature means to those of `data` (seed 000 centring).
+
+        Args:
+            data: images array `(B, H, W, C)`, or an iterable of batches
+                (`images` or `(images, labels, ...)`).
+        """
+        total, count = None, 0
+        for batch in _image_batches(data, batch_size):
+            raw = ops.convert_to_numpy(self.head.shape_functions(self.feature_values(batch)))
+            total = raw.sum(axis=0) if total is None else total + raw.sum(axis=0)
+            count += raw.shape[0]
+        if not count:
+            raise ValueError("center_head needs at least one training image.")
+        self.head.set_feature_means(total / count)
+
+    def transfer_weights_from(self, source):
+        """Copies every weight of another INAM whose shape fits.
+
+        Used for fine-tuning: with another class count the head's output
+        layer, bias and centring means keep their fresh initialisation; with
+        another channel count the kernels do.
+        """
+        for target_var, source_var in zip(self.weights, source.weights):
+            if target_var.path == source_var.path and tuple(target_var.shape) == tuple(source_var.shape):
+                target_var.assign(source_var)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.image_shape),
+            "num_kernels": self.num_kernels,
+            "kernel_size": self.kernel_size,
+            "tv_weight": self.tv_weight,
+            "ortho_weight": self.ortho_weight,
+            "padding": self.padding,
+            "hidden_units": list(self.hidden_units),
+            "class_names": list(self.class_names),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _image_batches(data, batch_size):
+    if isinstance(data, np.ndarray) or hasattr(data, "shape"):
+        for start in range(0, len(data), batch_size):
+            yield ops.convert_to_tensor(np.asarray(data[start : start + batch_size], dtype="float32"))
+        return
+    if isinstance(data, keras.utils.PyDataset):
+        data = (data[i] for i in range(len(data)))
+    for batch in data:
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -1,0 +1,48 @@
+"""Checks on the images a user hands to a model: clear errors, nothing silently fixed."""
+
+import numpy as np
+
+
+def validate_images(images, input_shape, allow_single=True):
+    """Returns `images` as a float32 NHWC batch or raises a `ValueError` naming the problem.
+
+    Args:
+        images: array-like, `(B, H, W, C)` (or `(H, W, C)` when
+            `allow_single`), float, values in [0, 1].
+        input_shape: `(H, W, C)` the model expects; `None` entries accept any size.
+        allow_single: accept one image without the batch axis.
+
+    Example:
+    >>> validate_images(np.zeros((2, 28, 28, 1)), (28, 28, 1)).shape
+    (2, 28, 28, 1)
+    """
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        images = np.asarray(images)
+    images = np.asarray(images)
+    expected = tuple(input_shape)
+    if allow_single and images.ndim == len(expected):
+        images = images[None]
+    if images.ndim != len(expected) + 1:
+        raise ValueError(
+            f"Expected images of rank {len(expected) + 1} (batch, height, width, channels) = "
+            f"(B, {', '.join(str(d) for d in expected)}); got shape {images.shape} (rank {images.ndim})."
+        )
+    for axis, (want, got) in enumerate(zip(expected, images.shape[1:])):
+        if want is not None and want != got:
+            name = ("height", "width", "channels")[axis] if axis < 3 else f"axis {axis + 1}"
+            raise ValueError(
+                f"Expected images of shape (B, {', '.join(str(d) for d in expected)}); got {images.shape}: "
+                f"{name} is {got}, the model takes {want}."
+            )
+    if images.dtype == np.bool_ or not (np.issubdtype(images.dtype, np.floating)):
+        hint = " Divide 8-bit images by 255." if images.dtype == np.uint8 else ""
+        raise ValueError(f"Expected float images with values in [0, 1]; got dtype {images.dtype}.{hint}")
+    images = images.astype(np.float32, copy=False)
+    if images.size and not np.all(np.isfinite(images)):
+        bad = int(np.sum(~np.isfinite(images)))
+        raise ValueError(f"Images contain {bad} NaN or infinite values.")
+    if images.size:
+        low, high = float(images.min()), float(images.max())
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise ValueError(f"Expected pixel values in [0, 1]; got range [{low:.4g}, {high:.4g}].")
+    return images

@@ -1,0 +1,94 @@
+"""Preset folders on disk: config.json, model.weights.h5, metadata.json (with the weights' sha256)."""
+
+import hashlib
+import json
+import pathlib
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+
+
+class CorruptedWeights(ValueError):
+    """A preset's weights file does not match the sha256 its metadata records."""
+
+
+def sha256_of(path, chunk=1 << 20):
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def write_json(path, data):
+    pathlib.Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_preset(folder):
+    """Reads `config.json` and `metadata.json` of a preset folder.
+
+    Returns:
+        `(config, metadata)`; config has `family` and `config` keys.
+    """
+    folder = pathlib.Path(folder)
+    config_path = folder / CONFIG_FILE
+    if not config_path.exists():
+        raise FileNotFoundError(f"{folder} is not a glasszoo preset: it has no {CONFIG_FILE}.")
+    config = read_json(config_path)
+    if "family" not in config or "config" not in config:
+        raise ValueError(f"{config_path} must hold 'family' and 'config' keys; got {sorted(config)}.")
+    metadata_path = folder / METADATA_FILE
+    metadata = read_json(metadata_path) if metadata_path.exists() else {}
+    return config, metadata
+
+
+def verified_weights_path(folder, metadata):
+    """Path of the preset's weights after checking their sha256 against the metadata.
+
+    Raises:
+        FileNotFoundError: no weights file.
+        CorruptedWeights: the digest differs (truncated or altered file).
+    """
+    path = pathlib.Path(folder) / WEIGHTS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"Preset {folder} has no {WEIGHTS_FILE}; load it with pretrained=False.")
+    expected = metadata.get("weights_sha256")
+    if not expected:
+        raise CorruptedWeights(f"Preset {folder}: metadata.json records no weights_sha256, so the weights cannot be verified.")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise CorruptedWeights(
+            f"Preset {folder}: {WEIGHTS_FILE} is corrupted or was changed: its sha256 is {actual}, "
+            f"the model card records {expected}. Reinstall glasszoo or retrain the preset."
+        )
+    return path
+
+
+def write_preset(folder, family, config, weights_source, metadata):
+    """Writes a preset folder from a saved weights file; records its sha256 in the metadata.
+
+    Args:
+        folder: destination folder (created).
+        family: family name, e.g. `"inam"`.
+        config: the model's `get_config()`.
+        weights_source: path of a `.weights.h5` file to copy in.
+        metadata: dict (model card); `weights_sha256` is added.
+    """
+    import shutil
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / WEIGHTS_FILE
+    if pathlib.Path(weights_source).resolve() != target.resolve():
+        shutil.copyfile(weights_source, target)
+    write_json(folder / CONFIG_FILE, {"family": family, "config": config})
+    metadata = dict(metadata, weights_file=WEIGHTS_FILE, weights_sha256=sha256_of(target))
+    write_json(folder / METADATA_FILE, metadata)
+    return folder

@@ -1,0 +1,193 @@
+"""Trains a preset from its recipe: validation-based grid, checkpoints, test evaluation, model card."""
+
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+from glasszoo.zoo.presets import write_json, write_preset
+from glasszoo.zoo.recipes import recipe
+from glasszoo.zoo.registry import family_class
+
+
+def _versions():
+    import keras
+
+    versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
+    try:
+        from glasszoo import __version__
+
+        versions["glasszoo"] = __version__
+    except ImportError:
+        pass
+    backend = keras.backend.backend()
+    versions["keras_backend"] = backend
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    elif backend == "jax":
+        import jax
+
+        versions["jax"] = jax.__version__
+    return versions
+
+
+def _hardware():
+    return {"machine": platform.machine(), "processor": platform.processor() or "unknown", "cpu_count": os.cpu_count(), "system": platform.system()}
+
+
+def _build(family, base_config, overrides, data):
+    config = dict(base_config, **overrides)
+    config.update(num_classes=len(data.class_names), input_shape=list(data.x_train.shape[1:]), class_names=data.class_names)
+    return family_class(family)(**config)
+
+
+def _compile(model, learning_rate):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+
+
+def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, grid_epochs=None, verbose="auto", max_train=None):
+    """Trains preset `name` from its recipe and writes the preset folder.
+
+    Steps: seeded split of the training data into fit / validation; optional
+    grid over the recipe's configurations for `grid_epochs` each, ranked by
+    validation accuracy; training of the best for `epochs` with the best
+    validation checkpoint kept (resumable from `work_dir`); head centring on
+    the fit split; one evaluation on the test split; the preset folder with
+    its model card.
+
+    Args:
+        name: recipe name (see `glasszoo.zoo.recipes.RECIPES`).
+        out_dir: preset folder to write (config.json, model.weights.h5, metadata.json).
+        work_dir: checkpoints, logs and grid results (default `runs/<name>`).
+        epochs: final training epochs (recipe default if None).
+        seed: seed of the split, initialisation and shuffling.
+        grid: run the recipe's grid first.
+        grid_epochs: epochs per grid point (recipe default if None).
+        verbose: Keras progress verbosity.
+        max_train: use at most this many fit images (quick trials only).
+
+    Returns:
+        the metadata dict written.
+    """
+    import keras
+
+    from glasszoo.data import load_dataset
+
+    spec = recipe(name)
+    epochs = spec["epochs"] if epochs is None else int(epochs)
+    grid_epochs = spec["grid_epochs"] if grid_epochs is None else int(grid_epochs)
+    work_dir = pathlib.Path(work_dir or pathlib.Path("runs") / name)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    data = load_dataset(spec["dataset"])
+    x_fit, y_fit, x_val, y_val = data.validation_split(spec["validation_size"], seed=seed)
+    if max_train:
+        x_fit, y_fit = x_fit[:max_train], y_fit[:max_train]
+    batch_size = spec["batch_size"]
+
+    grid_results = []
+    chosen = {}
+    grid_file = work_dir / "grid.json"
+    if grid and spec["grid"] and grid_epochs > 0:
+        previous = json.loads(grid_file.read_text()) if grid_file.exists() else []
+        for point in spec["grid"]:
+            done = [r for r in previous if r["overrides"] == point and r["epochs"] == grid_epochs and r["seed"] == seed]
+            if done:
+                grid_results.append(done[0])
+                continue
+            print(f"[grid] {point} for {grid_epochs} epochs", flush=True)
+            keras.utils.set_random_seed(seed)
+            model = _build(spec["family"], spec["config"], point, data)
+            _compile(model, spec["learning_rate"])
+            tick = time.time()
+            history = model.fit(x_fit, y_fit, batch_size=batch_size, epochs=grid_epochs, validation_data=(x_val, y_val), verbose=verbose, center=False)
+            result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
+            print(f"[grid] {result}", flush=True)
+            grid_results.append(result)
+            write_json(grid_file, grid_results)
+        chosen = max(grid_results, key=lambda r: r["val_accuracy"])["overrides"]
+        print(f"[grid] chosen on validation accuracy: {chosen}", flush=True)
+
+    keras.utils.set_random_seed(seed)
+    model = _build(spec["family"], spec["config"], chosen, data)
+    _compile(model, spec["learning_rate"])
+    checkpoint = work_dir / "best.weights.h5"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5),
+        keras.callbacks.CSVLogger(str(work_dir / "training_log.csv"), append=True),
+    ]
+    history = model.fit(x_fit, y_fit, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, center=False)
+    model.load_weights(str(checkpoint))
+    model.center_head(x_fit)
+    val_loss, val_accuracy = [float(v) for v in model.evaluate(x_val, y_val, batch_size=512, verbose=0)[:2]]
+    test_loss, test_accuracy = [float(v) for v in model.evaluate(data.x_test, data.y_test, batch_size=512, verbose=0)[:2]]
+    final_weights = work_dir / "final.weights.h5"
+    model.save_weights(str(final_weights))
+    log = _read_log(work_dir / "training_log.csv")
+    best_epoch = int(np.argmax([row["val_accuracy"] for row in log])) + 1 if log else None
+
+    metadata = {
+        "name": name,
+        "family": spec["family"],
+        "description": spec["description"],
+        "class_names": data.class_names,
+        "input": {"shape": list(data.x_train.shape[1:]), "dtype": "float32", "range": [0.0, 1.0], "layout": "NHWC"},
+        "data": {
+            "dataset": data.name,
+            "source": data.source,
+            "train_images": int(len(x_fit)),
+            "validation_images": int(len(x_val)),
+            "test_images": int(len(data.x_test)),
+            "split": f"validation = {len(x_val)} images of the training set drawn with numpy default_rng({seed}); test split untouched until the final evaluation",
+        },
+        "training": {
+            "command": f"glasszoo train {name} --epochs {epochs} --seed {seed}" + ("" if grid else " --no-grid") + f" --out {out_dir}",
+            "seed": seed,
+            "epochs": epochs,
+            "best_epoch": best_epoch,
+            "batch_size": batch_size,
+            "optimizer": f"Adam(learning_rate={spec['learning_rate']}), ReduceLROnPlateau(val_accuracy, factor 0.3, patience 2)",
+            "checkpoint_selection": "best validation accuracy",
+            "grid": grid_results,
+            "chosen_overrides": chosen,
+            "seconds": round(time.time() - started, 1),
+            "hardware": _hardware(),
+        },
+        "config": model.get_config(),
+        "parameters": int(model.count_params()),
+        "metrics": {
+            "validation_accuracy": round(val_accuracy, 4),
+            "validation_loss": round(val_loss, 4),
+            "test_accuracy": round(test_accuracy, 4),
+            "test_loss": round(test_loss, 4),
+        },
+        "history": log,
+        "versions": _versions(),
+    }
+    explanation_outputs = getattr(sys.modules[type(model).__module__], "EXPLANATION_OUTPUTS", None)
+    if explanation_outputs:
+        metadata["explanation_outputs"] = explanation_outputs
+    write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata)
+    print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
+    return metadata
+
+
+def _read_log(path):
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: (round(float(v), 5) if k != "epoch" else int(v) + 1) for k, v in row.items() if v != ""} for row in rows]
