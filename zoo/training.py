@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from glasszoo.zoo.feature_sample import write_feature_sample
 from glasszoo.zoo.presets import write_json, write_preset
 from glasszoo.zoo.recipes import recipe
 from glasszoo.zoo.registry import family_class
@@ -179,6 +180,8 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     if explanation_outputs:
         metadata["explanation_outputs"] = explanation_outputs
     write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata)
+    if hasattr(model, "feature_values"):
+        write_feature_sample(model, x_fit, out_dir, seed=seed)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
     return metadata
 

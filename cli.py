@@ -1,0 +1,343 @@
+"""The `glasszoo` command: list, info, train, evaluate, explain, export, predict, demo.
+
+`predict` serves an ONNX file with onnxruntime and NumPy only; the other
+commands import Keras when they need a model.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+def _progbar(total, label):
+    import keras
+
+    print(label, flush=True)
+    return keras.utils.Progbar(total, unit_name="image")
+
+
+def _write_json(path, data):
+    pathlib.Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+# -- commands -----------------------------------------------------------------
+def cmd_list(args):
+    from glasszoo.zoo.registry import list_models, model_info
+
+    names = list_models(args.pattern)
+    rows = [("name", "family", "data", "test acc.", "params")]
+    for name in names:
+        config, meta = model_info(name)
+        accuracy = meta.get("metrics", {}).get("test_accuracy")
+        rows.append((name, config["family"], meta.get("data", {}).get("dataset", "?"), f"{accuracy:.4f}" if accuracy else "-", f"{meta.get('parameters', 0):,}"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    if not names:
+        print(f"(no model matches {args.pattern!r})")
+    return 0
+
+
+def cmd_info(args):
+    from glasszoo.zoo.registry import model_info
+
+    config, meta = model_info(args.name)
+    summary = {key: meta[key] for key in ("name", "family", "description", "class_names", "input", "data", "metrics", "parameters", "explanation_outputs", "versions", "weights_sha256") if key in meta}
+    summary["config"] = config["config"]
+    training = dict(meta.get("training", {}))
+    training.pop("grid", None)
+    summary["training"] = training
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_train(args):
+    from glasszoo.zoo.training import train_preset
+
+    out = args.out or f"runs/{args.name}/preset"
+    train_preset(args.name, out, work_dir=args.work_dir, epochs=args.epochs, seed=args.seed, grid=not args.no_grid, grid_epochs=args.grid_epochs, verbose=1 if sys.stdout.isatty() else 2)
+    return 0
+
+
+def cmd_evaluate(args):
+    import numpy as np
+
+    import glasszoo
+    from glasszoo.data import load_dataset
+    from glasszoo.explain.consistency import decision_image_consistency
+
+    model = glasszoo.load(args.name)
+    meta = getattr(model, "preset_metadata", {})
+    data = load_dataset(args.dataset or meta.get("data", {}).get("dataset", "fashion_mnist"))
+    print(f"Evaluating {args.name} on the {len(data.x_test)} test images of {data.name} ({data.source})", flush=True)
+    loss, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=args.batch_size, verbose=1)[:2]
+    report = {"model": args.name, "dataset": data.name, "test_images": int(len(data.x_test)), "test_accuracy": round(float(accuracy), 4), "test_loss": round(float(loss), 4)}
+    if hasattr(model, "decision_images") and args.consistency:
+        count = min(args.consistency, len(data.x_test))
+        progbar = _progbar(count, f"Decision-image consistency on {count} test images")
+        kept = []
+        for start in range(0, count, args.batch_size):
+            batch = data.x_test[start : min(start + args.batch_size, count)]
+            kept.append(decision_image_consistency(model, batch, batch_size=args.batch_size)["kept"])
+            progbar.add(len(batch))
+        report["decision_image_consistency"] = round(float(np.concatenate(kept).mean()), 4)
+        report["decision_image_consistency_images"] = count
+    card = meta.get("metrics", {}).get("test_accuracy")
+    if card is not None:
+        report["model_card_test_accuracy"] = card
+    print(json.dumps(report, indent=2))
+    if args.out:
+        pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+        _write_json(pathlib.Path(args.out) / "report.json", report)
+    return 0
+
+
+def _images_for(model, image_args, samples):
+    from glasszoo.data.image_files import read_image_files
+    from glasszoo.data.samples import load_samples
+
+    if image_args:
+        return read_image_files(image_args, model.image_shape), [pathlib.Path(p).stem for p in image_args]
+    images, labels, names = load_samples()
+    images = images[: samples or len(images)]
+    return images, [f"sample{i:02d}_{names[labels[i]].replace('/', '-')}" for i in range(len(images))]
+
+
+def write_explanations(model, images, stems, out, with_global=True):
+    """Explains `images` and writes the pictures and arrays into `out`; returns the explanation."""
+    import numpy as np
+
+    from glasszoo.explain import plots
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    progbar = _progbar(len(images), f"Explaining {len(images)} image(s) with {model.name}")
+    parts = []
+    for start in range(0, len(images), 16):
+        parts.append(model.explain(images[start : start + 16]))
+        progbar.add(len(parts[-1]["logits"]))
+    explanation = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
+    names = model.class_names
+    predicted = explanation["logits"].argmax(-1)
+    for index, stem in enumerate(stems):
+        plots.local_view(images, explanation, index=index, class_names=names, path=out / f"local_{stem}.png")
+    plots.explanation_grid(images, explanation, class_names=names, path=out / "explanation_grid.png")
+    if with_global:
+        feature_values = _feature_values(model, images)
+        for class_index in sorted(set(predicted.tolist()))[:3]:
+            plots.strongest_kernels(model, class_index, feature_values, path=out / f"strongest_kernels_{class_index}_{names[class_index].replace('/', '-')}.png")
+        influence = plots.kernel_influence(model, feature_values)
+        top = int(influence.max(axis=1).argmax())
+        plots.kernel_global_view(model, top, feature_values, class_names=names, path=out / f"kernel_{top:03d}_global_view.png")
+    summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
+    _write_json(out / "predictions.json", summary)
+    return explanation
+
+
+def _feature_values(model, images):
+    from glasszoo.zoo.feature_sample import read_feature_sample
+    from glasszoo.zoo.registry import preset_folder
+
+    meta = getattr(model, "preset_metadata", {}) or {}
+    if meta.get("name"):
+        sample = read_feature_sample(preset_folder(meta["name"]))
+        if sample is not None:
+            return sample
+    from keras import ops
+
+    return ops.convert_to_numpy(model.feature_values(ops.convert_to_tensor(images)))
+
+
+def cmd_explain(args):
+    import glasszoo
+
+    _quiet_tensorflow()
+    model = glasszoo.load(args.name)
+    images, stems = _images_for(model, args.images, args.samples)
+    write_explanations(model, images, stems, args.out, with_global=not args.no_global)
+    print(f"Wrote explanations of {len(images)} image(s) to {args.out}")
+    return 0
+
+
+def export_and_check(model, path, images, opset=None, model_name=None):
+    """Exports to ONNX, runs it in onnxruntime and returns the largest difference per output."""
+    import numpy as np
+
+    from glasszoo.export import OnnxModel, to_onnx
+
+    to_onnx(model, path, opset=opset, model_name=model_name)
+    served = OnnxModel(path)
+    from_onnx = served(images)
+    from_keras = model.explain(images)
+    differences = {name: float(np.max(np.abs(from_onnx[name] - from_keras[name]))) for name in from_keras}
+    return served, differences
+
+
+def cmd_export(args):
+    import glasszoo
+    from glasszoo.data.samples import load_samples
+
+    _quiet_tensorflow()
+    model = glasszoo.load(args.name)
+    images = load_samples()[0][:8] if tuple(model.image_shape) == (28, 28, 1) else None
+    if images is None:
+        from glasszoo.export import to_onnx
+
+        to_onnx(model, args.output, opset=args.opset, model_name=args.name)
+        print(f"Wrote {args.output}")
+        return 0
+    served, differences = export_and_check(model, args.output, images, opset=args.opset, model_name=args.name)
+    print(f"Wrote {args.output}; onnxruntime ({served.providers[0]}) vs Keras on {len(images)} images, max |difference| per output:")
+    for name, value in differences.items():
+        print(f"  {name:16s} {value:.2e}")
+    return 0
+
+
+def cmd_predict(args):
+    import numpy as np
+
+    from glasszoo.data.image_files import read_image_files
+    from glasszoo.export import OnnxModel
+
+    served = OnnxModel(args.model)
+    images = read_image_files(args.images, served.input_shape)
+    outputs = served(images)
+    names = served.class_names or [str(k) for k in range(outputs["logits"].shape[-1])]
+    logits = outputs["logits"]
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    results = [{"image": str(path), "class": names[int(p.argmax())], "probability": round(float(p.max()), 4)} for path, p in zip(args.images, probabilities)]
+    print(json.dumps({"providers": served.providers, "predictions": results}, indent=2))
+    if args.out:
+        np.savez_compressed(args.out, **outputs)
+        print(f"Wrote all outputs ({', '.join(outputs)}) to {args.out}")
+    return 0
+
+
+def cmd_demo(args):
+    import glasszoo
+    from glasszoo.data.samples import load_samples
+    from glasszoo.explain.consistency import decision_image_consistency
+
+    _quiet_tensorflow()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    print(f"[1/4] Loading {args.name} (weights verified against the model card's sha256)")
+    model = glasszoo.load(args.name)
+    images, labels, names = load_samples()
+    images, labels = images[: args.samples], labels[: args.samples]
+    stems = [f"sample{i:02d}_{names[labels[i]].replace('/', '-')}" for i in range(len(images))]
+    print(f"[2/4] Explaining {len(images)} shipped Fashion-MNIST test images")
+    explanation = write_explanations(model, images, stems, out)
+    accuracy = float((explanation["logits"].argmax(-1) == labels).mean())
+    consistency = decision_image_consistency(model, images)["consistency"]
+    onnx_path = out / f"{args.name}.onnx"
+    print(f"[3/4] Exporting to {onnx_path} and running it in onnxruntime")
+    served, differences = export_and_check(model, onnx_path, images, model_name=args.name)
+    print(f"[4/4] onnxruntime ({served.providers[0]}) vs Keras, max |difference| per output:")
+    for name, value in differences.items():
+        print(f"      {name:16s} {value:.2e}")
+    summary = {
+        "model": args.name,
+        "samples": len(images),
+        "sample_accuracy": round(accuracy, 4),
+        "decision_image_consistency": round(consistency, 4),
+        "model_card_test_accuracy": model.preset_metadata.get("metrics", {}).get("test_accuracy"),
+        "onnx_file": str(onnx_path),
+        "onnx_providers": served.providers,
+        "onnx_max_abs_difference": differences,
+        "seconds": round(time.time() - started, 1),
+    }
+    _write_json(out / "summary.json", summary)
+    print(f"Sample accuracy {accuracy:.3f}, decision-image consistency {consistency:.3f}. Pictures and summary.json in {out}/")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(prog="glasszoo", description="Interpretable image classifiers: load, explain, train, export, serve.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the pretrained models")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("info", help="print a model card")
+    p.add_argument("name")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("train", help="train a preset from its recipe (grid on validation, checkpoints, model card)")
+    p.add_argument("name")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="preset folder to write (default runs/NAME/preset)")
+    p.add_argument("--work-dir", help="checkpoints and logs (default runs/NAME)")
+    p.add_argument("--no-grid", action="store_true", help="skip the hyperparameter grid")
+    p.add_argument("--grid-epochs", type=int)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy (and decision-image consistency) of a preset")
+    p.add_argument("name")
+    p.add_argument("--dataset", help="dataset name (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--consistency", type=int, default=1000, help="test images for the decision-image check (0: skip)")
+    p.add_argument("--out", help="folder for report.json")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("explain", help="explain images (default: the shipped samples) and write pictures")
+    p.add_argument("name")
+    p.add_argument("images", nargs="*", help="image files (png, jpg, ...) or .npy arrays")
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, default=8, help="shipped samples to use when no image is given")
+    p.add_argument("--no-global", action="store_true", help="skip the kernel plots")
+    p.set_defaults(run=cmd_explain)
+
+    p = sub.add_parser("export", help="export to ONNX (logits + explanations) and check it in onnxruntime")
+    p.add_argument("name")
+    p.add_argument("output")
+    p.add_argument("--opset", type=int)
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("predict", help="serve an ONNX export with onnxruntime only")
+    p.add_argument("model", help="an .onnx file from `glasszoo export`")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", help=".npz file for every output")
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("demo", help="the main job: load, explain samples, export, run in onnxruntime, write pictures")
+    p.add_argument("--name", default="inam_fashion_mnist")
+    p.add_argument("--out", default="glasszoo-demo")
+    p.add_argument("--samples", type=int, default=12)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"glasszoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

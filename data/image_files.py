@@ -1,0 +1,41 @@
+"""Reads image files (PNG, JPEG, ... or .npy) into the float32 NHWC [0, 1] batches models take."""
+
+import pathlib
+
+import numpy as np
+
+
+def read_image_files(paths, input_shape):
+    """Loads image files, converted to the model's channels and size.
+
+    Args:
+        paths: image files (anything Pillow reads) or `.npy` arrays already
+            shaped `(H, W, C)` / `(B, H, W, C)` in [0, 1].
+        input_shape: `(H, W, C)` of the model; colour images are converted
+            to grayscale for C = 1 and vice versa, then resized.
+
+    Returns:
+        float32 array `(B, H, W, C)` in [0, 1].
+
+    Example:
+    >>> batch = read_image_files(["shoe.png"], (28, 28, 1))  # doctest: +SKIP
+    """
+    from PIL import Image
+
+    height, width, channels = input_shape
+    batch = []
+    for path in map(pathlib.Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"No image file at {path}.")
+        if path.suffix == ".npy":
+            array = np.load(path)
+            batch.extend(array if array.ndim == 4 else array[None])
+            continue
+        try:
+            image = Image.open(path)
+            image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+        except Exception as error:
+            raise ValueError(f"Cannot read {path} as an image ({error}).") from error
+        array = np.asarray(image, dtype="float32") / 255.0
+        batch.append(array[..., None] if channels == 1 else array)
+    return np.stack(batch).astype("float32")

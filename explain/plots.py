@@ -1,0 +1,348 @@
+"""Matplotlib views of INAM explanations (seed 000, Figures 2 and 3).
+
+Global views show what a kernel is and how its maximal response moves every
+class logit; local views show the decision images of one prediction. Every
+function builds a `matplotlib.figure.Figure` directly (no pyplot state, no
+GUI backend needed), optionally saves it as a png and returns it.
+"""
+
+import numpy as np
+from keras import ops
+from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_feature_values",
+    "explanation_grid",
+    "kernel_global_view",
+    "kernel_influence",
+    "local_view",
+    "strongest_kernels",
+]
+
+DIVERGING_CMAP = "bwr"
+SAVE_DPI = 120
+GRID_POINTS = 200
+DENSITY_BINS = 30
+PANEL_INCHES = 2.4
+
+
+# -- numbers ---------------------------------------------------------------
+def compute_feature_values(model, images, batch_size=256):
+    """Maximal responses `X_l` of every kernel for a NumPy array of images.
+
+    Args:
+        model: an INAM.
+        images: float array `(B, H, W, C)` in [0, 1].
+        batch_size: images per forward pass.
+
+    Returns:
+        float array `(B, N)`.
+
+    Example:
+    >>> values = compute_feature_values(model, train_images[:1000])
+    >>> values.shape
+    (1000, 16)
+    """
+    images = np.asarray(images, dtype="float32")
+    parts = [
+        ops.convert_to_numpy(model.feature_values(ops.convert_to_tensor(images[start : start + batch_size])))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, model.num_kernels), "float32")
+
+
+def _centred_shape_functions(model, values, batch_size=1024):
+    """Centred `g~_l(values[:, l])` as NumPy: `(G, N)` -> `(G, N, K)`."""
+    values = np.asarray(values, dtype="float32")
+    shift = ops.convert_to_numpy(model.head.centring_shift())
+    parts = [
+        ops.convert_to_numpy(model.head.shape_functions(ops.convert_to_tensor(values[start : start + batch_size])))
+        for start in range(0, len(values), batch_size)
+    ]
+    return np.concatenate(parts) + shift
+
+
+def kernel_influence(model, feature_values):
+    """Influence of every kernel on every class.
+
+    The influence of kernel `l` on class `k` is the mean over the data of
+    `|g~_lk(X_l)|`, the size of its centred contribution to that logit.
+
+    Args:
+        model: an INAM.
+        feature_values: array `(num_images, N)` of maximal responses, e.g.
+            from `compute_feature_values` on training images.
+
+    Returns:
+        non-negative float array `(N, K)`.
+
+    Example:
+    >>> influence = kernel_influence(model, values)
+    >>> influence.shape
+    (16, 10)
+    """
+    feature_values = _check_feature_values(model, feature_values)
+    return np.abs(_centred_shape_functions(model, feature_values)).mean(axis=0)
+
+
+def _check_feature_values(model, feature_values):
+    feature_values = np.asarray(feature_values, dtype="float32")
+    if feature_values.ndim != 2 or feature_values.shape[1] != model.num_kernels or not len(feature_values):
+        raise ValueError(
+            f"feature_values must be a non-empty (num_images, {model.num_kernels}) array; "
+            f"got shape {feature_values.shape}."
+        )
+    return feature_values
+
+
+def _check_index(index, size, what):
+    if not 0 <= int(index) < size:
+        raise ValueError(f"{what} must be in [0, {size}); got {index}.")
+    return int(index)
+
+
+def _softmax(logits):
+    shifted = np.exp(logits - np.max(logits))
+    return shifted / shifted.sum()
+
+
+def _two_classes(logits, classes):
+    """The given pair of class indices, else the two largest logits."""
+    if classes is not None:
+        first, second = classes
+        return _check_index(first, len(logits), "class"), _check_index(second, len(logits), "class")
+    order = np.argsort(-logits, kind="stable")
+    return int(order[0]), int(order[min(1, len(order) - 1)])
+
+
+def _feature_grid(values):
+    """`GRID_POINTS` strengths spanning the data range (widened if it is a point)."""
+    low, high = float(np.min(values)), float(np.max(values))
+    if high - low < 1e-6:
+        low, high = low - 0.5, high + 0.5
+    return np.linspace(low, high, GRID_POINTS, dtype="float32")
+
+
+def _kernel(model, kernel_index):
+    """Kernel `l` as `(n, n, C)` NumPy."""
+    return model.conv.kernel.numpy()[..., kernel_index]
+
+
+def _names(class_names, num_classes):
+    return list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+
+
+# -- drawing ---------------------------------------------------------------
+def _new_figure(rows, cols, width=PANEL_INCHES, height=PANEL_INCHES):
+    """Figure and a `(rows, cols)` array of axes, without pyplot."""
+    figure = Figure(figsize=(cols * width, rows * height), layout="constrained")
+    return figure, figure.subplots(rows, cols, squeeze=False)
+
+
+def _save(figure, path):
+    if path is not None:
+        figure.savefig(path, dpi=SAVE_DPI)
+    return figure
+
+
+def _bare(axis):
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def _show_signed(axis, values):
+    """Signed 2-D map with the diverging colormap, symmetric around 0."""
+    bound = max(float(np.max(np.abs(values))), 1e-12)
+    _bare(axis)
+    return axis.imshow(values, cmap=DIVERGING_CMAP, vmin=-bound, vmax=bound)
+
+
+def _show_kernel(axis, kernel):
+    """One kernel `(n, n, C)`: min-max RGB for 3 channels, else signed (channels summed)."""
+    if kernel.shape[-1] == 3:
+        low, high = float(kernel.min()), float(kernel.max())
+        _bare(axis)
+        return axis.imshow((kernel - low) / max(high - low, 1e-12))
+    return _show_signed(axis, kernel.sum(axis=-1))
+
+
+def _show_image(axis, image):
+    """Input image `(H, W, C)` in [0, 1]: gray for 1 channel, RGB for 3."""
+    _bare(axis)
+    image = np.clip(image, 0.0, 1.0)
+    if image.shape[-1] == 1:
+        return axis.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    return axis.imshow(image)
+
+
+def _draw_explanation_row(figure, axes, image, explanation, index, classes, class_names, colorbars):
+    """Image | decision image of class A | of class B, on three axes."""
+    logits = np.asarray(explanation["logits"][index])
+    names = _names(class_names, len(logits))
+    probabilities = _softmax(logits)
+    _show_image(axes[0], image)
+    axes[0].set_title("input")
+    for axis, k in zip(axes[1:], _two_classes(logits, classes)):
+        artist = _show_signed(axis, np.asarray(explanation["decision_images"][index, k]).sum(axis=-1))
+        axis.set_title(f"{names[k]}\nlogit {logits[k]:.2f}, p {probabilities[k]:.2f}", fontsize=9)
+        if colorbars:
+            figure.colorbar(artist, ax=axis, shrink=0.8)
+
+
+# -- public views -------------------------------------------------------------
+def kernel_global_view(model, kernel_index, feature_values, class_names=None, path=None):
+    """Global view of one kernel (seed 000, Figure 2).
+
+    Left: the kernel (diverging colormap around 0 for one channel, min-max
+    scaled RGB for three). Right: the centred shape function of that kernel
+    for every class over the data range of its maximal response `X_l`, with
+    the data density of `X_l` shaded in gray behind the lines.
+
+    Args:
+        model: an INAM.
+        kernel_index: int, the kernel `l`.
+        feature_values: array `(num_images, N)` of maximal responses of
+            (training) images, e.g. from `compute_feature_values`.
+        class_names: optional list of `K` names (default: `model.class_names`).
+        path: optional png file to save the figure to.
+
+    Returns:
+        `matplotlib.figure.Figure`.
+
+    Example:
+    >>> values = compute_feature_values(model, train_images)
+    >>> fig = kernel_global_view(model, 3, values, path="kernel_3.png")
+    """
+    feature_values = _check_feature_values(model, feature_values)
+    kernel_index = _check_index(kernel_index, model.num_kernels, "kernel_index")
+    names = _names(class_names if class_names is not None else model.class_names, model.num_classes)
+    data = feature_values[:, kernel_index]
+    grid = _feature_grid(data)
+    curves = _centred_shape_functions(model, np.repeat(grid[:, None], model.num_kernels, axis=1))[:, kernel_index]
+
+    figure = Figure(figsize=(3 * PANEL_INCHES, 1.2 * PANEL_INCHES), layout="constrained")
+    kernel_axis, curve_axis = figure.subplots(1, 2, width_ratios=[1, 2])
+    artist = _show_kernel(kernel_axis, _kernel(model, kernel_index))
+    kernel_axis.set_title(f"kernel {kernel_index}")
+    if artist.get_array().ndim == 2:
+        figure.colorbar(artist, ax=kernel_axis, shrink=0.8)
+
+    density_axis = curve_axis.twinx()
+    density_axis.hist(data, bins=DENSITY_BINS, range=(grid[0], grid[-1]), density=True, color="0.85")
+    density_axis.set_ylabel("data density", color="0.5")
+    density_axis.tick_params(axis="y", colors="0.5")
+    curve_axis.set_zorder(density_axis.get_zorder() + 1)
+    curve_axis.patch.set_visible(False)
+    for k, name in enumerate(names):
+        curve_axis.plot(grid, curves[:, k], label=name)
+    curve_axis.axhline(0.0, color="0.4", linewidth=0.6)
+    curve_axis.set_xlim(grid[0], grid[-1])
+    curve_axis.set_xlabel(f"feature strength X_{kernel_index}")
+    curve_axis.set_ylabel("contribution to class logit")
+    curve_axis.legend(fontsize=7, ncol=max(1, len(names) // 6), loc="best")
+    return _save(figure, path)
+
+
+def strongest_kernels(model, class_index, feature_values, top=8, path=None):
+    """The kernels with the largest influence on one class.
+
+    Influence as in `kernel_influence`. The figure shows the `top` kernels,
+    strongest first, with their influence in the titles; their indices and
+    influences are attached as `figure.kernel_indices` and `figure.influence`.
+
+    Args:
+        model: an INAM.
+        class_index: int, the class `k`.
+        feature_values: array `(num_images, N)` of maximal responses.
+        top: int, number of kernels to show (at most `N`).
+        path: optional png file to save the figure to.
+
+    Returns:
+        `matplotlib.figure.Figure` with `kernel_indices` (int array `(top,)`)
+        and `influence` (float array `(top,)`).
+
+    Example:
+    >>> fig = strongest_kernels(model, 7, values, top=8, path="class_7.png")
+    >>> fig.kernel_indices
+    array([12,  3,  5,  0,  9, 14,  2,  6])
+    """
+    class_index = _check_index(class_index, model.num_classes, "class_index")
+    influence = kernel_influence(model, feature_values)[:, class_index]
+    top = max(1, min(int(top), model.num_kernels))
+    chosen = np.argsort(-influence, kind="stable")[:top]
+
+    cols = min(top, 4)
+    rows = -(-top // cols)
+    figure, axes = _new_figure(rows, cols, height=PANEL_INCHES * 1.1)
+    for axis in axes.flat[top:]:
+        axis.remove()
+    for axis, l in zip(axes.flat, chosen):
+        _show_kernel(axis, _kernel(model, l))
+        axis.set_title(f"kernel {l}\ninfluence {influence[l]:.3g}", fontsize=9)
+    figure.suptitle(f"strongest kernels for class {model.class_names[class_index]}")
+    figure.kernel_indices = chosen
+    figure.influence = influence[chosen]
+    return _save(figure, path)
+
+
+def local_view(image, explanation, index=0, classes=None, class_names=None, path=None):
+    """Local view of one prediction (seed 000, Figure 3).
+
+    The input image and the decision images (summed over channels, diverging
+    colormap symmetric around 0, with colorbars) of two classes: by default
+    the predicted class and the runner-up. Titles give each class's logit and
+    softmax probability.
+
+    Args:
+        image: the image `(H, W, C)` in [0, 1], or the batch `(B, H, W, C)`
+            that was explained (then `index` selects it).
+        explanation: dict returned by `model.explain` for the batch.
+        index: int, which image of the explained batch.
+        classes: optional pair of class indices to show instead.
+        class_names: optional list of `K` names.
+        path: optional png file to save the figure to.
+
+    Returns:
+        `matplotlib.figure.Figure`.
+
+    Example:
+    >>> explanation = model.explain(test_images[:4])
+    >>> fig = local_view(test_images[2], explanation, index=2, class_names=model.class_names)
+    """
+    index = _check_index(index, len(explanation["logits"]), "index")
+    image = np.asarray(image, dtype="float32")
+    image = image[index] if image.ndim == 4 else image
+    figure, axes = _new_figure(1, 3, width=PANEL_INCHES * 1.2)
+    _draw_explanation_row(figure, axes[0], image, explanation, index, classes, class_names, colorbars=True)
+    return _save(figure, path)
+
+
+def explanation_grid(images, explanation, class_names=None, max_images=8, path=None):
+    """Overview of several predictions: one row per image.
+
+    Each row shows the image and the decision images of its predicted and
+    runner-up class (summed over channels, symmetric diverging colormap).
+
+    Args:
+        images: float array `(B, H, W, C)` in [0, 1], the explained batch.
+        explanation: dict returned by `model.explain(images)`.
+        class_names: optional list of `K` names.
+        max_images: int, at most this many rows.
+        path: optional png file to save the figure to.
+
+    Returns:
+        `matplotlib.figure.Figure`.
+
+    Example:
+    >>> fig = explanation_grid(test_images[:8], model.explain(test_images[:8]),
+    ...                        class_names=model.class_names, path="overview.png")
+    """
+    images = np.asarray(images, dtype="float32")
+    rows = min(len(images), len(explanation["logits"]), int(max_images))
+    if rows < 1:
+        raise ValueError("explanation_grid needs at least one image.")
+    figure, axes = _new_figure(rows, 3, width=PANEL_INCHES * 0.8, height=PANEL_INCHES * 0.9)
+    for row in range(rows):
+        _draw_explanation_row(figure, axes[row], images[row], explanation, row, None, class_names, colorbars=False)
+        axes[row, 0].set_title(f"image {row}")
+    return _save(figure, path)

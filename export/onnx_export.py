@@ -1,0 +1,91 @@
+"""Export of a zoo model to ONNX with logits and every explanation output (TensorFlow backend)."""
+
+import json
+import os
+import pathlib
+
+DEFAULT_OPSET = 17
+INPUT_NAME = "image"
+
+
+def explanation_function(model):
+    """A `tf.function` from images `(None, H, W, C)` to the model's explanation dict.
+
+    The input is named `image` with a dynamic batch; the dict keys become the
+    ONNX output names.
+    """
+    import keras
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "ONNX export runs on the TensorFlow backend; set KERAS_BACKEND=tensorflow before importing keras "
+            f"(current backend: {keras.backend.backend()}). Weights trained on any backend load there."
+        )
+    spec = tf.TensorSpec((None,) + tuple(model.image_shape), tf.float32, name=INPUT_NAME)
+
+    @tf.function(input_signature=[spec])
+    def explain(image):
+        return model.explanation_graph(image)
+
+    return explain
+
+
+def to_onnx(model, path, opset=None, model_name=None):
+    """Writes `model` as an ONNX graph whose outputs are `logits` and its explanations.
+
+    The graph takes `image`: float32 `(batch, H, W, C)` in [0, 1], dynamic
+    batch, and returns the same named tensors as `model.explain`. Metadata:
+    model name, family, class names, input shape and range, output
+    descriptions, glasszoo version.
+
+    Args:
+        model: a glasszoo model (has `explanation_graph` and `image_shape`).
+        path: output `.onnx` file.
+        opset: ONNX opset (17 if None).
+        model_name: name recorded in the metadata (the preset name if known).
+
+    Returns:
+        `pathlib.Path` of the written file.
+
+    Example:
+    >>> model = glasszoo.load("inam_fashion_mnist")  # doctest: +SKIP
+    >>> to_onnx(model, "inam.onnx")  # doctest: +SKIP
+    >>> OnnxModel("inam.onnx")(images)["decision_images"].shape  # doctest: +SKIP
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import onnx
+    import tf2onnx
+
+    from glasszoo import __version__
+
+    function = explanation_function(model)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset or DEFAULT_OPSET)
+    metadata = getattr(model, "preset_metadata", {}) or {}
+    module = __import__(type(model).__module__, fromlist=["EXPLANATION_OUTPUTS"])
+    outputs = getattr(module, "EXPLANATION_OUTPUTS", {})
+    properties = {
+        "model_name": model_name or metadata.get("name") or model.name,
+        "family": getattr(model, "family", type(model).__name__),
+        "class_names": json.dumps(list(getattr(model, "class_names", []))),
+        "input_name": INPUT_NAME,
+        "input_shape": json.dumps(["batch"] + list(model.image_shape)),
+        "input_range": "[0, 1]",
+        "input_layout": "NHWC float32",
+        "outputs": json.dumps(outputs),
+        "glasszoo_version": __version__,
+    }
+    if "metrics" in metadata:
+        properties["metrics"] = json.dumps(metadata["metrics"])
+    for key, value in properties.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    proto.producer_name = "glasszoo"
+    proto.producer_version = __version__
+    produced = [o.name for o in proto.graph.output]
+    if outputs and sorted(produced) != sorted(outputs):
+        raise RuntimeError(f"ONNX outputs {produced} differ from the model's explanation outputs {sorted(outputs)}.")
+    onnx.save(proto, str(path))
+    return path

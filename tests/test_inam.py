@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import keras
+
+from glasszoo.zoo.inam import EXPLANATION_OUTPUTS, INAM
+
+
+def naive_decision_images(model, explanation):
+    """Seed 000's definition, one kernel at a time, in NumPy."""
+    kernel = model.conv.kernel.numpy()
+    n = kernel.shape[0]
+    half = n // 2
+    batch, features, classes = explanation["contributions"].shape
+    height, width, channels = model.image_shape
+    out = np.zeros((batch, classes, height + 2 * half, width + 2 * half, channels), "float32")
+    for b in range(batch):
+        for l in range(features):
+            g = explanation["contributions"][b, l]
+            t = int(np.argmax(g))
+            row, col = explanation["max_locations"][b, l].astype(int)
+            out[b, t, row : row + n, col : col + n] += g[t] * kernel[:, :, :, l]
+    return out[:, :, half : half + height, half : half + width]
+
+
+def test_explain_outputs_shapes_and_additivity(tiny_inam, samples):
+    images = samples[0][:5]
+    out = tiny_inam.explain(images)
+    assert sorted(out) == sorted(EXPLANATION_OUTPUTS)
+    assert out["logits"].shape == (5, 10)
+    assert out["max_responses"].shape == (5, 12)
+    assert out["max_locations"].shape == (5, 12, 2)
+    assert out["contributions"].shape == (5, 12, 10)
+    assert out["decision_images"].shape == (5, 10, 28, 28, 1)
+    np.testing.assert_allclose(out["contributions"].sum(1) + tiny_inam.head.bias.numpy(), out["logits"], atol=1e-4)
+    np.testing.assert_allclose(tiny_inam.predict(images, verbose=0), out["logits"], atol=1e-4)
+
+
+def test_decision_images_match_the_seed_definition(tiny_inam, samples):
+    out = tiny_inam.explain(samples[0][:4])
+    np.testing.assert_allclose(out["decision_images"], naive_decision_images(tiny_inam, out), atol=1e-5)
+
+
+def test_max_locations_point_at_the_responses(tiny_inam, samples):
+    images = samples[0][:3]
+    maps = tiny_inam.conv(images).numpy()
+    out = tiny_inam.explain(images)
+    rows, cols = out["max_locations"][..., 0].astype(int), out["max_locations"][..., 1].astype(int)
+    for b in range(3):
+        np.testing.assert_allclose(maps[b, rows[b], cols[b], np.arange(12)], out["max_responses"][b], rtol=1e-6)
+
+
+def test_valid_padding_decision_images(samples):
+    model = INAM(num_classes=10, num_kernels=6, kernel_size=7, padding="valid")
+    out = model.explain(samples[0][:3])
+    assert out["max_locations"].min() >= 3 and out["max_locations"].max() <= 24
+    np.testing.assert_allclose(out["decision_images"], naive_decision_images(model, out), atol=1e-5)
+
+
+def test_regularisers_are_part_of_the_loss(tiny_inam):
+    assert len(tiny_inam.losses) == 1
+    kernel = tiny_inam.conv.kernel
+    expected = tiny_inam.conv.losses[0]
+    assert float(tiny_inam.losses[0]) == pytest.approx(float(expected))
+    assert float(expected) > 0
+
+
+def test_fit_on_real_data_raises_accuracy_and_centres():
+    from glasszoo.data import load_mnist_5k
+
+    data = load_mnist_5k()
+    x, y = data.x_train[:2000], data.y_train[:2000]
+    x_val, y_val = data.x_train[2000:2600], data.y_train[2000:2600]
+    keras.utils.set_random_seed(1)
+    model = INAM(num_classes=10, num_kernels=32, kernel_size=9, tv_weight=0.01, ortho_weight=0.01)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    before = model.evaluate(x_val, y_val, verbose=0)[1]
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0, center=False)
+    logits_before_centring = model.predict(x_val, verbose=0)
+    assert not np.any(model.head.feature_means.numpy())
+    model.center_head(x)
+    after = model.evaluate(x_val, y_val, verbose=0)[1]
+    assert after > max(0.7, before + 0.4), (before, after)
+    np.testing.assert_allclose(model.predict(x_val, verbose=0), logits_before_centring, atol=1e-3)
+    assert np.abs(model.head.feature_means.numpy()).sum() > 0
+
+
+def test_fit_centres_by_default(samples):
+    images, labels, _ = samples
+    model = INAM(num_classes=10, num_kernels=4, kernel_size=3)
+    model.compile()
+    model.fit(images, labels, epochs=1, batch_size=20, verbose=0)
+    raw = keras.ops.convert_to_numpy(model.head.shape_functions(model.feature_values(images)))
+    np.testing.assert_allclose(model.head.feature_means.numpy(), raw.mean(axis=0), atol=1e-5)
+
+
+def test_keras_file_round_trip(tiny_inam, samples, tmp_path):
+    images = samples[0][:4]
+    tiny_inam.head.set_feature_means(np.random.default_rng(0).normal(size=(12, 10)))
+    path = tmp_path / "inam.keras"
+    tiny_inam.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, INAM)
+    a, b = tiny_inam.explain(images), restored.explain(images)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert restored.get_config() == tiny_inam.get_config()
+
+
+def test_get_config_round_trip(tiny_inam):
+    clone = INAM.from_config(tiny_inam.get_config())
+    assert clone.get_config() == tiny_inam.get_config()
+    assert clone.count_params() == tiny_inam.count_params()
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((28, 28), "float32"), "rank"),
+        (np.zeros((2, 32, 28, 1), "float32"), "height"),
+        (np.zeros((2, 28, 28, 3), "float32"), "channels"),
+        (np.full((1, 28, 28, 1), np.nan, "float32"), "NaN"),
+        (np.zeros((1, 28, 28, 1), "uint8"), "dtype uint8"),
+        (np.full((1, 28, 28, 1), 255.0, "float32"), r"\[0, 1\]"),
+    ],
+)
+def test_bad_input_is_named(tiny_inam, images, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_inam.explain(images)
+
+
+def test_single_image_is_accepted(tiny_inam, samples):
+    assert tiny_inam.explain(samples[0][0])["logits"].shape == (1, 10)
