@@ -19,6 +19,7 @@ def validate_images(images, input_shape, allow_single=True):
     if not hasattr(images, "shape") or not hasattr(images, "dtype"):
         images = np.asarray(images)
     images = np.asarray(images)
+    original_shape = images.shape
     expected = tuple(input_shape)
     if allow_single and images.ndim == len(expected):
         images = images[None]
@@ -31,8 +32,9 @@ def validate_images(images, input_shape, allow_single=True):
         if want is not None and want != got:
             name = ("height", "width", "channels")[axis] if axis < 3 else f"axis {axis + 1}"
             raise ValueError(
-                f"Expected images of shape (B, {', '.join(str(d) for d in expected)}); got {images.shape}: "
-                f"{name} is {got}, the model takes {want}."
+                f"Expected images of shape (B, {', '.join(str(d) for d in expected)}) or one image "
+                f"({', '.join(str(d) for d in expected)}); got shape {original_shape}: {name} is {got}, "
+                f"the model takes {want}."
             )
     if images.dtype == np.bool_ or not (np.issubdtype(images.dtype, np.floating)):
         hint = " Divide 8-bit images by 255." if images.dtype == np.uint8 else ""

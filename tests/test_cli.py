@@ -1,0 +1,64 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from glasszoo.cli import main
+
+
+def test_list_and_info(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "inam_fashion_mnist" in out and "test acc." in out
+    assert main(["info", "inam_fashion_mnist"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["metrics"]["test_accuracy"] > 0.85
+    assert "decision_images" in card["explanation_outputs"]
+
+
+def test_unknown_name_exits_with_a_clear_message(capsys):
+    assert main(["info", "inam_fashon_mnist"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown model 'inam_fashon_mnist'" in err and "inam_fashion_mnist" in err
+
+
+def test_explain_export_and_predict_without_tensorflow(tmp_path, capsys):
+    from PIL import Image
+
+    from glasszoo.data.samples import load_samples
+
+    images, labels, names = load_samples()
+    files = []
+    for i in (0, 20):
+        path = tmp_path / f"image{i}.png"
+        Image.fromarray((images[i, ..., 0] * 255).astype("uint8")).save(path)
+        files.append(str(path))
+    assert main(["explain", "inam_fashion_mnist", *files, "--out", str(tmp_path / "explained")]) == 0
+    written = {p.name for p in (tmp_path / "explained").iterdir()}
+    assert {"local_image0.png", "local_image20.png", "explanation_grid.png", "explanations.npz", "predictions.json"} <= written
+    assert any(name.startswith("kernel_") for name in written)
+    onnx_path = tmp_path / "inam.onnx"
+    assert main(["export", "inam_fashion_mnist", str(onnx_path)]) == 0
+    assert "decision_images" in capsys.readouterr().out
+    code = (
+        "import sys; from glasszoo.cli import main; rc = main(['predict', sys.argv[1], *sys.argv[2:], '--out', sys.argv[1] + '.npz']); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'serving imported tensorflow'; sys.exit(rc)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(onnx_path), *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout[: result.stdout.rindex("}") + 1])["predictions"]
+    assert [p["class"] for p in predictions] == [names[labels[0]], names[labels[20]]]
+    with np.load(str(onnx_path) + ".npz") as served:
+        assert served["decision_images"].shape == (2, 10, 28, 28, 1)
+
+
+def test_demo_writes_pictures_and_parity(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "glasszoo", "demo", "--out", str(out), "--samples", "6"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert max(summary["onnx_max_abs_difference"].values()) < 1e-3
+    assert (out / "explanation_grid.png").stat().st_size > 1000
+    assert (out / "inam_fashion_mnist.onnx").exists()

@@ -1,0 +1,77 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from glasszoo.data import DatasetUnavailable, load_dataset, load_mnist_5k
+from glasszoo.data.idx import read_idx
+from glasszoo.data.image_files import read_image_files
+from glasszoo.data.samples import load_samples
+
+
+def test_read_idx_round_trip_and_errors(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 0x08, 3]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.tobytes())
+    np.testing.assert_array_equal(read_idx(path), array)
+    bad = tmp_path / "bad-idx"
+    bad.write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="magic"):
+        read_idx(bad)
+    truncated = tmp_path / "short-idx"
+    truncated.write_bytes(header + array.tobytes()[:10])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(truncated)
+
+
+def test_fashion_mnist_from_local_files(fashion_mnist):
+    assert fashion_mnist.x_train.shape == (60000, 28, 28, 1) and fashion_mnist.x_test.shape == (10000, 28, 28, 1)
+    assert fashion_mnist.x_train.dtype == np.float32 and 0.0 <= fashion_mnist.x_train.min() and fashion_mnist.x_train.max() <= 1.0
+    assert np.bincount(fashion_mnist.y_test).tolist() == [1000] * 10
+    x_fit, y_fit, x_val, y_val = fashion_mnist.validation_split(6000, seed=0)
+    assert len(x_fit) == 54000 and len(x_val) == 6000
+    again = fashion_mnist.validation_split(6000, seed=0)
+    np.testing.assert_array_equal(again[3], y_val)
+
+
+def test_mnist_5k_is_real_digits():
+    data = load_mnist_5k()
+    assert data.x_train.shape == (4000, 28, 28, 1) and data.x_test.shape == (1000, 28, 28, 1)
+    assert set(np.unique(data.y_train)) == set(range(10))
+    assert 0.05 < data.x_train.mean() < 0.25  # dark background, bright strokes
+
+
+def test_samples_are_fashion_mnist_test_images(samples, fashion_mnist):
+    images, labels, names = samples
+    assert images.shape == (40, 28, 28, 1) and names[0] == "T-shirt/top"
+    with np.load("samples/fashion_mnist_test_samples.npz") as raw:
+        indices = raw["test_indices"]
+    np.testing.assert_allclose(images, fashion_mnist.x_test[indices], atol=1e-6)
+    np.testing.assert_array_equal(labels, fashion_mnist.y_test[indices])
+
+
+def test_image_files_and_folders(tmp_path):
+    from PIL import Image
+
+    images, labels, _ = load_samples()
+    for k in range(2):
+        (tmp_path / f"class{k}").mkdir()
+        for i in range(3):
+            rgb = np.repeat((images[k * 4 + i, ..., 0] * 255).astype("uint8")[..., None], 3, axis=-1)
+            Image.fromarray(rgb).resize((56, 56)).save(tmp_path / f"class{k}" / f"{i}.png")
+    files = sorted((tmp_path / "class0").glob("*.png"))
+    batch = read_image_files(files, (28, 28, 1))
+    assert batch.shape == (3, 28, 28, 1) and batch.dtype == np.float32 and batch.max() <= 1.0
+    assert read_image_files(files[:1], (28, 28, 3)).shape == (1, 28, 28, 3)
+    folder = load_dataset(str(tmp_path), image_size=(28, 28), test_fraction=0.5)
+    assert folder.class_names == ["class0", "class1"]
+    assert len(folder.x_train) + len(folder.x_test) == 6
+    with pytest.raises(FileNotFoundError):
+        read_image_files([tmp_path / "missing.png"], (28, 28, 1))
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(DatasetUnavailable, match="Unknown dataset 'cifar100'"):
+        load_dataset("cifar100")
