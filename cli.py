@@ -159,9 +159,7 @@ def _feature_values(model, images):
         sample = read_feature_sample(preset_folder(meta["name"]))
         if sample is not None:
             return sample
-    from keras import ops
-
-    return ops.convert_to_numpy(model.feature_values(ops.convert_to_tensor(images)))
+    return model.max_responses(images)
 
 
 def cmd_explain(args):

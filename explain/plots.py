@@ -43,12 +43,7 @@ def compute_feature_values(model, images, batch_size=256):
     >>> values.shape
     (1000, 16)
     """
-    images = np.asarray(images, dtype="float32")
-    parts = [
-        ops.convert_to_numpy(model.feature_values(ops.convert_to_tensor(images[start : start + batch_size])))
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, model.num_kernels), "float32")
+    return model.max_responses(np.asarray(images, dtype="float32"), batch_size=batch_size)
 
 
 def _centred_shape_functions(model, values, batch_size=1024):

@@ -11,19 +11,15 @@ def write_feature_sample(model, images, folder, size=2000, seed=0):
     """Stores the max responses `(size, N)` of a seeded sample of training images.
 
     Args:
-        model: a model with `feature_values(batch)`.
+        model: a model with `max_responses(images)`.
         images: training images `(B, H, W, C)`.
         folder: preset folder.
         size: number of images sampled.
         seed: sampling seed.
     """
-    from keras import ops
-
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(images), min(size, len(images)), replace=False))
-    values = np.concatenate(
-        [ops.convert_to_numpy(model.feature_values(ops.convert_to_tensor(images[chosen[i : i + 256]]))) for i in range(0, len(chosen), 256)]
-    )
+    values = model.max_responses(images[chosen])
     path = pathlib.Path(folder) / FEATURE_SAMPLE_FILE
     np.savez_compressed(path, feature_values=values.astype("float16"), image_count=len(chosen), seed=seed)
     return path

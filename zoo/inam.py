@@ -194,6 +194,11 @@ class INAM(keras.Model):
         values, _ = self.pool(self.conv(images))
         return values
 
+    def max_responses(self, images, batch_size=256):
+        """Maximal responses `X_l` `(B, N)` of an image array, as NumPy (batched)."""
+        parts = [ops.convert_to_numpy(self.feature_values(batch)) for batch in _image_batches(images, batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.num_kernels), "float32")
+
     def center_head(self, data, batch_size=256):
         """Sets the head's feature means to those of `data` (seed 000 centring).
 

@@ -180,7 +180,7 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     if explanation_outputs:
         metadata["explanation_outputs"] = explanation_outputs
     write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata)
-    if hasattr(model, "feature_values"):
+    if hasattr(model, "max_responses"):
         write_feature_sample(model, x_fit, out_dir, seed=seed)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
     return metadata
