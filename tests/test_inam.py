@@ -95,6 +95,7 @@ def test_fit_centres_by_default(samples):
 
 def test_keras_file_round_trip(tiny_inam, samples, tmp_path):
     images = samples[0][:4]
+    tiny_inam.fit(samples[0], samples[1], epochs=1, batch_size=20, verbose=0, center=False)
     tiny_inam.head.set_feature_means(np.random.default_rng(0).normal(size=(12, 10)))
     path = tmp_path / "inam.keras"
     tiny_inam.save(path)

@@ -176,6 +176,12 @@ class INAM(keras.Model):
             metrics = ["accuracy"]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """Restores the compile arguments saved in a `.keras` file (custom `compile` above)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, batch_size=None, center=True, **kwargs):
         """Keras `fit`, then centring of the additive head on the training data.
 
