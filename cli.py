@@ -113,7 +113,8 @@ def _images_for(model, image_args, samples):
 
     if image_args:
         return read_image_files(image_args, model.image_shape), [pathlib.Path(p).stem for p in image_args]
-    images, labels, names = load_samples()
+    dataset = (getattr(model, "preset_metadata", {}) or {}).get("data", {}).get("dataset", "fashion_mnist")
+    images, labels, names = load_samples(dataset)
     images = images[: samples or len(images)]
     return images, [f"sample{i:02d}_{names[labels[i]].replace('/', '-')}" for i in range(len(images))]
 

@@ -134,7 +134,7 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     val_loss, val_accuracy = [float(v) for v in model.evaluate(x_val, y_val, batch_size=512, verbose=0)[:2]]
     test_loss, test_accuracy = [float(v) for v in model.evaluate(data.x_test, data.y_test, batch_size=512, verbose=0)[:2]]
     final_weights = work_dir / "final.weights.h5"
-    model.save_weights(str(final_weights))
+    save_inference_weights(model, final_weights)
     log = _read_log(work_dir / "training_log.csv")
     best_epoch = int(np.argmax([row["val_accuracy"] for row in log])) + 1 if log else None
 
@@ -184,6 +184,14 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         write_feature_sample(model, x_fit, out_dir, seed=seed)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
     return metadata
+
+
+def save_inference_weights(model, path):
+    """Saves the model's weights without optimizer state (a compiled model's `save_weights` includes it)."""
+    clean = type(model).from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    clean.save_weights(str(path))
+    return path
 
 
 def _read_log(path):
