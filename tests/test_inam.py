@@ -131,3 +131,22 @@ def test_bad_input_is_named(tiny_inam, images, message):
 
 def test_single_image_is_accepted(tiny_inam, samples):
     assert tiny_inam.explain(samples[0][0])["logits"].shape == (1, 10)
+
+
+def test_fit_on_a_dataset_centres_and_a_one_shot_generator_warns(samples):
+    import tensorflow as tf
+
+    images, labels, _ = samples
+    model = INAM(num_classes=10, num_kernels=4, kernel_size=3)
+    model.compile()
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    model.fit(dataset, epochs=1, verbose=0)
+    raw = keras.ops.convert_to_numpy(model.head.shape_functions(model.feature_values(images)))
+    np.testing.assert_allclose(model.head.feature_means.numpy(), raw.mean(axis=0), atol=1e-5)
+
+    def one_shot():
+        for start in range(0, 40, 20):
+            yield images[start : start + 20], labels[start : start + 20]
+
+    with pytest.warns(UserWarning, match="center_head"):
+        model.fit(one_shot(), epochs=1, steps_per_epoch=2, verbose=0)

@@ -1,5 +1,7 @@
 """INAM: interpretable convolution + global max-pooling + neural additive head (seed 000)."""
 
+import warnings
+
 import numpy as np
 
 import keras
@@ -192,7 +194,14 @@ class INAM(keras.Model):
         """
         history = super().fit(x, y, batch_size=batch_size, **kwargs)
         if center:
-            self.center_head(x, batch_size=batch_size or 256)
+            try:
+                self.center_head(x, batch_size=batch_size or 256)
+            except ValueError:
+                warnings.warn(
+                    "INAM.fit could not re-read the training data to centre the additive head (a one-shot "
+                    "generator?); call model.center_head(training_images) yourself.",
+                    stacklevel=2,
+                )
         return history
 
     def feature_values(self, images):
