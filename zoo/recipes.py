@@ -14,7 +14,13 @@ RECIPES = {
             {"kernel_size": 13, "ortho_weight": 0.002, "tv_weight": 0.01},
         ],
         "validation_size": 6000,
-        "batch_size": 128,
+        "notes": (
+            "The grid ran at batch 128 to fit the CPU budget; batch 32 was then chosen for the final run "
+            "because it beat 128 on the validation split in a 3-epoch probe on 15,000 training images "
+            "(0.842 vs 0.831)."
+        ),
+        "batch_size": 32,
+        "grid_batch_size": 128,
         "epochs": 20,
         "grid_epochs": 3,
         "learning_rate": 1e-3,
@@ -27,6 +33,7 @@ RECIPES = {
         "grid": [],
         "validation_size": 500,
         "batch_size": 64,
+        "grid_batch_size": 64,
         "epochs": 15,
         "grid_epochs": 0,
         "learning_rate": 1e-3,

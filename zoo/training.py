@@ -94,6 +94,7 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     if max_train:
         x_fit, y_fit = x_fit[:max_train], y_fit[:max_train]
     batch_size = spec["batch_size"]
+    grid_batch_size = spec.get("grid_batch_size", batch_size)
 
     grid_results = []
     chosen = {}
@@ -101,7 +102,10 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     if grid and spec["grid"] and grid_epochs > 0:
         previous = json.loads(grid_file.read_text()) if grid_file.exists() else []
         for point in spec["grid"]:
-            done = [r for r in previous if r["overrides"] == point and r["epochs"] == grid_epochs and r["seed"] == seed]
+            done = [
+                r for r in previous
+                if r["overrides"] == point and r["epochs"] == grid_epochs and r["seed"] == seed and r.get("batch_size") == grid_batch_size
+            ]
             if done:
                 grid_results.append(done[0])
                 continue
@@ -110,8 +114,8 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             model = _build(spec["family"], spec["config"], point, data)
             _compile(model, spec["learning_rate"])
             tick = time.time()
-            history = model.fit(x_fit, y_fit, batch_size=batch_size, epochs=grid_epochs, validation_data=(x_val, y_val), verbose=verbose, center=False)
-            result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
+            history = model.fit(x_fit, y_fit, batch_size=grid_batch_size, epochs=grid_epochs, validation_data=(x_val, y_val), verbose=verbose, center=False)
+            result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
             print(f"[grid] {result}", flush=True)
             grid_results.append(result)
             write_json(grid_file, grid_results)
@@ -161,6 +165,8 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             "optimizer": f"Adam(learning_rate={spec['learning_rate']}), ReduceLROnPlateau(val_accuracy, factor 0.3, patience 2)",
             "checkpoint_selection": "best validation accuracy",
             "grid": grid_results,
+            "grid_batch_size": grid_batch_size,
+            "notes": spec.get("notes", ""),
             "chosen_overrides": chosen,
             "seconds": round(time.time() - started, 1),
             "hardware": _hardware(),
