@@ -40,14 +40,29 @@ def cmd_list(args):
     from glasszoo.zoo.registry import list_models, model_info
 
     names = list_models(args.pattern)
-    rows = [("name", "family", "data", "test acc.", "params")]
+    rows = [("name", "family", "data", "test acc.", "params", "explanation outputs")]
     for name in names:
         config, meta = model_info(name)
         accuracy = meta.get("metrics", {}).get("test_accuracy")
-        rows.append((name, config["family"], meta.get("data", {}).get("dataset", "?"), f"{accuracy:.4f}" if accuracy else "-", f"{meta.get('parameters', 0):,}"))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+        data = meta.get("data", {})
+        rows.append((
+            name,
+            config["family"],
+            f"{data.get('dataset', '?')} ({data.get('train_images', '?')} train / {data.get('test_images', '?')} test)",
+            f"{accuracy:.4f}" if accuracy else "-",
+            f"{meta.get('parameters', 0):,}",
+            ", ".join(meta.get("explanation_outputs", {})),
+        ))
+    if args.markdown:
+        print("| " + " | ".join(rows[0]) + " |")
+        print("|" + "---|" * len(rows[0]))
+        for row in rows[1:]:
+            print("| " + " | ".join(f"`{v}`" if i == 0 else str(v) for i, v in enumerate(row)) + " |")
+    else:
+        rows = [row[:5] for row in rows]
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
     if not names:
         print(f"(no model matches {args.pattern!r})")
     return 0
@@ -83,7 +98,12 @@ def cmd_evaluate(args):
 
     model = glasszoo.load(args.name)
     meta = getattr(model, "preset_metadata", {})
-    data = load_dataset(args.dataset or meta.get("data", {}).get("dataset", "fashion_mnist"))
+    dataset = args.dataset or meta.get("data", {}).get("dataset", "fashion_mnist")
+    if pathlib.Path(dataset).is_dir():
+        height, width, channels = model.image_shape
+        data = load_dataset(dataset, image_size=(height, width), color_mode="grayscale" if channels == 1 else "rgb")
+    else:
+        data = load_dataset(dataset)
     print(f"Evaluating {args.name} on the {len(data.x_test)} test images of {data.name} ({data.source})", flush=True)
     loss, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=args.batch_size, verbose=1)[:2]
     report = {"model": args.name, "dataset": data.name, "test_images": int(len(data.x_test)), "test_accuracy": round(float(accuracy), 4), "test_loss": round(float(loss), 4)}
@@ -108,15 +128,20 @@ def cmd_evaluate(args):
 
 
 def _images_for(model, image_args, samples):
+    """`(images, stems, labels)`: the given files, or the shipped samples of the preset's dataset."""
     from glasszoo.data.image_files import read_image_files
     from glasszoo.data.samples import load_samples
 
     if image_args:
-        return read_image_files(image_args, model.image_shape), [pathlib.Path(p).stem for p in image_args]
+        images = read_image_files(image_args, model.image_shape)
+        stems = [pathlib.Path(p).stem for p in image_args]
+        if len(stems) != len(images):  # .npy files holding several images
+            stems = [f"image{i:03d}" for i in range(len(images))]
+        return images, stems, None
     dataset = (getattr(model, "preset_metadata", {}) or {}).get("data", {}).get("dataset", "fashion_mnist")
     images, labels, names = load_samples(dataset)
-    images = images[: samples or len(images)]
-    return images, [f"sample{i:02d}_{names[labels[i]].replace('/', '-')}" for i in range(len(images))]
+    images, labels = images[: samples or len(images)], labels[: samples or len(images)]
+    return images, [f"sample{i:02d}_{names[labels[i]].replace('/', '-')}" for i in range(len(images))], labels
 
 
 def write_explanations(model, images, stems, out, with_global=True):
@@ -152,15 +177,12 @@ def write_explanations(model, images, stems, out, with_global=True):
 
 
 def _feature_values(model, images):
+    """Max responses of the preset's training sample (for density shading), else of `images`."""
     from glasszoo.zoo.feature_sample import read_feature_sample
-    from glasszoo.zoo.registry import preset_folder
 
-    meta = getattr(model, "preset_metadata", {}) or {}
-    if meta.get("name"):
-        sample = read_feature_sample(preset_folder(meta["name"]))
-        if sample is not None:
-            return sample
-    return model.max_responses(images)
+    folder = getattr(model, "preset_dir", None)
+    sample = read_feature_sample(folder) if folder else None
+    return sample if sample is not None else model.max_responses(images)
 
 
 def cmd_explain(args):
@@ -168,7 +190,7 @@ def cmd_explain(args):
 
     _quiet_tensorflow()
     model = glasszoo.load(args.name)
-    images, stems = _images_for(model, args.images, args.samples)
+    images, stems, _ = _images_for(model, args.images, args.samples)
     write_explanations(model, images, stems, args.out, with_global=not args.no_global)
     print(f"Wrote explanations of {len(images)} image(s) to {args.out}")
     return 0
@@ -231,7 +253,6 @@ def cmd_predict(args):
 
 def cmd_demo(args):
     import glasszoo
-    from glasszoo.data.samples import load_samples
     from glasszoo.explain.consistency import decision_image_consistency
 
     _quiet_tensorflow()
@@ -240,10 +261,8 @@ def cmd_demo(args):
     started = time.time()
     print(f"[1/4] Loading {args.name} (weights verified against the model card's sha256)")
     model = glasszoo.load(args.name)
-    images, labels, names = load_samples()
-    images, labels = images[: args.samples], labels[: args.samples]
-    stems = [f"sample{i:02d}_{names[labels[i]].replace('/', '-')}" for i in range(len(images))]
-    print(f"[2/4] Explaining {len(images)} shipped Fashion-MNIST test images")
+    images, stems, labels = _images_for(model, [], args.samples)
+    print(f"[2/4] Explaining {len(images)} shipped test images of {model.preset_metadata['data']['dataset']}")
     explanation = write_explanations(model, images, stems, out)
     accuracy = float((explanation["logits"].argmax(-1) == labels).mean())
     consistency = decision_image_consistency(model, images)["consistency"]
@@ -276,6 +295,7 @@ def build_parser():
 
     p = sub.add_parser("list", help="list the pretrained models")
     p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("--markdown", action="store_true", help="print the zoo table in Markdown")
     p.set_defaults(run=cmd_list)
 
     p = sub.add_parser("info", help="print a model card")

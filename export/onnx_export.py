@@ -79,6 +79,8 @@ def to_onnx(model, path, opset=None, model_name=None):
     }
     if "metrics" in metadata:
         properties["metrics"] = json.dumps(metadata["metrics"])
+    if "fine_tuned_from" in metadata:
+        properties["fine_tuned_from"] = metadata["fine_tuned_from"]
     for key, value in properties.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)

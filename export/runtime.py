@@ -58,6 +58,7 @@ class OnnxModel:
     def _automatic_session(self, ort, options):
         available = ort.get_available_providers()
         if CUDA in available and _cuda_driver_present():
+            ort.set_default_logger_severity(3)  # a CUDA provider that fails to load logs errors here
             try:
                 session = ort.InferenceSession(self.path, sess_options=options, providers=[CUDA, CPU])
                 if CUDA in session.get_providers():

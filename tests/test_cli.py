@@ -62,3 +62,18 @@ def test_demo_writes_pictures_and_parity(tmp_path):
     assert max(summary["onnx_max_abs_difference"].values()) < 1e-3
     assert (out / "explanation_grid.png").stat().st_size > 1000
     assert (out / "inam_fashion_mnist.onnx").exists()
+
+
+def test_list_markdown_is_the_zoo_table(capsys):
+    assert main(["list", "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| name | family | data | test acc.")
+    assert any(line.startswith("| `inam_fashion_mnist` | inam | fashion_mnist") for line in lines)
+
+
+def test_evaluate_reports_accuracy_and_consistency(tmp_path, capsys):
+    assert main(["evaluate", "inam_mnist", "--consistency", "20", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["test_images"] == 1000 and report["decision_image_consistency_images"] == 20
+    assert report["test_accuracy"] == pytest.approx(report["model_card_test_accuracy"], abs=2e-3)
+    assert 0.0 <= report["decision_image_consistency"] <= 1.0

@@ -46,7 +46,9 @@ def test_mnist_5k_is_real_digits():
 def test_samples_are_fashion_mnist_test_images(samples, fashion_mnist):
     images, labels, names = samples
     assert images.shape == (40, 28, 28, 1) and names[0] == "T-shirt/top"
-    with np.load("samples/fashion_mnist_test_samples.npz") as raw:
+    from glasszoo.data.samples import SAMPLES_DIR
+
+    with np.load(SAMPLES_DIR / "fashion_mnist_test_samples.npz") as raw:
         indices = raw["test_indices"]
     np.testing.assert_allclose(images, fashion_mnist.x_test[indices], atol=1e-6)
     np.testing.assert_array_equal(labels, fashion_mnist.y_test[indices])
@@ -75,3 +77,17 @@ def test_image_files_and_folders(tmp_path):
 def test_unknown_dataset_is_named():
     with pytest.raises(DatasetUnavailable, match="Unknown dataset 'cifar100'"):
         load_dataset("cifar100")
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(monkeypatch):
+    import keras
+
+    from glasszoo.data import datasets
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", ("/nonexistent",))
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
+    with pytest.raises(DatasetUnavailable, match="apt-get install dataset-fashion-mnist"):
+        datasets.load_fashion_mnist()

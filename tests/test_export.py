@@ -48,6 +48,7 @@ def test_metadata(exported):
         (np.zeros((1, 28, 28), "float32"), r"got shape \(1, 28, 28\)"),
         (np.zeros((2, 1, 28, 28, 1), "float32"), "rank 5"),
         (np.zeros((1, 30, 28, 1), "float32"), "height"),
+        (np.zeros((1, 28, 27, 1), "float32"), "width is 27"),
         (np.zeros((1, 28, 28, 3), "float32"), "channels"),
         (np.zeros((1, 28, 28, 1), "float64") + np.nan, "NaN"),
         (np.zeros((1, 28, 28, 1), "int32"), "dtype int32"),

@@ -56,12 +56,16 @@ def test_valid_padding_decision_images(samples):
     np.testing.assert_allclose(out["decision_images"], naive_decision_images(model, out), atol=1e-5)
 
 
-def test_regularisers_are_part_of_the_loss(tiny_inam):
-    assert len(tiny_inam.losses) == 1
-    kernel = tiny_inam.conv.kernel
-    expected = tiny_inam.conv.losses[0]
-    assert float(tiny_inam.losses[0]) == pytest.approx(float(expected))
-    assert float(expected) > 0
+def test_training_loss_is_cross_entropy_plus_both_penalties(tiny_inam, samples):
+    from tests.test_layers import numpy_ortho, numpy_tv
+
+    images, labels, _ = samples
+    kernel = tiny_inam.conv.kernel.numpy()
+    logits = tiny_inam.predict(images, verbose=0).astype("float64")
+    shifted = logits - logits.max(1, keepdims=True)
+    cross_entropy = -(shifted - np.log(np.exp(shifted).sum(1, keepdims=True)))[np.arange(len(labels)), labels].mean()
+    expected = cross_entropy + 0.01 * numpy_tv(kernel) + 0.02 * numpy_ortho(kernel)
+    assert tiny_inam.evaluate(images, labels, batch_size=len(images), verbose=0)[0] == pytest.approx(expected, rel=1e-4)
 
 
 def test_fit_on_real_data_raises_accuracy_and_centres():
@@ -150,3 +154,8 @@ def test_fit_on_a_dataset_centres_and_a_one_shot_generator_warns(samples):
 
     with pytest.warns(UserWarning, match="center_head"):
         model.fit(one_shot(), epochs=1, steps_per_epoch=2, verbose=0)
+    endless = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16).repeat()
+    model.head.set_feature_means(np.zeros((4, 10)))
+    model.fit(endless, epochs=1, steps_per_epoch=2, verbose=0)  # centring reads 2 batches and stops
+    raw = keras.ops.convert_to_numpy(model.head.shape_functions(model.feature_values(images[:32])))
+    np.testing.assert_allclose(model.head.feature_means.numpy(), raw.mean(axis=0), atol=1e-5)

@@ -38,12 +38,28 @@ def test_new_class_count_keeps_all_but_the_head_output(tiny_preset, samples):
     model = glasszoo.load(folder, num_classes=3, class_names=["a", "b", "c"])
     assert model.num_classes == 3 and model.class_names == ["a", "b", "c"]
     np.testing.assert_array_equal(model.conv.kernel.numpy(), original.conv.kernel.numpy())
-    np.testing.assert_array_equal(model.head.input_kernel.numpy(), original.head.input_kernel.numpy())
-    np.testing.assert_array_equal(model.head.hidden_kernels[0].numpy(), original.head.hidden_kernels[0].numpy())
     assert model.head.output_kernel.shape[-1] == 3
+    assert not np.allclose(model.head.input_kernel.numpy(), original.head.input_kernel.numpy())  # a new head
+    assert not np.any(model.head.feature_means.numpy()) and not np.any(model.head.bias.numpy())
+    assert model.preset_metadata == {"fine_tuned_from": "tiny_inam"}
     assert model.explain(samples[0][:2])["logits"].shape == (2, 3)
     model.compile()
     model.fit(samples[0], samples[1] % 3, epochs=1, batch_size=20, verbose=0)
+
+
+def test_same_class_count_keeps_names_and_weights(tiny_preset, samples):
+    folder, original = tiny_preset
+    model = glasszoo.load(folder, num_classes=10)
+    assert model.class_names == original.class_names
+    np.testing.assert_array_equal(model.explain(samples[0][:2])["logits"], original.explain(samples[0][:2])["logits"])
+
+
+def test_new_channel_count_reinitialises_the_kernels(tiny_preset):
+    folder, original = tiny_preset
+    model = glasszoo.load(folder, input_shape=(28, 28, 3))
+    assert model.conv.kernel.shape[2] == 3
+    np.testing.assert_array_equal(model.head.output_kernel.numpy(), original.head.output_kernel.numpy())
+    assert model.explain(np.zeros((1, 28, 28, 3), "float32"))["logits"].shape == (1, 10)
 
 
 def test_new_image_size_keeps_the_weights(tiny_preset):

@@ -184,18 +184,29 @@ class INAM(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, batch_size=None, center=True, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, *args, center=True, **kwargs):
         """Keras `fit`, then centring of the additive head on the training data.
 
         Args:
-            center: recompute the head's feature means on `x` after training
-                (`x` as passed to fit: arrays, a `tf.data.Dataset` or a
-                `keras.utils.PyDataset` of `(images, labels)`).
+            center: keyword only; recompute the head's feature means on `x`
+                after training (`x` as passed to fit: arrays, a
+                `tf.data.Dataset` or a `keras.utils.PyDataset` of
+                `(images, labels)`). An endless dataset is read for
+                `steps_per_epoch` batches; a one-shot generator cannot be
+                re-read, and fit then warns instead of centring.
         """
-        history = super().fit(x, y, batch_size=batch_size, **kwargs)
+        history = super().fit(x, y, batch_size, *args, **kwargs)
         if center:
+            steps = kwargs.get("steps_per_epoch")
+            if steps is None and _is_endless(x):
+                warnings.warn(
+                    "INAM.fit did not centre the additive head: the training data never ends and no "
+                    "steps_per_epoch was given; call model.center_head(training_images) yourself.",
+                    stacklevel=2,
+                )
+                return history
             try:
-                self.center_head(x, batch_size=batch_size or 256)
+                self.center_head(x, batch_size=batch_size or 256, max_batches=steps)
             except ValueError:
                 warnings.warn(
                     "INAM.fit could not re-read the training data to centre the additive head (a one-shot "
@@ -214,15 +225,19 @@ class INAM(keras.Model):
         parts = [ops.convert_to_numpy(self.feature_values(batch)) for batch in _image_batches(images, batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.num_kernels), "float32")
 
-    def center_head(self, data, batch_size=256):
+    def center_head(self, data, batch_size=256, max_batches=None):
         """Sets the head's feature means to those of `data` (seed 000 centring).
 
         Args:
             data: images array `(B, H, W, C)`, or an iterable of batches
                 (`images` or `(images, labels, ...)`).
+            batch_size: images per forward pass for arrays.
+            max_batches: read at most this many batches (for endless data).
         """
         total, count = None, 0
-        for batch in _image_batches(data, batch_size):
+        for index, batch in enumerate(_image_batches(data, batch_size)):
+            if max_batches is not None and index >= max_batches:
+                break
             raw = ops.convert_to_numpy(self.head.shape_functions(self.feature_values(batch)))
             total = raw.sum(axis=0) if total is None else total + raw.sum(axis=0)
             count += raw.shape[0]
@@ -231,14 +246,16 @@ class INAM(keras.Model):
         self.head.set_feature_means(total / count)
 
     def transfer_weights_from(self, source):
-        """Copies every weight of another INAM whose shape fits.
+        """Copies the weights of another INAM that fit this one (fine-tuning).
 
-        Used for fine-tuning: with another class count the head's output
-        layer, bias and centring means keep their fresh initialisation; with
-        another channel count the kernels do.
+        The kernels are copied when their shape fits (same kernel size and
+        channels); the additive head only when the class count is the same,
+        else it keeps its fresh initialisation (a new task gets a new head).
         """
-        for target_var, source_var in zip(self.weights, source.weights):
-            if target_var.path == source_var.path and tuple(target_var.shape) == tuple(source_var.shape):
+        if tuple(self.conv.kernel.shape) == tuple(source.conv.kernel.shape):
+            self.conv.kernel.assign(source.conv.kernel)
+        if self.num_classes == source.num_classes and self.num_kernels == source.num_kernels:
+            for target_var, source_var in zip(self.head.weights, source.head.weights):
                 target_var.assign(source_var)
 
     def get_config(self):
@@ -258,6 +275,15 @@ class INAM(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _is_endless(data):
+    cardinality = getattr(data, "cardinality", None)
+    if cardinality is None:
+        return False
+    import tensorflow as tf
+
+    return int(cardinality()) == int(tf.data.INFINITE_CARDINALITY)
 
 
 def _image_batches(data, batch_size):

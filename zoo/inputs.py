@@ -31,10 +31,13 @@ def validate_images(images, input_shape, allow_single=True):
     for axis, (want, got) in enumerate(zip(expected, images.shape[1:])):
         if want is not None and want != got:
             name = ("height", "width", "channels")[axis] if axis < 3 else f"axis {axis + 1}"
+            hint = ""
+            if len(original_shape) == len(expected) and tuple(original_shape[1:]) == expected[:-1]:
+                hint = f" Is the channel axis missing? Use images[..., None] for a batch of shape {original_shape + (1,)}."
             raise ValueError(
                 f"Expected images of shape (B, {', '.join(str(d) for d in expected)}) or one image "
                 f"({', '.join(str(d) for d in expected)}); got shape {original_shape}: {name} is {got}, "
-                f"the model takes {want}."
+                f"the model takes {want}.{hint}"
             )
     if images.dtype == np.bool_ or not (np.issubdtype(images.dtype, np.floating)):
         hint = " Divide 8-bit images by 255." if images.dtype == np.uint8 else ""

@@ -5,7 +5,7 @@ import fnmatch
 import importlib
 import pathlib
 
-from glasszoo.zoo.presets import read_preset, verified_weights_path
+from glasszoo.zoo.presets import CorruptedWeights, read_preset, verified_weights_path
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -69,11 +69,11 @@ def load(name_or_preset_dir, pretrained=True, num_classes=None, input_shape=None
         name_or_preset_dir: a name from `list_models()` or a preset folder.
         pretrained: load the preset's verified weights; `False` gives the same
             architecture freshly initialised.
-        num_classes: a class count different from the preset's keeps every
-            weight except the classification head's output, which is
-            re-initialised (fine-tuning to a new task).
+        num_classes: a class count different from the preset's keeps the
+            feature extractor (INAM: the interpretable kernels) and
+            re-initialises the head (fine-tuning to a new task).
         input_shape: `(H, W, C)`; another height or width keeps all weights,
-            another channel count re-initialises the first layer.
+            another channel count re-initialises the kernels.
         class_names: names of the new classes.
 
     Raises:
@@ -89,25 +89,28 @@ def load(name_or_preset_dir, pretrained=True, num_classes=None, input_shape=None
     cls = family_class(config["family"])
     base_config = dict(config["config"])
     target_config = dict(base_config)
-    if num_classes is not None:
+    if num_classes is not None and int(num_classes) != base_config["num_classes"]:
         target_config["num_classes"] = int(num_classes)
-        target_config["class_names"] = list(class_names) if class_names else [str(k) for k in range(int(num_classes))]
-    elif class_names is not None:
+        target_config["class_names"] = [str(k) for k in range(int(num_classes))]
+    if class_names is not None:
         target_config["class_names"] = list(class_names)
     if input_shape is not None:
         target_config["input_shape"] = list(input_shape)
     if not pretrained:
-        return cls.from_config(target_config)
+        model = cls.from_config(target_config)
+        model.preset_metadata, model.preset_dir = {"architecture_of": metadata.get("name", str(folder))}, None
+        return model
     weights = verified_weights_path(folder, metadata)
     source = cls.from_config(base_config)
     try:
         source.load_weights(weights)
     except Exception as error:
-        raise ValueError(f"Preset {folder}: the weights file could not be read ({error}).") from error
-    source.preset_metadata = metadata
+        raise CorruptedWeights(f"Preset {folder}: the weights file could not be read ({error}).") from error
+    source.preset_metadata, source.preset_dir = metadata, folder
     if target_config == base_config:
         return source
     model = cls.from_config(target_config)
     model.transfer_weights_from(source)
-    model.preset_metadata = metadata
+    # a changed model is not the one the card describes: keep only where it came from
+    model.preset_metadata, model.preset_dir = {"fine_tuned_from": metadata.get("name", str(folder))}, None
     return model

@@ -25,6 +25,11 @@ def _versions():
         versions["glasszoo"] = __version__
     except ImportError:
         pass
+    for package in ("onnx", "onnxruntime", "tf2onnx", "matplotlib"):
+        try:
+            versions[package] = __import__(package).__version__
+        except ImportError:
+            pass
     backend = keras.backend.backend()
     versions["keras_backend"] = backend
     if backend == "tensorflow":
@@ -39,7 +44,33 @@ def _versions():
 
 
 def _hardware():
-    return {"machine": platform.machine(), "processor": platform.processor() or "unknown", "cpu_count": os.cpu_count(), "system": platform.system()}
+    import keras
+
+    devices = []
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = [str(d) for d in jax.devices()]
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        devices = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+        "cpu_count": os.cpu_count(),
+        "system": platform.system(),
+        "accelerators": devices or "none (CPU only)",
+    }
+
+
+def _cross_entropy_and_accuracy(model, images, labels):
+    """Mean cross-entropy (without the kernel penalties) and accuracy."""
+    logits = model.predict(images, batch_size=512, verbose=0).astype("float64")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    cross_entropy = float(-log_probabilities[np.arange(len(labels)), labels].mean())
+    return cross_entropy, float((logits.argmax(axis=1) == labels).mean())
 
 
 def _build(family, base_config, overrides, data):
@@ -126,20 +157,29 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     model = _build(spec["family"], spec["config"], chosen, data)
     _compile(model, spec["learning_rate"])
     checkpoint = work_dir / "best.weights.h5"
+    log_path = work_dir / "training_log.csv"
+    resuming = (work_dir / "backup").exists()
+    if not resuming:  # a fresh run: no stale log or checkpoint from an earlier one
+        for stale in (log_path, checkpoint):
+            stale.unlink(missing_ok=True)
+    best_so_far = max((row["val_accuracy"] for row in _read_log(log_path)), default=None)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
-        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=best_so_far,
+        ),
         keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5),
-        keras.callbacks.CSVLogger(str(work_dir / "training_log.csv"), append=True),
+        keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
     history = model.fit(x_fit, y_fit, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, center=False)
     model.load_weights(str(checkpoint))
     model.center_head(x_fit)
-    val_loss, val_accuracy = [float(v) for v in model.evaluate(x_val, y_val, batch_size=512, verbose=0)[:2]]
-    test_loss, test_accuracy = [float(v) for v in model.evaluate(data.x_test, data.y_test, batch_size=512, verbose=0)[:2]]
+    val_loss, val_accuracy = _cross_entropy_and_accuracy(model, x_val, y_val)
+    test_loss, test_accuracy = _cross_entropy_and_accuracy(model, data.x_test, data.y_test)
     final_weights = work_dir / "final.weights.h5"
     save_inference_weights(model, final_weights)
-    log = _read_log(work_dir / "training_log.csv")
+    log = _read_log(log_path)
     best_epoch = int(np.argmax([row["val_accuracy"] for row in log])) + 1 if log else None
 
     metadata = {
@@ -169,15 +209,16 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             "notes": spec.get("notes", ""),
             "chosen_overrides": chosen,
             "seconds": round(time.time() - started, 1),
+            "seconds_note": "wall time of the last (possibly resumed) invocation, grid points reused from grid.json not included",
             "hardware": _hardware(),
         },
         "config": model.get_config(),
         "parameters": int(model.count_params()),
         "metrics": {
             "validation_accuracy": round(val_accuracy, 4),
-            "validation_loss": round(val_loss, 4),
+            "validation_cross_entropy": round(val_loss, 4),
             "test_accuracy": round(test_accuracy, 4),
-            "test_loss": round(test_loss, 4),
+            "test_cross_entropy": round(test_loss, 4),
         },
         "history": log,
         "versions": _versions(),
