@@ -95,6 +95,7 @@ def cmd_evaluate(args):
     import glasszoo
     from glasszoo.data import load_dataset
     from glasszoo.explain.consistency import decision_image_consistency
+    from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
 
     model = glasszoo.load(args.name)
     meta = getattr(model, "preset_metadata", {})
@@ -105,8 +106,8 @@ def cmd_evaluate(args):
     else:
         data = load_dataset(dataset)
     print(f"Evaluating {args.name} on the {len(data.x_test)} test images of {data.name} ({data.source})", flush=True)
-    loss, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=args.batch_size, verbose=1)[:2]
-    report = {"model": args.name, "dataset": data.name, "test_images": int(len(data.x_test)), "test_accuracy": round(float(accuracy), 4), "test_loss": round(float(loss), 4)}
+    cross_entropy, accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test, batch_size=args.batch_size, verbose=1)
+    report = {"model": args.name, "dataset": data.name, "test_images": int(len(data.x_test)), "test_accuracy": round(accuracy, 4), "test_cross_entropy": round(cross_entropy, 4)}
     if hasattr(model, "decision_images") and args.consistency:
         count = min(args.consistency, len(data.x_test))
         progbar = _progbar(count, f"Decision-image consistency on {count} test images")

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
 from glasszoo.zoo.feature_sample import write_feature_sample
 from glasszoo.zoo.presets import write_json, write_preset
 from glasszoo.zoo.recipes import recipe
@@ -63,14 +64,6 @@ def _hardware():
         "accelerators": devices or "none (CPU only)",
     }
 
-
-def _cross_entropy_and_accuracy(model, images, labels):
-    """Mean cross-entropy (without the kernel penalties) and accuracy."""
-    logits = model.predict(images, batch_size=512, verbose=0).astype("float64")
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    cross_entropy = float(-log_probabilities[np.arange(len(labels)), labels].mean())
-    return cross_entropy, float((logits.argmax(axis=1) == labels).mean())
 
 
 def _build(family, base_config, overrides, data):
@@ -175,8 +168,8 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     history = model.fit(x_fit, y_fit, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, center=False)
     model.load_weights(str(checkpoint))
     model.center_head(x_fit)
-    val_loss, val_accuracy = _cross_entropy_and_accuracy(model, x_val, y_val)
-    test_loss, test_accuracy = _cross_entropy_and_accuracy(model, data.x_test, data.y_test)
+    val_loss, val_accuracy = cross_entropy_and_accuracy(model, x_val, y_val)
+    test_loss, test_accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test)
     final_weights = work_dir / "final.weights.h5"
     save_inference_weights(model, final_weights)
     log = _read_log(log_path)
