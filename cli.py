@@ -85,7 +85,10 @@ def cmd_train(args):
     from glasszoo.zoo.training import train_preset
 
     out = args.out or f"runs/{args.name}/preset"
-    train_preset(args.name, out, work_dir=args.work_dir, epochs=args.epochs, seed=args.seed, grid=not args.no_grid, grid_epochs=args.grid_epochs, verbose=1 if sys.stdout.isatty() else 2)
+    train_preset(
+        args.name, out, work_dir=args.work_dir, epochs=args.epochs, seed=args.seed, grid=not args.no_grid,
+        grid_epochs=args.grid_epochs, verbose=1 if sys.stdout.isatty() else 2, max_train=args.max_train,
+    )
     return 0
 
 
@@ -311,6 +314,7 @@ def build_parser():
     p.add_argument("--work-dir", help="checkpoints and logs (default runs/NAME)")
     p.add_argument("--no-grid", action="store_true", help="skip the hyperparameter grid")
     p.add_argument("--grid-epochs", type=int)
+    p.add_argument("--max-train", type=int, help="use at most this many training images (quick trials only)")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy (and decision-image consistency) of a preset")

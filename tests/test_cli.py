@@ -77,3 +77,19 @@ def test_evaluate_reports_accuracy_and_consistency(tmp_path, capsys):
     assert report["test_images"] == 1000 and report["decision_image_consistency_images"] == 20
     assert report["test_accuracy"] == pytest.approx(report["model_card_test_accuracy"], abs=2e-3)
     assert 0.0 <= report["decision_image_consistency"] <= 1.0
+
+
+def test_train_writes_a_verified_preset_with_its_card(tmp_path):
+    import glasszoo
+
+    out, work = tmp_path / "preset", tmp_path / "work"
+    args = ["train", "inam_mnist", "--epochs", "1", "--no-grid", "--max-train", "256", "--out", str(out), "--work-dir", str(work)]
+    assert main(args) == 0
+    model = glasszoo.load(out)
+    card = model.preset_metadata
+    assert card["training"]["epochs"] == 1 and card["data"]["train_images"] == 256
+    assert set(card["metrics"]) == {"validation_accuracy", "validation_cross_entropy", "test_accuracy", "test_cross_entropy"}
+    assert {"keras", "numpy", "onnxruntime", "tf2onnx"} <= set(card["versions"])
+    assert (work / "best.weights.h5").exists() and (work / "training_log.csv").exists()
+    assert (out / "feature_sample.npz").exists()
+    assert np.any(model.head.feature_means.numpy())
