@@ -91,3 +91,24 @@ def test_missing_fashion_mnist_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
     with pytest.raises(DatasetUnavailable, match="apt-get install dataset-fashion-mnist"):
         datasets.load_fashion_mnist()
+
+
+def test_flipped_batches_cover_every_image_once_and_mirror_about_half():
+    from glasszoo.data.augment import FlippedBatches
+
+    rng = np.random.default_rng(0)
+    images = rng.random((50, 4, 6, 1)).astype("float32")
+    labels = np.arange(50)
+    batches = FlippedBatches(images, labels, batch_size=16, seed=1)
+    assert len(batches) == 4
+    seen, flipped = [], 0
+    for index in range(len(batches)):
+        batch, batch_labels = batches[index]
+        for image, label in zip(batch, batch_labels):
+            if np.array_equal(image, images[label][:, ::-1]):
+                flipped += 1
+            else:
+                np.testing.assert_array_equal(image, images[label])
+        seen.extend(batch_labels.tolist())
+    assert sorted(seen) == list(range(50))
+    assert 10 < flipped < 40

@@ -148,7 +148,13 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
 
     keras.utils.set_random_seed(seed)
     model = _build(spec["family"], spec["config"], chosen, data)
-    _compile(model, spec["learning_rate"])
+    steps_per_epoch = -(-len(x_fit) // batch_size)
+    schedule = spec.get("schedule", "plateau")
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(spec["learning_rate"], decay_steps=epochs * steps_per_epoch)
+    else:
+        learning_rate = spec["learning_rate"]
+    _compile(model, learning_rate)
     checkpoint = work_dir / "best.weights.h5"
     log_path = work_dir / "training_log.csv"
     resuming = (work_dir / "backup").exists()
@@ -162,10 +168,17 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             str(checkpoint), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
             initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5),
         keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
-    history = model.fit(x_fit, y_fit, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, center=False)
+    if schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
+    fit_arguments = dict(epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, center=False)
+    if spec.get("augment") == "horizontal_flip":
+        from glasszoo.data.augment import FlippedBatches
+
+        model.fit(FlippedBatches(x_fit, y_fit, batch_size=batch_size, seed=seed), **fit_arguments)
+    else:
+        model.fit(x_fit, y_fit, batch_size=batch_size, **fit_arguments)
     model.load_weights(str(checkpoint))
     model.center_head(x_fit)
     val_loss, val_accuracy = cross_entropy_and_accuracy(model, x_val, y_val)
@@ -195,7 +208,9 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             "epochs": epochs,
             "best_epoch": best_epoch,
             "batch_size": batch_size,
-            "optimizer": f"Adam(learning_rate={spec['learning_rate']}), ReduceLROnPlateau(val_accuracy, factor 0.3, patience 2)",
+            "optimizer": f"Adam(learning_rate={spec['learning_rate']})"
+            + (f", cosine decay to 0 over {epochs} epochs" if schedule == "cosine" else ", ReduceLROnPlateau(val_accuracy, factor 0.3, patience 2)"),
+            "augmentation": spec.get("augment") or "none",
             "checkpoint_selection": "best validation accuracy",
             "grid": grid_results,
             "grid_batch_size": grid_batch_size,
