@@ -21,9 +21,11 @@ RECIPES = {
         ),
         "batch_size": 32,
         "grid_batch_size": 128,
-        "epochs": 20,
+        "epochs": 24,
         "grid_epochs": 3,
         "learning_rate": 1e-3,
+        "schedule": "cosine",
+        "augment": "horizontal_flip",
     },
     "inam_mnist": {
         "family": "inam",
