@@ -31,6 +31,11 @@ def _progbar(total, label):
     return keras.utils.Progbar(total, unit_name="image")
 
 
+def _slug(name):
+    """A class name as a file-name part ("T-shirt/top" -> "T-shirt-top", "Ankle boot" -> "Ankle-boot")."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in str(name))
+
+
 def _write_json(path, data):
     pathlib.Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
@@ -133,6 +138,8 @@ def cmd_evaluate(args):
 
 def _images_for(model, image_args, samples):
     """`(images, stems, labels)`: the given files, or the shipped samples of the preset's dataset."""
+    import numpy as np
+
     from glasszoo.data.image_files import read_image_files
     from glasszoo.data.samples import load_samples
 
@@ -144,8 +151,10 @@ def _images_for(model, image_args, samples):
         return images, stems, None
     dataset = (getattr(model, "preset_metadata", {}) or {}).get("data", {}).get("dataset", "fashion_mnist")
     images, labels, names = load_samples(dataset)
-    images, labels = images[: samples or len(images)], labels[: samples or len(images)]
-    return images, [f"sample{i:02d}_{names[labels[i]].replace('/', '-')}" for i in range(len(images))], labels
+    rank_in_class = np.array([np.sum(labels[:i] == labels[i]) for i in range(len(labels))])
+    order = np.lexsort((labels, rank_in_class))[: samples or len(labels)]  # one of every class first
+    images, labels = images[order], labels[order]
+    return images, [f"sample{i:02d}_{_slug(names[labels[i]])}" for i in range(len(images))], labels
 
 
 def write_explanations(model, images, stems, out, with_global=True):
@@ -171,7 +180,7 @@ def write_explanations(model, images, stems, out, with_global=True):
     if with_global:
         feature_values = _feature_values(model, images)
         for class_index in sorted(set(predicted.tolist()))[:3]:
-            plots.strongest_kernels(model, class_index, feature_values, path=out / f"strongest_kernels_{class_index}_{names[class_index].replace('/', '-')}.png")
+            plots.strongest_kernels(model, class_index, feature_values, path=out / f"strongest_kernels_{class_index}_{_slug(names[class_index])}.png")
         influence = plots.kernel_influence(model, feature_values)
         top = int(influence.max(axis=1).argmax())
         plots.kernel_global_view(model, top, feature_values, class_names=names, path=out / f"kernel_{top:03d}_global_view.png")
