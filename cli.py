@@ -209,8 +209,11 @@ def cmd_explain(args):
     return 0
 
 
-def export_and_check(model, path, images, opset=None, model_name=None):
-    """Exports to ONNX, runs it in onnxruntime and returns the largest difference per output."""
+def export_and_check(model, path, images, opset=None, model_name=None, from_keras=None):
+    """Exports to ONNX, runs it in onnxruntime and returns the largest difference per output.
+
+    `from_keras` is `model.explain(images)` when the caller has it already.
+    """
     import numpy as np
 
     from glasszoo.export import OnnxModel, to_onnx
@@ -218,7 +221,7 @@ def export_and_check(model, path, images, opset=None, model_name=None):
     to_onnx(model, path, opset=opset, model_name=model_name)
     served = OnnxModel(path)
     from_onnx = served(images)
-    from_keras = model.explain(images)
+    from_keras = model.explain(images) if from_keras is None else from_keras
     differences = {name: float(np.max(np.abs(from_onnx[name] - from_keras[name]))) for name in from_keras}
     return served, differences
 
@@ -281,7 +284,7 @@ def cmd_demo(args):
     consistency = decision_image_consistency(model, images)["consistency"]
     onnx_path = out / f"{args.name}.onnx"
     print(f"[3/4] Exporting to {onnx_path} and running it in onnxruntime")
-    served, differences = export_and_check(model, onnx_path, images, model_name=args.name)
+    served, differences = export_and_check(model, onnx_path, images, model_name=args.name, from_keras=explanation)
     print(f"[4/4] onnxruntime ({served.providers[0]}) vs Keras, max |difference| per output:")
     for name, value in differences.items():
         print(f"      {name:16s} {value:.2e}")
