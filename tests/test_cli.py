@@ -95,3 +95,14 @@ def test_train_writes_a_verified_preset_with_its_card(tmp_path):
     assert (work / "best.weights.h5").exists() and (work / "training_log.csv").exists()
     assert (out / "feature_sample.npz").exists()
     assert np.any(model.head.feature_means.numpy())
+
+
+def test_train_with_cosine_schedule_and_flips(tmp_path, monkeypatch):
+    from glasszoo.zoo import recipes
+
+    spec = dict(recipes.RECIPES["inam_mnist"], schedule="cosine", augment="horizontal_flip")
+    monkeypatch.setitem(recipes.RECIPES, "inam_mnist_variant", spec)
+    args = ["train", "inam_mnist_variant", "--epochs", "1", "--no-grid", "--max-train", "128", "--out", str(tmp_path / "p"), "--work-dir", str(tmp_path / "w")]
+    assert main(args) == 0
+    card = json.loads((tmp_path / "p" / "metadata.json").read_text())
+    assert "cosine" in card["training"]["optimizer"] and card["training"]["augmentation"] == "horizontal_flip"

@@ -17,15 +17,16 @@ RECIPES = {
         "notes": (
             "The grid ran at batch 128 to fit the CPU budget; batch 32 was then chosen for the final run "
             "because it beat 128 on the validation split in a 3-epoch probe on 15,000 training images "
-            "(0.842 vs 0.831)."
+            "(0.842 vs 0.831). An alternative final run with cosine decay and random horizontal flips "
+            "(schedule='cosine', augment='horizontal_flip', 24 epochs) reached 0.8975 validation accuracy "
+            "against 0.9005 for this recipe and was not kept."
         ),
         "batch_size": 32,
         "grid_batch_size": 128,
-        "epochs": 24,
+        "epochs": 20,
         "grid_epochs": 3,
         "learning_rate": 1e-3,
-        "schedule": "cosine",
-        "augment": "horizontal_flip",
+        "schedule": "plateau",
     },
     "inam_mnist": {
         "family": "inam",
