@@ -64,8 +64,7 @@ def to_onnx(model, path, opset=None, model_name=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset or DEFAULT_OPSET)
     metadata = getattr(model, "preset_metadata", {}) or {}
-    module = __import__(type(model).__module__, fromlist=["EXPLANATION_OUTPUTS"])
-    outputs = getattr(module, "EXPLANATION_OUTPUTS", {})
+    outputs = getattr(model, "explanation_outputs", {})
     properties = {
         "model_name": model_name or metadata.get("name") or model.name,
         "family": getattr(model, "family", type(model).__name__),

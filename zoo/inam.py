@@ -56,6 +56,7 @@ class INAM(keras.Model):
     """
 
     family = "inam"
+    explanation_outputs = EXPLANATION_OUTPUTS
 
     def __init__(
         self,

@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 import platform
-import sys
 import time
 
 import numpy as np
@@ -231,9 +230,8 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         "history": log,
         "versions": _versions(),
     }
-    explanation_outputs = getattr(sys.modules[type(model).__module__], "EXPLANATION_OUTPUTS", None)
-    if explanation_outputs:
-        metadata["explanation_outputs"] = explanation_outputs
+    if getattr(model, "explanation_outputs", None):
+        metadata["explanation_outputs"] = model.explanation_outputs
     write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata)
     if hasattr(model, "max_responses"):
         write_feature_sample(model, x_fit, out_dir, seed=seed)
