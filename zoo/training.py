@@ -65,10 +65,17 @@ def _hardware():
 
 
 
+TRAINING_KEYS = ("learning_rate",)  # grid keys that set training, not the architecture
+
+
 def _build(family, base_config, overrides, data):
-    config = dict(base_config, **overrides)
+    config = dict(base_config, **{k: v for k, v in overrides.items() if k not in TRAINING_KEYS})
     config.update(num_classes=len(data.class_names), input_shape=list(data.x_train.shape[1:]), class_names=data.class_names)
     return family_class(family)(**config)
+
+
+def _fit_options(model):
+    return {"center": False} if hasattr(model, "center_head") else {}
 
 
 def _compile(model, learning_rate):
@@ -135,9 +142,10 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             print(f"[grid] {point} for {grid_epochs} epochs", flush=True)
             keras.utils.set_random_seed(seed)
             model = _build(spec["family"], spec["config"], point, data)
-            _compile(model, spec["learning_rate"])
+            _compile(model, point.get("learning_rate", spec["learning_rate"]))
             tick = time.time()
-            history = model.fit(x_fit, y_fit, batch_size=grid_batch_size, epochs=grid_epochs, validation_data=(x_val, y_val), verbose=verbose, center=False)
+            grid_size = spec.get("grid_train_size") or len(x_fit)
+            history = model.fit(x_fit[:grid_size], y_fit[:grid_size], batch_size=grid_batch_size, epochs=grid_epochs, validation_data=(x_val, y_val), verbose=verbose, **_fit_options(model))
             result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
             print(f"[grid] {result}", flush=True)
             grid_results.append(result)
@@ -148,11 +156,12 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     keras.utils.set_random_seed(seed)
     model = _build(spec["family"], spec["config"], chosen, data)
     steps_per_epoch = -(-len(x_fit) // batch_size)
+    base_learning_rate = chosen.get("learning_rate", spec["learning_rate"])
     schedule = spec.get("schedule", "plateau")
     if schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(spec["learning_rate"], decay_steps=epochs * steps_per_epoch)
+        learning_rate = keras.optimizers.schedules.CosineDecay(base_learning_rate, decay_steps=epochs * steps_per_epoch)
     else:
-        learning_rate = spec["learning_rate"]
+        learning_rate = base_learning_rate
     _compile(model, learning_rate)
     checkpoint = work_dir / "best.weights.h5"
     log_path = work_dir / "training_log.csv"
@@ -171,7 +180,7 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     ]
     if schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
-    fit_arguments = dict(epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, center=False)
+    fit_arguments = dict(epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, **_fit_options(model))
     if spec.get("augment") == "horizontal_flip":
         from glasszoo.data.augment import FlippedBatches
 
@@ -179,7 +188,8 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     else:
         model.fit(x_fit, y_fit, batch_size=batch_size, **fit_arguments)
     model.load_weights(str(checkpoint))
-    model.center_head(x_fit)
+    if hasattr(model, "center_head"):
+        model.center_head(x_fit)
     val_loss, val_accuracy = cross_entropy_and_accuracy(model, x_val, y_val)
     test_loss, test_accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test)
     final_weights = work_dir / "final.weights.h5"
@@ -207,12 +217,13 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             "epochs": epochs,
             "best_epoch": best_epoch,
             "batch_size": batch_size,
-            "optimizer": f"Adam(learning_rate={spec['learning_rate']})"
+            "optimizer": f"Adam(learning_rate={base_learning_rate})"
             + (f", cosine decay to 0 over {epochs} epochs" if schedule == "cosine" else ", ReduceLROnPlateau(val_accuracy, factor 0.3, patience 2)"),
             "augmentation": spec.get("augment") or "none",
             "checkpoint_selection": "best validation accuracy",
             "grid": grid_results,
             "grid_batch_size": grid_batch_size,
+            "grid_train_images": int(min(spec.get("grid_train_size") or len(x_fit), len(x_fit))),
             "notes": spec.get("notes", ""),
             "chosen_overrides": chosen,
             "seconds": round(time.time() - started, 1),
