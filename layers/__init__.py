@@ -1,16 +1,22 @@
 """Keras 3 layers of glasszoo (keras.ops only, serialisable, backend-agnostic)."""
 
 from glasszoo.layers.additive_head import NeuralAdditiveHead
+from glasszoo.layers.complement_encoding import ComplementEncoding
+from glasszoo.layers.dynamic_alignment import DAUConv2D
 from glasszoo.layers.global_max_location import GlobalMaxPoolingWithLocation, location_one_hot
 from glasszoo.layers.interpretable_conv import InterpretableConv2D
 from glasszoo.layers.regularizers import Orthonormality, SumOfRegularizers, TotalVariation
+from glasszoo.layers.temperature_head import TemperatureSumPooling
 
 __all__ = [
+    "ComplementEncoding",
+    "DAUConv2D",
     "GlobalMaxPoolingWithLocation",
     "InterpretableConv2D",
     "NeuralAdditiveHead",
     "Orthonormality",
     "SumOfRegularizers",
+    "TemperatureSumPooling",
     "TotalVariation",
     "location_one_hot",
 ]

@@ -112,6 +112,11 @@ class DAUConv2D(keras.layers.Layer):
 
         return (batch, size(height), size(width), self.filters)
 
+    def _ensure_built(self, inputs):
+        if not self.built:
+            self.build(inputs.shape)
+            self.built = True
+
     # -- forward -------------------------------------------------------------------
     def _conv(self, padded, kernel):
         return ops.conv(padded, kernel, strides=self.strides, padding="valid")
@@ -123,6 +128,7 @@ class DAUConv2D(keras.layers.Layer):
             dict with `outputs` `(B, H', W', filters)`, `projected` (`z = B p`,
             `(B, H', W', rank)`) and `scale` (`alpha(|u_j|)`, `(B, H', W', filters)`).
         """
+        self._ensure_built(inputs)
         padded = self._pad(inputs)
         rank, filters = self.rank, self.filters
         projected = self._conv(padded, self.projection)  # z
@@ -185,6 +191,7 @@ class DAUConv2D(keras.layers.Layer):
 
     def dynamic_weights(self, inputs):
         """The materialised weights `w_j` per position `(B, H', W', filters, d)` (tests and plots; memory-hungry)."""
+        self._ensure_built(inputs)
         padded = self._pad(inputs)
         z = self._conv(padded, self.projection)
         alignment = ops.reshape(self.alignment, (-1, self.filters, self.rank))

@@ -44,3 +44,18 @@ def tiny_inam():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_coda():
+    from glasszoo.zoo.coda import CoDA
+
+    import keras
+
+    keras.utils.set_random_seed(2)
+    model = CoDA(
+        num_classes=10, input_shape=(28, 28, 1), kernel_sizes=[3, 3, 3, 1], strides=[1, 2, 2, 1],
+        filters=[6, 8, 8], ranks=[4, 6, 6, 6], temperature=10.0,
+    )
+    model.compile()
+    return model
