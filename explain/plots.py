@@ -7,6 +7,16 @@ GUI backend needed), optionally saves it as a png and returns it.
 """
 
 import numpy as np
+from glasszoo.explain.figures import (
+    PANEL_INCHES,
+    bare,
+    check_index,
+    class_names_or_indices,
+    new_figure,
+    save,
+    show_image,
+    show_signed,
+)
 from keras import ops
 from matplotlib.figure import Figure
 
@@ -19,11 +29,8 @@ __all__ = [
     "strongest_kernels",
 ]
 
-DIVERGING_CMAP = "bwr"
-SAVE_DPI = 120
 GRID_POINTS = 200
 DENSITY_BINS = 30
-PANEL_INCHES = 2.4
 
 
 # -- numbers ---------------------------------------------------------------
@@ -90,10 +97,7 @@ def _check_feature_values(model, feature_values):
     return feature_values
 
 
-def _check_index(index, size, what):
-    if not 0 <= int(index) < size:
-        raise ValueError(f"{what} must be in [0, {size}); got {index}.")
-    return int(index)
+_check_index = check_index
 
 
 def _softmax(logits):
@@ -123,33 +127,11 @@ def _kernel(model, kernel_index):
     return model.conv.kernel.numpy()[..., kernel_index]
 
 
-def _names(class_names, num_classes):
-    return list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+_names = class_names_or_indices
 
 
 # -- drawing ---------------------------------------------------------------
-def _new_figure(rows, cols, width=PANEL_INCHES, height=PANEL_INCHES):
-    """Figure and a `(rows, cols)` array of axes, without pyplot."""
-    figure = Figure(figsize=(cols * width, rows * height), layout="constrained")
-    return figure, figure.subplots(rows, cols, squeeze=False)
-
-
-def _save(figure, path):
-    if path is not None:
-        figure.savefig(path, dpi=SAVE_DPI)
-    return figure
-
-
-def _bare(axis):
-    axis.set_xticks([])
-    axis.set_yticks([])
-
-
-def _show_signed(axis, values):
-    """Signed 2-D map with the diverging colormap, symmetric around 0."""
-    bound = max(float(np.max(np.abs(values))), 1e-12)
-    _bare(axis)
-    return axis.imshow(values, cmap=DIVERGING_CMAP, vmin=-bound, vmax=bound)
+_new_figure, _save, _bare, _show_signed, _show_image = new_figure, save, bare, show_signed, show_image
 
 
 def _show_kernel(axis, kernel):

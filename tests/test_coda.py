@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras import ops
-
 from glasszoo.layers import ComplementEncoding, DAUConv2D, TemperatureSumPooling
 from glasszoo.zoo.coda import ARCHITECTURES, CoDA, first_max_one_hot
 from glasszoo.zoo.losses import OneHotBinaryCrossentropy
+from keras import ops
 
 LAYER_CASES = [
     (1, "same", "sq", 9, 3),

@@ -1,15 +1,13 @@
 """CoDA-Nets: convolutional dynamic alignment networks (seed 002)."""
 
-import numpy as np
-
 import keras
-from keras import ops
-
+import numpy as np
 from glasszoo.layers.complement_encoding import ComplementEncoding
 from glasszoo.layers.dynamic_alignment import DAUConv2D
 from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
 from glasszoo.zoo.inputs import validate_images
 from glasszoo.zoo.losses import OneHotBinaryCrossentropy
+from keras import ops
 
 EXPLANATION_OUTPUTS = {
     "logits": "(B, K) class logits; logit_c = sum(contribution map of c) / T + b0",
@@ -229,6 +227,22 @@ class CoDA(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def resized(self, input_shape):
+        """The same network (shared weight values, copied) for another image size.
+
+        Every layer is a convolution and the head sums over positions, so a
+        CoDA runs on any height and width; used for the localisation grids
+        (seed 002, Fig. 7) whose images are `n` images side by side.
+
+        Example:
+        >>> grid_model = model.resized((84, 84, 1))
+        """
+        config = dict(self.get_config(), input_shape=list(input_shape))
+        config["name"] = f"{self.name}_{input_shape[0]}x{input_shape[1]}"
+        clone = type(self).from_config(config)
+        clone.transfer_weights_from(self)
+        return clone
 
     def transfer_weights_from(self, source):
         """Copies every DAU layer whose weights fit (fine-tuning); a new class count re-initialises the last."""

@@ -1,0 +1,150 @@
+"""Matplotlib views of CoDA contribution maps (seed 002, Figures 2 and 7).
+
+Contribution maps are signed: red pixels raise the class logit, blue pixels
+lower it, and the colormap is symmetric around 0. Maps shown side by side
+share one colour scale so that their strengths compare. Every function
+builds a `matplotlib.figure.Figure` (no pyplot), optionally saves it and
+returns it.
+"""
+
+import numpy as np
+from glasszoo.explain.figures import (
+    PANEL_INCHES,
+    check_index,
+    class_names_or_indices,
+    new_figure,
+    save,
+    show_image,
+    show_signed,
+)
+from glasszoo.explain.localisation import cell_box, localisation_scores
+from matplotlib.patches import Rectangle
+
+__all__ = ["contribution_grid", "contribution_view", "localisation_view", "predicted_and_strongest_other"]
+
+
+def _sigmoid(values):
+    return 1.0 / (1.0 + np.exp(-np.asarray(values, dtype="float64")))
+
+
+def predicted_and_strongest_other(logits):
+    """`(predicted, strongest other)` class index of one row of logits."""
+    order = np.argsort(-np.asarray(logits), kind="stable")
+    return int(order[0]), int(order[min(1, len(order) - 1)])
+
+
+def _maps_of_classes(model, image, classes):
+    """Logits `(K,)` and contribution maps `(len(classes), H, W)` of one image."""
+    batch = np.repeat(np.asarray(image, dtype="float32")[None], len(classes), axis=0)
+    explained = model.explain(batch, target=np.asarray(classes))
+    return explained["logits"][0], explained["contributions"]
+
+
+def _draw_row(figure, axes, model, image, classes, class_names, colorbar):
+    image = np.asarray(image, dtype="float32")
+    logits = model.explain(image[None])["logits"][0]
+    if classes is None:
+        classes = predicted_and_strongest_other(logits)
+    classes = [check_index(c, len(logits), "class") for c in classes]
+    _, maps = _maps_of_classes(model, image, classes)
+    names = class_names_or_indices(class_names or getattr(model, "class_names", None), len(logits))
+    bound = float(np.abs(maps).max())
+    show_image(axes[0], image)
+    axes[0].set_title("input", fontsize=9)
+    for axis, class_index, contribution in zip(axes[1:], classes, maps):
+        artist = show_signed(axis, contribution, bound=bound)
+        axis.set_title(f"{names[class_index]}\nlogit {logits[class_index]:.2f}, p {_sigmoid(logits[class_index]):.2f}", fontsize=9)
+    if colorbar:
+        figure.colorbar(artist, ax=list(axes[1:]), shrink=0.8, label="contribution")
+    return classes
+
+
+def contribution_view(model, image, classes=None, class_names=None, path=None):
+    """One image and the contribution maps of two classes (seed 002, Figure 2).
+
+    By default the predicted class and the strongest other class; both maps
+    use one symmetric colour scale. Titles give the logit and the sigmoid
+    probability (the model is trained with binary cross-entropy).
+
+    Args:
+        model: a CoDA (or any model with `explain(images, target=...)`).
+        image: `(H, W, C)` in [0, 1].
+        classes: optional pair (or list) of class indices.
+        class_names: optional names (the model's by default).
+        path: optional png file.
+
+    Returns:
+        `matplotlib.figure.Figure`.
+
+    Example:
+    >>> fig = contribution_view(model, test_images[0], path="why.png")  # doctest: +SKIP
+    """
+    count = 2 if classes is None else len(classes)
+    figure, axes = new_figure(1, count + 1, width=PANEL_INCHES * 1.1)
+    _draw_row(figure, axes[0], model, image, classes, class_names, colorbar=True)
+    return save(figure, path)
+
+
+def contribution_grid(model, images, class_names=None, max_images=8, path=None):
+    """Several images, one row each: image, predicted class map, strongest other class map.
+
+    Args:
+        model: a CoDA.
+        images: `(B, H, W, C)` in [0, 1].
+        class_names: optional names.
+        max_images: at most this many rows.
+        path: optional png file.
+
+    Example:
+    >>> fig = contribution_grid(model, test_images[:6], path="overview.png")  # doctest: +SKIP
+    """
+    images = np.asarray(images, dtype="float32")
+    rows = min(len(images), int(max_images))
+    if rows < 1:
+        raise ValueError("contribution_grid needs at least one image.")
+    figure, axes = new_figure(rows, 3, width=PANEL_INCHES * 0.85, height=PANEL_INCHES * 0.9)
+    for row in range(rows):
+        _draw_row(figure, axes[row], model, images[row], None, class_names, colorbar=False)
+    return save(figure, path)
+
+
+def localisation_view(model, images, labels, rows=3, class_names=None, path=None):
+    """Contribution maps on an `n x n` grid of images of different classes (seed 002, Figure 7).
+
+    The first panel is the grid image; then, for every cell, the map of that
+    cell's class over the whole grid, with the cell outlined and its
+    localisation score (share of positive contribution inside the cell;
+    random 1/n², ideal 1) in the title.
+
+    Args:
+        model: a CoDA (it is resized to the grid, weights shared by copy).
+        images: `n²` images of pairwise different classes.
+        labels: their class indices.
+        rows: `n`.
+        class_names: optional names.
+        path: optional png file.
+
+    Returns:
+        `(figure, scores)`, scores `(n²,)`.
+
+    Example:
+    >>> fig, scores = localisation_view(model, nine_images, nine_labels, path="grid.png")  # doctest: +SKIP
+    """
+    result = localisation_scores(model, images, labels, rows)
+    maps, scores = result["maps"], result["scores"]
+    names = class_names_or_indices(class_names or getattr(model, "class_names", None), model.num_classes)
+    height, width = np.asarray(images).shape[1:3]
+    columns = rows + 1
+    figure, axes = new_figure(rows, columns, width=PANEL_INCHES * 0.9, height=PANEL_INCHES * 0.9)
+    show_image(axes[0, 0], result["grid_image"])
+    axes[0, 0].set_title(f"{rows}x{rows} grid", fontsize=9)
+    for row in range(1, rows):
+        axes[row, 0].set_axis_off()
+    for cell, (label, contribution) in enumerate(zip(labels, maps)):
+        axis = axes[cell // rows, 1 + cell % rows]
+        show_signed(axis, contribution)
+        top, left, bottom, right = cell_box(cell, rows, height, width)
+        axis.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="black", linewidth=1.2))
+        axis.set_title(f"{names[int(label)]}: {scores[cell]:.2f}", fontsize=8)
+    figure.suptitle(f"mean localisation {scores.mean():.2f} (random {1 / rows**2:.2f})", fontsize=10)
+    return save(figure, path), scores

@@ -1,0 +1,55 @@
+"""Drawing helpers shared by the explanation views: figures without pyplot, images, signed maps."""
+
+import numpy as np
+from matplotlib.figure import Figure
+
+DIVERGING_CMAP = "bwr"
+SAVE_DPI = 120
+PANEL_INCHES = 2.4
+
+
+def new_figure(rows, cols, width=PANEL_INCHES, height=PANEL_INCHES):
+    """Figure and a `(rows, cols)` array of axes, without pyplot state or a GUI backend."""
+    figure = Figure(figsize=(cols * width, rows * height), layout="constrained")
+    return figure, figure.subplots(rows, cols, squeeze=False)
+
+
+def save(figure, path):
+    """Saves `figure` as png when `path` is given; returns the figure."""
+    if path is not None:
+        figure.savefig(path, dpi=SAVE_DPI)
+    return figure
+
+
+def bare(axis):
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def show_signed(axis, values, bound=None):
+    """Signed 2-D map with the diverging colormap, symmetric around 0 (red positive, blue negative)."""
+    if bound is None:
+        bound = float(np.max(np.abs(values)))
+    bound = max(float(bound), 1e-12)
+    bare(axis)
+    return axis.imshow(values, cmap=DIVERGING_CMAP, vmin=-bound, vmax=bound)
+
+
+def show_image(axis, image):
+    """Input image `(H, W, C)` in [0, 1]: gray for 1 channel, RGB for 3."""
+    bare(axis)
+    image = np.clip(image, 0.0, 1.0)
+    if image.shape[-1] == 1:
+        return axis.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    return axis.imshow(image)
+
+
+def check_index(index, size, what):
+    """`int(index)` if it is in `[0, size)`, else a ValueError naming `what`."""
+    if not 0 <= int(index) < size:
+        raise ValueError(f"{what} must be in [0, {size}); got {index}.")
+    return int(index)
+
+
+def class_names_or_indices(class_names, num_classes):
+    return list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
