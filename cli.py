@@ -98,9 +98,8 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    import numpy as np
-
     import glasszoo
+    import numpy as np
     from glasszoo.data import load_dataset
     from glasszoo.explain.consistency import decision_image_consistency
     from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
@@ -115,7 +114,7 @@ def cmd_evaluate(args):
         data = load_dataset(dataset)
     print(f"Evaluating {args.name} on the {len(data.x_test)} test images of {data.name} ({data.source})", flush=True)
     cross_entropy, accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test, batch_size=args.batch_size, verbose=1)
-    report = {"model": args.name, "dataset": data.name, "test_images": int(len(data.x_test)), "test_accuracy": round(accuracy, 4), "test_cross_entropy": round(cross_entropy, 4)}
+    report = {"model": args.name, "dataset": data.name, "test_images": len(data.x_test), "test_accuracy": round(accuracy, 4), "test_cross_entropy": round(cross_entropy, 4)}
     if hasattr(model, "decision_images") and args.consistency:
         count = min(args.consistency, len(data.x_test))
         progbar = _progbar(count, f"Decision-image consistency on {count} test images")
@@ -139,7 +138,6 @@ def cmd_evaluate(args):
 def _images_for(model, image_args, samples):
     """`(images, stems, labels)`: the given files, or the shipped samples of the preset's dataset."""
     import numpy as np
-
     from glasszoo.data.image_files import read_image_files
     from glasszoo.data.samples import load_samples
 
@@ -157,9 +155,18 @@ def _images_for(model, image_args, samples):
     return images, [f"sample{i:02d}_{_slug(names[labels[i]])}" for i in range(len(images))], labels
 
 
-def write_explanations(model, images, stems, out, with_global=True):
-    """Explains `images` and writes the pictures and arrays into `out`; returns the explanation."""
+def write_explanations(model, images, stems, out, with_global=True, labels=None):
+    """Explains `images` and writes the pictures and arrays into `out`; returns the explanation.
+
+    INAM: local views (decision images), an overview grid and, with
+    `with_global`, kernel views. CoDA: contribution views (predicted and
+    strongest other class), an overview grid and, given `labels` of at
+    least 9 different classes, a 3x3 localisation grid.
+    """
     import numpy as np
+
+    if getattr(model, "family", "") == "coda":
+        return _write_contribution_maps(model, images, stems, out, labels)
 
     from glasszoo.explain import plots
 
@@ -184,6 +191,31 @@ def write_explanations(model, images, stems, out, with_global=True):
         influence = plots.kernel_influence(model, feature_values)
         top = int(influence.max(axis=1).argmax())
         plots.kernel_global_view(model, top, feature_values, class_names=names, path=out / f"kernel_{top:03d}_global_view.png")
+    summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
+    _write_json(out / "predictions.json", summary)
+    return explanation
+
+
+def _write_contribution_maps(model, images, stems, out, labels):
+    import numpy as np
+    from glasszoo.explain import coda_plots
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    explanation = model.explain(images)
+    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
+    names = model.class_names
+    progbar = _progbar(len(images), f"Drawing contribution maps of {len(images)} image(s) with {model.name}")
+    for image, stem in zip(images, stems):
+        coda_plots.contribution_view(model, image, path=out / f"local_{stem}.png")
+        progbar.add(1)
+    coda_plots.contribution_grid(model, images, path=out / "explanation_grid.png")
+    if labels is not None:
+        cells = [int(np.flatnonzero(labels == c)[0]) for c in sorted(set(labels.tolist()))][:9]
+        if len(cells) == 9:
+            _, scores = coda_plots.localisation_view(model, images[cells], labels[cells], rows=3, path=out / "localisation_grid.png")
+            explanation["localisation_scores"] = scores
+    predicted = explanation["logits"].argmax(-1)
     summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
     _write_json(out / "predictions.json", summary)
     return explanation
@@ -215,14 +247,13 @@ def export_and_check(model, path, images, opset=None, model_name=None, from_kera
     `from_keras` is `model.explain(images)` when the caller has it already.
     """
     import numpy as np
-
     from glasszoo.export import OnnxModel, to_onnx
 
     to_onnx(model, path, opset=opset, model_name=model_name)
     served = OnnxModel(path)
     from_onnx = served(images)
     from_keras = model.explain(images) if from_keras is None else from_keras
-    differences = {name: float(np.max(np.abs(from_onnx[name] - from_keras[name]))) for name in from_keras}
+    differences = {name: float(np.max(np.abs(from_onnx[name] - from_keras[name]))) for name in served.output_names}
     return served, differences
 
 
@@ -248,7 +279,6 @@ def cmd_export(args):
 
 def cmd_predict(args):
     import numpy as np
-
     from glasszoo.data.image_files import read_image_files
     from glasszoo.export import OnnxModel
 
@@ -256,9 +286,12 @@ def cmd_predict(args):
     images = read_image_files(args.images, served.input_shape)
     outputs = served(images)
     names = served.class_names or [str(k) for k in range(outputs["logits"].shape[-1])]
-    logits = outputs["logits"]
-    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
+    logits = outputs["logits"].astype("float64")
+    if served.metadata.get("output_activation") == "sigmoid":  # CoDA: one sigmoid per class (BCE training)
+        probabilities = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
     results = [{"image": str(path), "class": names[int(p.argmax())], "probability": round(float(p.max()), 4)} for path, p in zip(args.images, probabilities)]
     print(json.dumps({"providers": served.providers, "predictions": results}, indent=2))
     if args.out:
@@ -267,40 +300,68 @@ def cmd_predict(args):
     return 0
 
 
-def cmd_demo(args):
+DEMO_MODELS = ("inam_fashion_mnist", "coda_fashion_mnist")
+
+
+def _demo_one(name, out, samples):
+    """Load, explain, export, serve and compare one preset; returns its summary."""
+    import math
+
     import glasszoo
-    from glasszoo.explain.consistency import decision_image_consistency
+    import numpy as np
+
+    started = time.time()
+    print(f"== {name}")
+    print(f"[1/4] Loading {name} (weights verified against the model card's sha256)")
+    model = glasszoo.load(name)
+    images, stems, labels = _images_for(model, [], samples)
+    if model.family == "coda":  # the 3x3 localisation grid needs one image of 9 classes
+        all_images, all_stems, all_labels = _images_for(model, [], None)
+        images, stems, labels = all_images[: max(samples, 9)], all_stems[: max(samples, 9)], all_labels[: max(samples, 9)]
+    print(f"[2/4] Explaining {len(images)} shipped test images of {model.preset_metadata['data']['dataset']}")
+    explanation = write_explanations(model, images, stems, out, labels=labels)
+    summary = {"model": name, "family": model.family, "samples": len(images)}
+    summary["sample_accuracy"] = round(float((explanation["logits"].argmax(-1) == labels).mean()), 4)
+    if model.family == "inam":
+        from glasszoo.explain.consistency import decision_image_consistency
+
+        summary["decision_image_consistency"] = round(decision_image_consistency(model, images)["consistency"], 4)
+    if model.family == "coda":
+        predicted = explanation["logits"][np.arange(len(images)), explanation["target"]]
+        rebuilt = explanation["contributions"].sum(axis=(1, 2)) / model.temperature + math.log(0.1 / 0.9)
+        summary["completeness_max_abs_error"] = float(np.abs(rebuilt - predicted).max())
+        if "localisation_scores" in explanation:
+            summary["localisation_3x3_mean"] = round(float(explanation["localisation_scores"].mean()), 4)
+    keras_outputs = {key: explanation[key] for key in model.explanation_outputs}
+    onnx_path = out / f"{name}.onnx"
+    print(f"[3/4] Exporting to {onnx_path} and running it in onnxruntime")
+    served, differences = export_and_check(model, onnx_path, images, model_name=name, from_keras=keras_outputs)
+    print(f"[4/4] onnxruntime ({served.providers[0]}) vs Keras, max |difference| per output:")
+    for output, value in differences.items():
+        print(f"      {output:16s} {value:.2e}")
+    summary.update(
+        model_card_test_accuracy=model.preset_metadata.get("metrics", {}).get("test_accuracy"),
+        onnx_file=str(onnx_path),
+        onnx_providers=served.providers,
+        onnx_max_abs_difference=differences,
+        seconds=round(time.time() - started, 1),
+    )
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+def cmd_demo(args):
+    from glasszoo.zoo.registry import list_models
 
     _quiet_tensorflow()
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    print(f"[1/4] Loading {args.name} (weights verified against the model card's sha256)")
-    model = glasszoo.load(args.name)
-    images, stems, labels = _images_for(model, [], args.samples)
-    print(f"[2/4] Explaining {len(images)} shipped test images of {model.preset_metadata['data']['dataset']}")
-    explanation = write_explanations(model, images, stems, out)
-    accuracy = float((explanation["logits"].argmax(-1) == labels).mean())
-    consistency = decision_image_consistency(model, images)["consistency"]
-    onnx_path = out / f"{args.name}.onnx"
-    print(f"[3/4] Exporting to {onnx_path} and running it in onnxruntime")
-    served, differences = export_and_check(model, onnx_path, images, model_name=args.name, from_keras=explanation)
-    print(f"[4/4] onnxruntime ({served.providers[0]}) vs Keras, max |difference| per output:")
-    for name, value in differences.items():
-        print(f"      {name:16s} {value:.2e}")
-    summary = {
-        "model": args.name,
-        "samples": len(images),
-        "sample_accuracy": round(accuracy, 4),
-        "decision_image_consistency": round(consistency, 4),
-        "model_card_test_accuracy": model.preset_metadata.get("metrics", {}).get("test_accuracy"),
-        "onnx_file": str(onnx_path),
-        "onnx_providers": served.providers,
-        "onnx_max_abs_difference": differences,
-        "seconds": round(time.time() - started, 1),
-    }
-    _write_json(out / "summary.json", summary)
-    print(f"Sample accuracy {accuracy:.3f}, decision-image consistency {consistency:.3f}. Pictures and summary.json in {out}/")
+    names = args.name or [name for name in DEMO_MODELS if name in list_models()]
+    summaries = [_demo_one(name, out / name, args.samples) for name in names]
+    _write_json(out / "summary.json", {"models": summaries})
+    for summary in summaries:
+        extras = {k: v for k, v in summary.items() if k in ("decision_image_consistency", "completeness_max_abs_error", "localisation_3x3_mean")}
+        print(f"{summary['model']}: sample accuracy {summary['sample_accuracy']:.3f}, {extras}")
+    print(f"Pictures and summary.json per model in {out}/")
     return 0
 
 
@@ -358,7 +419,7 @@ def build_parser():
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("demo", help="the main job: load, explain samples, export, run in onnxruntime, write pictures")
-    p.add_argument("--name", default="inam_fashion_mnist")
+    p.add_argument("--name", action="append", help=f"preset to run (repeatable; default: {', '.join(DEMO_MODELS)})")
     p.add_argument("--out", default="glasszoo-demo")
     p.add_argument("--samples", type=int, default=12)
     p.set_defaults(run=cmd_demo)

@@ -74,6 +74,7 @@ def to_onnx(model, path, opset=None, model_name=None):
         "input_range": "[0, 1]",
         "input_layout": "NHWC float32",
         "outputs": json.dumps(outputs),
+        "output_activation": getattr(model, "output_activation", "softmax"),
         "glasszoo_version": __version__,
     }
     if "metrics" in metadata:

@@ -60,10 +60,15 @@ def test_demo_writes_pictures_and_parity(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "glasszoo", "demo", "--out", str(out), "--samples", "6"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert max(summary["onnx_max_abs_difference"].values()) < 1e-3
-    assert (out / "explanation_grid.png").stat().st_size > 1000
-    assert (out / "inam_fashion_mnist.onnx").exists()
+    summaries = {s["model"]: s for s in json.loads((out / "summary.json").read_text())["models"]}
+    assert "inam_fashion_mnist" in summaries
+    for name, summary in summaries.items():
+        assert max(summary["onnx_max_abs_difference"].values()) < 1e-3
+        assert (out / name / "explanation_grid.png").stat().st_size > 1000
+        assert (out / name / f"{name}.onnx").exists()
+    if "coda_fashion_mnist" in summaries:
+        assert summaries["coda_fashion_mnist"]["completeness_max_abs_error"] < 1e-3
+        assert (out / "coda_fashion_mnist" / "localisation_grid.png").exists()
 
 
 def test_list_markdown_is_the_zoo_table(capsys):
