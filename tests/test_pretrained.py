@@ -52,3 +52,34 @@ def test_second_preset_on_its_test_split(name):
     data = load_dataset(card["data"]["dataset"])
     accuracy = float((model.predict_classes(data.x_test) == data.y_test).mean())
     assert accuracy == pytest.approx(card["metrics"]["test_accuracy"], abs=2e-3)
+
+
+def _coda_or_skip():
+    if "coda_fashion_mnist" not in glasszoo.list_models():
+        pytest.skip("coda_fashion_mnist not shipped")
+    return glasszoo.load("coda_fashion_mnist")
+
+
+@pytest.mark.slow
+def test_coda_fashion_mnist_reaches_its_card(fashion_mnist):
+    model = _coda_or_skip()
+    card = model.preset_metadata
+    assert card["data"]["test_images"] == 10000
+    accuracy = float((model.predict_classes(fashion_mnist.x_test) == fashion_mnist.y_test).mean())
+    assert accuracy == pytest.approx(card["metrics"]["test_accuracy"], abs=2e-3)
+
+
+def test_coda_preset_contributions_are_complete_and_localise(samples):
+    import math
+
+    from glasszoo.explain.localisation import localisation_scores
+
+    model = _coda_or_skip()
+    images, labels, _ = samples
+    out = model.explain(images[:8])
+    rebuilt = out["contributions"].sum(axis=(1, 2)) / model.temperature + math.log(0.1 / 0.9)
+    np.testing.assert_allclose(rebuilt, out["logits"][np.arange(8), out["target"]], rtol=1e-3, atol=1e-3)
+    assert float((out["target"] == labels[:8]).mean()) >= 0.5
+    cells = [int(np.flatnonzero(labels == c)[0]) for c in range(9)]
+    scores = localisation_scores(model, images[cells], labels[cells], 3)["scores"]
+    assert scores.mean() > 2 / 9, scores  # a random map scores 1/9

@@ -108,3 +108,22 @@ def test_import_glasszoo_does_not_import_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
+
+
+def test_coda_preset_round_trip_and_new_classes(tiny_coda, samples, tmp_path):
+    images, labels, _ = samples
+    tiny_coda.fit(images, labels, epochs=1, batch_size=20, verbose=0)
+    weights = tmp_path / "coda.weights.h5"
+    tiny_coda.save_weights(weights)
+    folder = write_preset(tmp_path / "tiny_coda", "coda", tiny_coda.get_config(), weights, {"name": "tiny_coda"})
+    loaded = glasszoo.load(folder)
+    assert loaded.family == "coda"
+    np.testing.assert_allclose(loaded.explain(images[:3])["contributions"], tiny_coda.explain(images[:3])["contributions"], atol=1e-6)
+    fine = glasszoo.load(folder, num_classes=3, class_names=["a", "b", "c"])
+    assert fine.explain(images[:2])["logits"].shape == (2, 3)
+    assert fine.preset_metadata == {"fine_tuned_from": "tiny_coda"}
+    for kept, source in zip(fine.dau_layers[:-1], tiny_coda.dau_layers[:-1]):
+        np.testing.assert_array_equal(kept.alignment.numpy(), source.alignment.numpy())
+    assert fine.dau_layers[-1].alignment.shape != tiny_coda.dau_layers[-1].alignment.shape
+    fine.compile()
+    fine.fit(images[:8], labels[:8] % 3, epochs=1, batch_size=4, verbose=0)
