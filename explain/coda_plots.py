@@ -40,7 +40,17 @@ def _maps_of_classes(model, image, classes):
     return explained["logits"][0], explained["contributions"]
 
 
-def _draw_row(figure, axes, model, image, classes, class_names, colorbar):
+def _show_contributions(axis, image, contribution, bound, overlay):
+    """The map alone, or over the gray image with opacity growing with |contribution|."""
+    if not overlay:
+        return show_signed(axis, contribution, bound=bound)
+    show_image(axis, image.mean(axis=-1, keepdims=True))
+    bound = max(bound, 1e-12)
+    opacity = np.clip(np.abs(contribution) / bound, 0.0, 1.0) ** 0.5
+    return axis.imshow(contribution, cmap="bwr", vmin=-bound, vmax=bound, alpha=opacity)
+
+
+def _draw_row(figure, axes, model, image, classes, class_names, colorbar, overlay=False):
     image = np.asarray(image, dtype="float32")
     logits = model.explain(image[None])["logits"][0]
     if classes is None:
@@ -52,14 +62,14 @@ def _draw_row(figure, axes, model, image, classes, class_names, colorbar):
     show_image(axes[0], image)
     axes[0].set_title("input", fontsize=9)
     for axis, class_index, contribution in zip(axes[1:], classes, maps):
-        artist = show_signed(axis, contribution, bound=bound)
+        artist = _show_contributions(axis, image, contribution, bound, overlay)
         axis.set_title(f"{names[class_index]}\nlogit {logits[class_index]:.2f}, p {_sigmoid(logits[class_index]):.2f}", fontsize=9)
     if colorbar:
         figure.colorbar(artist, ax=list(axes[1:]), shrink=0.8, label="contribution")
     return classes
 
 
-def contribution_view(model, image, classes=None, class_names=None, path=None):
+def contribution_view(model, image, classes=None, class_names=None, overlay=False, path=None):
     """One image and the contribution maps of two classes (seed 002, Figure 2).
 
     By default the predicted class and the strongest other class; both maps
@@ -71,6 +81,8 @@ def contribution_view(model, image, classes=None, class_names=None, path=None):
         image: `(H, W, C)` in [0, 1].
         classes: optional pair (or list) of class indices.
         class_names: optional names (the model's by default).
+        overlay: draw each map over the (gray) image, opacity growing with
+            the contribution's magnitude, instead of beside it.
         path: optional png file.
 
     Returns:
@@ -81,11 +93,11 @@ def contribution_view(model, image, classes=None, class_names=None, path=None):
     """
     count = 2 if classes is None else len(classes)
     figure, axes = new_figure(1, count + 1, width=PANEL_INCHES * 1.1)
-    _draw_row(figure, axes[0], model, image, classes, class_names, colorbar=True)
+    _draw_row(figure, axes[0], model, image, classes, class_names, colorbar=True, overlay=overlay)
     return save(figure, path)
 
 
-def contribution_grid(model, images, class_names=None, max_images=8, path=None):
+def contribution_grid(model, images, class_names=None, max_images=8, overlay=False, path=None):
     """Several images, one row each: image, predicted class map, strongest other class map.
 
     Args:
@@ -93,6 +105,7 @@ def contribution_grid(model, images, class_names=None, max_images=8, path=None):
         images: `(B, H, W, C)` in [0, 1].
         class_names: optional names.
         max_images: at most this many rows.
+        overlay: maps over the image (see `contribution_view`).
         path: optional png file.
 
     Example:
@@ -104,7 +117,7 @@ def contribution_grid(model, images, class_names=None, max_images=8, path=None):
         raise ValueError("contribution_grid needs at least one image.")
     figure, axes = new_figure(rows, 3, width=PANEL_INCHES * 0.85, height=PANEL_INCHES * 0.9)
     for row in range(rows):
-        _draw_row(figure, axes[row], model, images[row], None, class_names, colorbar=False)
+        _draw_row(figure, axes[row], model, images[row], None, class_names, colorbar=False, overlay=overlay)
     return save(figure, path)
 
 

@@ -35,7 +35,8 @@ def test_views_draw_and_save(tiny_coda, samples, tmp_path):
     assert len(figure.axes) == 5
     with pytest.raises(ValueError, match="class"):
         coda_plots.contribution_view(tiny_coda, images[0], classes=[0, 12])
-    coda_plots.contribution_grid(tiny_coda, images[:3], path=tmp_path / "grid.png")
+    coda_plots.contribution_view(tiny_coda, images[1], overlay=True, path=tmp_path / "overlay.png")
+    coda_plots.contribution_grid(tiny_coda, images[:3], overlay=True, path=tmp_path / "grid.png")
     assert (tmp_path / "grid.png").exists()
 
 
