@@ -15,6 +15,7 @@ FASHION_MNIST_CLASSES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 DIGIT_CLASSES = [str(d) for d in range(10)]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST_DIRS = (
     os.environ.get("GLASSZOO_FASHION_MNIST_DIR", ""),
     "/usr/share/datasets/fashion-mnist",
@@ -150,6 +151,27 @@ def load_mnist():
         return load_mnist_5k()
 
 
+def load_cifar10():
+    """CIFAR-10 (60,000 32x32x3 images) via `keras.datasets.cifar10` (the Keras cache, else a download).
+
+    Raises:
+        DatasetUnavailable: neither a cached copy nor the network is available.
+    """
+    try:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as error:
+        raise DatasetUnavailable(
+            f"CIFAR-10 is not cached and could not be downloaded ({type(error).__name__}: {error}); "
+            "run keras.datasets.cifar10.load_data() on a machine with network access to fill ~/.keras/datasets."
+        ) from error
+    return ImageDataset(
+        "cifar10", x_train, np.reshape(y_train, (-1,)), x_test, np.reshape(y_test, (-1,)), CIFAR10_CLASSES,
+        "keras.datasets.cifar10",
+    )
+
+
 def load_image_folder(directory, image_size, color_mode="grayscale", test_fraction=0.2, seed=0):
     """A folder of the user's own images, one sub-folder per class.
 
@@ -184,11 +206,11 @@ def load_image_folder(directory, image_size, color_mode="grayscale", test_fracti
     )
 
 
-LOADERS = {"fashion_mnist": load_fashion_mnist, "mnist": load_mnist, "mnist_5k": load_mnist_5k}
+LOADERS = {"fashion_mnist": load_fashion_mnist, "mnist": load_mnist, "mnist_5k": load_mnist_5k, "cifar10": load_cifar10}
 
 
 def load_dataset(name, **kwargs):
-    """Loads a dataset by name (`fashion_mnist`, `mnist`, `mnist_5k`) or a folder path."""
+    """Loads a dataset by name (`fashion_mnist`, `mnist`, `mnist_5k`, `cifar10`) or a folder path."""
     if name in LOADERS:
         return LOADERS[name](**kwargs)
     if pathlib.Path(name).is_dir():

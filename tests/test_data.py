@@ -112,3 +112,36 @@ def test_flipped_batches_cover_every_image_once_and_mirror_about_half():
         seen.extend(batch_labels.tolist())
     assert sorted(seen) == list(range(50))
     assert 10 < flipped < 40
+
+
+def test_random_crops_are_shifted_windows_of_the_padded_image():
+    from glasszoo.data.augment import FlippedBatches
+
+    rng = np.random.default_rng(0)
+    images = rng.random((20, 6, 6, 3)).astype("float32") + 1.0  # no zeros of its own
+    batches = FlippedBatches(images, np.arange(20), batch_size=20, seed=2, crop_padding=2)
+    batch, labels = batches[0]
+    assert batch.shape == images.shape
+    shifted = 0
+    for crop, label in zip(batch, labels):
+        padded_options = [images[label], images[label][:, ::-1]]
+        matches = []
+        for source in padded_options:
+            padded = np.pad(source, ((2, 2), (2, 2), (0, 0)))
+            matches += [(r, c) for r in range(5) for c in range(5) if np.array_equal(padded[r : r + 6, c : c + 6], crop)]
+        assert matches, "every crop is a window of the zero-padded (possibly mirrored) image"
+        shifted += (2, 2) not in matches
+    assert shifted > 5
+
+
+def test_cifar10_offline_names_the_problem(monkeypatch):
+    import keras
+
+    from glasszoo.data import DatasetUnavailable, datasets
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+    with pytest.raises(DatasetUnavailable, match="CIFAR-10 is not cached"):
+        datasets.load_dataset("cifar10")

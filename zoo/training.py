@@ -160,6 +160,10 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     schedule = spec.get("schedule", "plateau")
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(base_learning_rate, decay_steps=epochs * steps_per_epoch)
+    elif schedule == "step":  # the CoDA paper's: divide by 1.5 every 30 epochs
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            base_learning_rate, decay_steps=30 * steps_per_epoch, decay_rate=1 / 1.5, staircase=True
+        )
     else:
         learning_rate = base_learning_rate
     _compile(model, learning_rate)
@@ -181,10 +185,11 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     if schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
     fit_arguments = dict(epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, **_fit_options(model))
-    if spec.get("augment") == "horizontal_flip":
+    if spec.get("augment") in ("horizontal_flip", "flip_and_crop"):
         from glasszoo.data.augment import FlippedBatches
 
-        model.fit(FlippedBatches(x_fit, y_fit, batch_size=batch_size, seed=seed), **fit_arguments)
+        crop_padding = 4 if spec["augment"] == "flip_and_crop" else 0
+        model.fit(FlippedBatches(x_fit, y_fit, batch_size=batch_size, seed=seed, crop_padding=crop_padding), **fit_arguments)
     else:
         model.fit(x_fit, y_fit, batch_size=batch_size, **fit_arguments)
     model.load_weights(str(checkpoint))
@@ -218,7 +223,7 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             "best_epoch": best_epoch,
             "batch_size": batch_size,
             "optimizer": f"Adam(learning_rate={base_learning_rate})"
-            + (f", cosine decay to 0 over {epochs} epochs" if schedule == "cosine" else ", ReduceLROnPlateau(val_accuracy, factor 0.3, patience 2)"),
+            + _schedule_description(schedule, epochs),
             "augmentation": spec.get("augment") or "none",
             "checkpoint_selection": "best validation accuracy",
             "grid": grid_results,
@@ -248,6 +253,14 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         write_feature_sample(model, x_fit, out_dir, seed=seed)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
     return metadata
+
+
+def _schedule_description(schedule, epochs):
+    if schedule == "cosine":
+        return f", cosine decay to 0 over {epochs} epochs"
+    if schedule == "step":
+        return ", divided by 1.5 every 30 epochs"
+    return ", ReduceLROnPlateau(val_accuracy, factor 0.3, patience 2)"
 
 
 def save_inference_weights(model, path):
