@@ -136,15 +136,14 @@ class DAUConv2D(keras.layers.Layer):
         offset_response = self._conv(padded, self.offset)  # c_j = b_j . p
         height, width = aligned.shape[1], aligned.shape[2]
         aligned = ops.reshape(aligned, (-1, height, width, filters, rank))
-        z = projected[:, :, :, None, :]
-        linear = ops.sum(aligned * z, axis=-1) + offset_response  # u_j . p
+        linear = ops.einsum("nhwja,nhwa->nhwj", aligned, projected) + offset_response  # u_j . p
 
         alignment = ops.reshape(self.alignment, (-1, filters, rank))  # (d, filters, rank)
         offset = ops.reshape(self.offset, (-1, filters))  # (d, filters)
         gram = ops.einsum("dja,djb->jab", alignment, alignment)
         cross = ops.einsum("dja,dj->ja", alignment, offset)
         offset_norm = ops.sum(offset * offset, axis=0)
-        quadratic = ops.sum(ops.einsum("nhwa,jab->nhwjb", projected, gram) * z, axis=-1)
+        quadratic = ops.einsum("nhwjb,nhwb->nhwj", ops.einsum("nhwa,jab->nhwjb", projected, gram), projected)
         squared_norm = quadratic + 2.0 * ops.einsum("nhwa,ja->nhwj", projected, cross) + offset_norm
         squared_norm = ops.maximum(squared_norm, self.epsilon)
         if self.normalization == "l2":
