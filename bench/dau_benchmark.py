@@ -102,7 +102,6 @@ def gpu_present():
 def build_row(row, args):
     """Layers (built, seeded by position so every process gets the same weights), inputs and cotangent."""
     import keras
-
     from glasszoo.layers import DAUConv2D
 
     indices = list(range(9)) if row == STACK else [row - 1]
@@ -133,7 +132,6 @@ def build_row(row, args):
 def make_step(layers, formulation, jit):
     """`tf.function(inputs, cotangent) -> (outputs, [d inputs] + [d weights], checksum)`."""
     import tensorflow as tf
-
     from glasszoo.layers.dynamic_alignment_reference import reference_dau_outputs
 
     weights = [weight for layer in layers for weight in layer.trainable_weights]

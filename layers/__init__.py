@@ -3,9 +3,16 @@
 from glasszoo.layers.additive_head import NeuralAdditiveHead
 from glasszoo.layers.complement_encoding import ComplementEncoding
 from glasszoo.layers.dynamic_alignment import DAUConv2D
-from glasszoo.layers.global_max_location import GlobalMaxPoolingWithLocation, location_one_hot
+from glasszoo.layers.global_max_location import (
+    GlobalMaxPoolingWithLocation,
+    location_one_hot,
+)
 from glasszoo.layers.interpretable_conv import InterpretableConv2D
-from glasszoo.layers.regularizers import Orthonormality, SumOfRegularizers, TotalVariation
+from glasszoo.layers.regularizers import (
+    Orthonormality,
+    SumOfRegularizers,
+    TotalVariation,
+)
 from glasszoo.layers.temperature_head import TemperatureSumPooling
 
 __all__ = [

@@ -1,9 +1,12 @@
 """The interpretable convolution of INAM: N bias-free kernels with TV and orthonormality penalties."""
 
 import keras
+from glasszoo.layers.regularizers import (
+    Orthonormality,
+    SumOfRegularizers,
+    TotalVariation,
+)
 from keras import ops
-
-from glasszoo.layers.regularizers import Orthonormality, SumOfRegularizers, TotalVariation
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
