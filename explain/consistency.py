@@ -50,7 +50,7 @@ def decision_image_consistency(model, images, batch_size=64):
     kept = predicted == reclassified
     return {
         "consistency": float(kept.mean()) if len(kept) else float("nan"),
-        "count": int(len(kept)),
+        "count": len(kept),
         "kept": kept,
         "predicted": predicted,
         "reclassified": reclassified,

@@ -44,7 +44,12 @@ def positive_share_in_cell(contribution_map, cell, rows):
     return float(positive[top:bottom, left:right].sum() / total) if total > 0 else 0.0
 
 
-def localisation_scores(model, images, labels, rows):
+def inherent_contributions(model, images, targets):
+    """The model's own contribution maps `(B, H, W)` for `targets` (CoDA `explain`)."""
+    return model.explain(images, target=targets)["contributions"]
+
+
+def localisation_scores(model, images, labels, rows, attribution=inherent_contributions):
     """Eq. 11 for one grid: the positive share of each cell's class map inside that cell.
 
     Args:
@@ -53,6 +58,9 @@ def localisation_scores(model, images, labels, rows):
         images: `rows²` images of pairwise different classes.
         labels: their classes (the class explained for each cell).
         rows: grid side `n`.
+        attribution: `attribution(grid_model, grid_images, targets) -> (B, n·H, n·W)`
+            maps; the model's own contribution maps by default (a post-hoc
+            method is compared by passing it here).
 
     Returns:
         dict: `grid_image`, `maps` `(n², n·H, n·W)`, `scores` `(n²,)`.
@@ -62,6 +70,6 @@ def localisation_scores(model, images, labels, rows):
         raise ValueError(f"The cells of a localisation grid need pairwise different classes; got {labels.tolist()}.")
     grid_image = compose_grid(images, rows)
     grid_model = model.resized(grid_image.shape)
-    maps = grid_model.explain(np.repeat(grid_image[None], len(labels), axis=0), target=labels)["contributions"]
+    maps = np.asarray(attribution(grid_model, np.repeat(grid_image[None], len(labels), axis=0), labels))
     scores = np.array([positive_share_in_cell(maps[cell], cell, rows) for cell in range(len(labels))])
     return {"grid_image": grid_image, "maps": maps, "scores": scores}
