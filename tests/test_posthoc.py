@@ -148,14 +148,15 @@ def test_shapes_for_every_target_form(gap_cnn, samples, method):
     np.testing.assert_array_equal(attribute(method, gap_cnn, images, **options), attribute(method, gap_cnn, images, predicted, **options))
 
 
-def test_zoo_models_get_gradient_maps_and_need_the_protocol_for_grad_cam(tiny_inam, tiny_coda, samples):
+def test_zoo_models_get_gradient_maps_and_grad_cam_through_the_protocol(tiny_inam, tiny_coda, samples):
     images = samples[0][:2]
     for model in (tiny_inam, tiny_coda):
         maps = integrated_gradients(model, images, targets=1, steps=4)
         assert maps.shape == (2, 28, 28) and np.all(np.isfinite(maps))
-    if not hasattr(tiny_inam, "feature_maps_and_logits"):
-        with pytest.raises(ValueError, match="feature_maps_and_logits"):
-            grad_cam(tiny_inam, images)
+        cams = grad_cam(model, images, targets=[1, 2])
+        assert cams.shape == (2, 28, 28) and cams.min() >= 0
+    with pytest.raises(ValueError, match="not a graph model"):
+        cam(tiny_inam, images)
     with pytest.raises(ValueError, match="height is 32"):
         saliency(tiny_coda, np.zeros((1, 32, 28, 1), "float32"))
 

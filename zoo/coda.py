@@ -169,6 +169,13 @@ class CoDA(keras.Model):
             relevance = layer.explain_backward(state, relevance, shape)
         return {"logits": logits, "contributions": ops.sum(encoded * relevance, axis=-1)}
 
+    def feature_maps_and_logits(self, images):
+        """`(input of the last DAU layer (B, h, w, c), logits)` in one pass: the maps Grad-CAM weighs."""
+        activations = self.encoding(images)
+        for layer in self.dau_layers[:-1]:
+            activations = layer(activations)
+        return activations, self.head(self.dau_layers[-1](activations))
+
     # -- user API ----------------------------------------------------------------------
     def explain(self, images, target=None, batch_size=32):
         """Logits and the contribution map of a class per image, as NumPy arrays.

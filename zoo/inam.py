@@ -216,6 +216,12 @@ class INAM(keras.Model):
                 )
         return history
 
+    def feature_maps_and_logits(self, images):
+        """`(response maps of the N kernels (B, H', W', N), logits)` in one pass: the maps Grad-CAM weighs."""
+        maps = self.conv(images)
+        values, _ = self.pool(maps)
+        return maps, self.head.logits(self.head(values))
+
     def feature_values(self, images):
         """Maximal responses `(B, N)` of a batch tensor."""
         values, _ = self.pool(self.conv(images))
