@@ -2,11 +2,8 @@
 
 import warnings
 
-import numpy as np
-
 import keras
-from keras import ops
-
+import numpy as np
 from glasszoo.layers import (
     GlobalMaxPoolingWithLocation,
     InterpretableConv2D,
@@ -14,6 +11,7 @@ from glasszoo.layers import (
     location_one_hot,
 )
 from glasszoo.zoo.inputs import validate_images
+from keras import ops
 
 EXPLANATION_OUTPUTS = {
     "logits": "(B, K) class scores; = contributions summed over features + bias",

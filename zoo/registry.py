@@ -12,6 +12,7 @@ PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
 FAMILIES = {
     "inam": "glasszoo.zoo.inam:INAM",
     "coda": "glasszoo.zoo.coda:CoDA",
+    "cnn": "glasszoo.zoo.cnn:GapCNN",
 }
 
 

@@ -7,7 +7,6 @@ import platform
 import time
 
 import numpy as np
-
 from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
 from glasszoo.zoo.feature_sample import write_feature_sample
 from glasszoo.zoo.presets import write_json, write_preset
@@ -109,7 +108,6 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         the metadata dict written.
     """
     import keras
-
     from glasszoo.data import load_dataset
 
     spec = recipe(name)
@@ -211,9 +209,9 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         "data": {
             "dataset": data.name,
             "source": data.source,
-            "train_images": int(len(x_fit)),
-            "validation_images": int(len(x_val)),
-            "test_images": int(len(data.x_test)),
+            "train_images": len(x_fit),
+            "validation_images": len(x_val),
+            "test_images": len(data.x_test),
             "split": f"validation = {len(x_val)} images of the training set drawn with numpy default_rng({seed}); test split untouched until the final evaluation",
         },
         "training": {

@@ -1,0 +1,59 @@
+"""The black-box baseline: a GAP CNN whose CAM is exported with its logits."""
+
+import glasszoo
+import numpy as np
+import pytest
+from glasszoo.explain.posthoc import cam
+from glasszoo.zoo.cnn import GapCNN
+from glasszoo.zoo.presets import write_preset
+
+
+@pytest.fixture
+def tiny_cnn(samples):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = GapCNN(num_classes=10, input_shape=(28, 28, 1), filters=(6, 8))
+    model.compile()
+    model.fit(samples[0], samples[1], epochs=2, batch_size=20, verbose=0)
+    return model
+
+
+def test_exported_cam_equals_the_post_hoc_cam(tiny_cnn, samples):
+    images = samples[0][:5]
+    out = tiny_cnn.explain(images)
+    assert out["class_activation_map"].shape == (5, 28, 28)
+    np.testing.assert_allclose(out["class_activation_map"], cam(tiny_cnn, images), atol=1e-5)
+    small = cam(tiny_cnn, images, upsample=False)
+    bias = tiny_cnn.get_layer("classifier").bias.numpy()
+    predicted = out["logits"].argmax(-1)
+    np.testing.assert_allclose(small.mean(axis=(1, 2)), out["logits"][np.arange(5), predicted] - bias[predicted], atol=1e-4)
+
+
+def test_onnx_parity(tiny_cnn, samples, tmp_path):
+    from glasszoo.export import OnnxModel, to_onnx
+
+    served = OnnxModel(to_onnx(tiny_cnn, tmp_path / "cnn.onnx"))
+    for count in (1, 9):
+        expected, got = tiny_cnn.explain(samples[0][:count]), served(samples[0][:count])
+        assert sorted(got) == sorted(expected)
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+def test_preset_round_trip_and_new_classes(tiny_cnn, samples, tmp_path):
+    weights = tmp_path / "cnn.weights.h5"
+    tiny_cnn.save_weights(weights)
+    folder = write_preset(tmp_path / "tiny_cnn", "cnn", tiny_cnn.get_config(), weights, {"name": "tiny_cnn"})
+    loaded = glasszoo.load(folder)
+    np.testing.assert_allclose(loaded.predict(samples[0][:3], verbose=0), tiny_cnn.predict(samples[0][:3], verbose=0), atol=1e-5)
+    fine = glasszoo.load(folder, num_classes=4)
+    np.testing.assert_array_equal(fine.get_layer("conv_1_1").kernel.numpy(), tiny_cnn.get_layer("conv_1_1").kernel.numpy())
+    assert fine.get_layer("classifier").kernel.shape == (8, 4)
+
+
+def test_bad_arguments(tiny_cnn):
+    with pytest.raises(ValueError, match="filters"):
+        GapCNN(filters=())
+    with pytest.raises(ValueError, match="channels"):
+        tiny_cnn.explain(np.zeros((1, 28, 28, 3), "float32"))
