@@ -1,6 +1,7 @@
 """Grids of images of different classes and the localisation score of contribution maps (seed 002, eq. 11)."""
 
 import numpy as np
+from glasszoo.zoo.resize import resized
 
 
 def compose_grid(images, rows):
@@ -53,8 +54,7 @@ def localisation_scores(model, images, labels, rows, attribution=inherent_contri
     """Eq. 11 for one grid: the positive share of each cell's class map inside that cell.
 
     Args:
-        model: a dynamic-linear zoo model with `explain(images, target=...)`
-            and `resized(input_shape)` (CoDA).
+        model: a zoo model (rebuilt at the grid's size with its weights).
         images: `rows²` images of pairwise different classes.
         labels: their classes (the class explained for each cell).
         rows: grid side `n`.
@@ -69,7 +69,7 @@ def localisation_scores(model, images, labels, rows, attribution=inherent_contri
     if len(set(labels.tolist())) != len(labels):
         raise ValueError(f"The cells of a localisation grid need pairwise different classes; got {labels.tolist()}.")
     grid_image = compose_grid(images, rows)
-    grid_model = model.resized(grid_image.shape)
+    grid_model = resized(model, grid_image.shape)
     maps = np.asarray(attribution(grid_model, np.repeat(grid_image[None], len(labels), axis=0), labels))
     scores = np.array([positive_share_in_cell(maps[cell], cell, rows) for cell in range(len(labels))])
     return {"grid_image": grid_image, "maps": maps, "scores": scores}

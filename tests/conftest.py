@@ -32,7 +32,6 @@ def samples():
 @pytest.fixture
 def tiny_inam():
     import keras
-
     from glasszoo.zoo.inam import INAM
 
     keras.utils.set_random_seed(1)
@@ -48,9 +47,8 @@ def rng():
 
 @pytest.fixture
 def tiny_coda():
-    from glasszoo.zoo.coda import CoDA
-
     import keras
+    from glasszoo.zoo.coda import CoDA
 
     keras.utils.set_random_seed(2)
     model = CoDA(

@@ -4,7 +4,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from glasszoo.cli import main
 
 
@@ -25,9 +24,8 @@ def test_unknown_name_exits_with_a_clear_message(capsys):
 
 
 def test_explain_export_and_predict_without_tensorflow(tmp_path, capsys):
-    from PIL import Image
-
     from glasszoo.data.samples import load_samples
+    from PIL import Image
 
     images, labels, names = load_samples()
     files = []

@@ -1,5 +1,4 @@
 import numpy as np
-
 from glasszoo.explain.consistency import decision_image_consistency, positive_scaled
 
 

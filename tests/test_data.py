@@ -2,7 +2,6 @@ import gzip
 
 import numpy as np
 import pytest
-
 from glasszoo.data import DatasetUnavailable, load_dataset, load_mnist_5k
 from glasszoo.data.idx import read_idx
 from glasszoo.data.image_files import read_image_files
@@ -81,7 +80,6 @@ def test_unknown_dataset_is_named():
 
 def test_missing_fashion_mnist_says_how_to_get_it(monkeypatch):
     import keras
-
     from glasszoo.data import datasets
 
     def offline():
@@ -136,7 +134,6 @@ def test_random_crops_are_shifted_windows_of_the_padded_image():
 
 def test_cifar10_offline_names_the_problem(monkeypatch):
     import keras
-
     from glasszoo.data import DatasetUnavailable, datasets
 
     def offline():

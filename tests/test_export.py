@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-
 from glasszoo.export import OnnxModel, to_onnx
 
 

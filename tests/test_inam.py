@@ -1,7 +1,6 @@
+import keras
 import numpy as np
 import pytest
-import keras
-
 from glasszoo.zoo.inam import EXPLANATION_OUTPUTS, INAM
 
 

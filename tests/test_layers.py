@@ -1,8 +1,6 @@
+import keras
 import numpy as np
 import pytest
-import keras
-from keras import ops
-
 from glasszoo.layers import (
     GlobalMaxPoolingWithLocation,
     InterpretableConv2D,
@@ -12,6 +10,7 @@ from glasszoo.layers import (
     TotalVariation,
     location_one_hot,
 )
+from keras import ops
 
 
 def numpy_tv(kernel):

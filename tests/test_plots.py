@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
-
 from glasszoo.explain.plots import (
     compute_feature_values,
     explanation_grid,
@@ -13,6 +11,7 @@ from glasszoo.explain.plots import (
     strongest_kernels,
 )
 from glasszoo.zoo.inam import INAM
+from matplotlib.figure import Figure
 
 NUM_KERNELS, NUM_CLASSES = 6, 3
 

@@ -1,9 +1,8 @@
 """The shipped presets against their model cards (full test splits)."""
 
+import glasszoo
 import numpy as np
 import pytest
-
-import glasszoo
 from glasszoo.explain.consistency import decision_image_consistency
 
 

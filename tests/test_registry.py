@@ -1,9 +1,8 @@
 import shutil
 
+import glasszoo
 import numpy as np
 import pytest
-
-import glasszoo
 from glasszoo.zoo.presets import CorruptedWeights, read_preset, write_preset
 
 

@@ -236,20 +236,10 @@ class CoDA(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def resized(self, input_shape):
-        """The same network (shared weight values, copied) for another image size.
+        """The same network (weights copied) for another image size (see `glasszoo.zoo.resize.resized`)."""
+        from glasszoo.zoo.resize import resized
 
-        Every layer is a convolution and the head sums over positions, so a
-        CoDA runs on any height and width; used for the localisation grids
-        (seed 002, Fig. 7) whose images are `n` images side by side.
-
-        Example:
-        >>> grid_model = model.resized((84, 84, 1))
-        """
-        config = dict(self.get_config(), input_shape=list(input_shape))
-        config["name"] = f"{self.name}_{input_shape[0]}x{input_shape[1]}"
-        clone = type(self).from_config(config)
-        clone.transfer_weights_from(self)
-        return clone
+        return resized(self, input_shape)
 
     def transfer_weights_from(self, source):
         """Copies every DAU layer whose weights fit (fine-tuning); a new class count re-initialises the last."""

@@ -1,0 +1,151 @@
+"""One evaluation of a model's own explanation against post-hoc attributions, with the seeds' metrics.
+
+For a model and a set of labelled test images, every explanation method
+(the model's inherent one and the post-hoc ones) is scored by
+
+- localisation on `n x n` grids of images of different classes (seed 002,
+  eq. 11): the share of positive attribution inside the explained class's
+  own cell; random 1/n², ideal 1. Only images the model classifies
+  correctly and confidently on their own go into grids;
+- pixel removal (seed 002, Fig. 6): target-class probability as the least
+  (and, separately, the most) important pixels are removed; area under the
+  mean curve (higher is better for least-first, lower for most-first);
+- cascading randomisation (sanity check): rank correlation of |map| with the
+  original after all layers are randomised from the top (lower is better);
+- INAM's decision-image consistency (seed 000), for INAM models.
+"""
+
+import numpy as np
+from glasszoo.explain import posthoc
+from glasszoo.explain.localisation import localisation_scores
+from glasszoo.explain.pixel_removal import (
+    DEFAULT_FRACTIONS,
+    class_probabilities,
+    pixel_removal_curve,
+)
+from glasszoo.explain.randomisation import cascading_randomisation
+
+POST_HOC = ("saliency", "input_x_gradient", "integrated_gradients", "grad_cam", "occlusion")
+
+
+def inherent_explanation(model):
+    """`explain(model, images, targets) -> (B, H, W)` of a zoo model's own explanation, or None.
+
+    INAM: the target class's decision image summed over channels; CoDA: the
+    contribution map; the CNN baseline: its class activation map.
+    """
+    family = getattr(model, "family", None)
+    if family == "inam":
+        def decision_image(m, images, targets):
+            images_of_all = m.explain(images)["decision_images"]  # (B, K, H, W, C)
+            return images_of_all[np.arange(len(images)), np.asarray(targets)].sum(axis=-1)
+
+        return decision_image
+    if family == "coda":
+        return lambda m, images, targets: m.explain(images, target=np.asarray(targets))["contributions"]
+    if family == "cnn":
+        return lambda m, images, targets: posthoc.cam(m, images, targets)
+    return None
+
+
+def explanation_methods(model, names="all", integrated_gradient_steps=32):
+    """`{name: explain(model, images, targets)}`: `"inherent"` (if the model has one) and post-hoc methods.
+
+    Args:
+        model: a zoo model.
+        names: `"all"` or a list of names (`"inherent"`, `"saliency"`, ...).
+        integrated_gradient_steps: steps of Integrated Gradients.
+    """
+    methods = {}
+    inherent = inherent_explanation(model)
+    if inherent is not None:
+        methods["inherent"] = inherent
+    for name in POST_HOC:
+        options = {"steps": integrated_gradient_steps} if name == "integrated_gradients" else {}
+        methods[name] = lambda m, images, targets, _name=name, _options=options: posthoc.attribute(_name, m, images, targets, **_options)
+    if names == "all":
+        return methods
+    unknown = sorted(set(names) - set(methods))
+    if unknown:
+        raise ValueError(f"Unknown explanation method(s) {unknown} for a {getattr(model, 'family', 'Keras')} model; available: {sorted(methods)}.")
+    return {name: methods[name] for name in names}
+
+
+def confident_correct(model, images, labels, threshold=0.5, batch_size=256):
+    """Indices of images classified correctly with target probability above `threshold`."""
+    probabilities = class_probabilities(model, images, batch_size=batch_size)
+    labels = np.asarray(labels)
+    keep = (probabilities.argmax(axis=1) == labels) & (probabilities[np.arange(len(labels)), labels] > threshold)
+    return np.flatnonzero(keep)
+
+
+def distinct_class_grids(labels, candidates, rows, count, seed=0):
+    """`count` lists of `rows²` candidate indices whose labels are pairwise different."""
+    rng = np.random.default_rng(seed)
+    by_class = {c: rng.permutation(candidates[labels[candidates] == c]) for c in np.unique(labels[candidates])}
+    if len(by_class) < rows * rows:
+        raise ValueError(f"A {rows}x{rows} grid needs {rows * rows} classes among the usable images; found {len(by_class)}.")
+    grids = []
+    for index in range(count):
+        classes = rng.choice(sorted(by_class), size=rows * rows, replace=False)
+        grids.append([int(by_class[c][index % len(by_class[c])]) for c in classes])
+    return grids
+
+
+def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, removal_images=32, randomisation_images=8, fractions=DEFAULT_FRACTIONS, confidence=0.5, seed=0, progress=None):
+    """Scores every method in `methods` on the same images; returns a JSON-ready report.
+
+    Args:
+        model: a zoo model.
+        images, labels: labelled test images.
+        methods: from `explanation_methods`.
+        rows: grid side `n` of the localisation grids.
+        grids: number of localisation grids.
+        removal_images: images of the pixel-removal curves.
+        randomisation_images: images of the randomisation check.
+        fractions: pixel shares removed.
+        confidence: an image is usable when classified correctly with a
+            target probability above this.
+        seed: selection seed.
+        progress: optional callable `progress(step_name)` called after every step.
+
+    Returns:
+        dict: `usable_images` and, per method, `localisation` (mean, per grid),
+        `pixel_removal_least` / `_most` (curve, area) and `randomisation`
+        (rank correlation per cascade step, and after the full cascade).
+    """
+    labels = np.asarray(labels)
+    usable = confident_correct(model, images, labels, threshold=confidence)
+    rng = np.random.default_rng(seed)
+    removal = rng.permutation(usable)[:removal_images]
+    randomised = removal[:randomisation_images]
+    grid_indices = distinct_class_grids(labels, usable, rows, grids, seed=seed)
+    report = {"usable_images": len(usable), "evaluated_images": len(images), "grid_rows": rows, "grids": grids, "methods": {}}
+    for name, explain in methods.items():
+        entry = {}
+        scores = [localisation_scores(model, images[cells], labels[cells], rows, attribution=explain)["scores"] for cells in grid_indices]
+        entry["localisation"] = {"mean": float(np.mean(scores)), "per_grid": [float(np.mean(s)) for s in scores]}
+        maps = np.asarray(explain(model, images[removal], labels[removal]))
+        for order in ("least", "most"):
+            curve = pixel_removal_curve(model, images[removal], maps, labels[removal], fractions=fractions, order=order)
+            entry[f"pixel_removal_{order}"] = {"fractions": curve["fractions"].tolist(), "curve": curve["curve"].tolist(), "area": curve["area"]}
+        steps = cascading_randomisation(model, explain, images[randomised], labels[randomised], seed=seed)
+        entry["randomisation"] = {"steps": steps, "final_rank_correlation": steps[-1]["rank_correlation"]}
+        report["methods"][name] = entry
+        if progress is not None:
+            progress(name)
+    return report
+
+
+def summary_rows(report):
+    """`(method, localisation, removal area least-first, most-first, rank corr. after randomisation)` rows."""
+    return [
+        (
+            name,
+            entry["localisation"]["mean"],
+            entry["pixel_removal_least"]["area"],
+            entry["pixel_removal_most"]["area"],
+            entry["randomisation"]["final_rank_correlation"],
+        )
+        for name, entry in report["methods"].items()
+    ]
