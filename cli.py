@@ -128,11 +128,56 @@ def cmd_evaluate(args):
     card = meta.get("metrics", {}).get("test_accuracy")
     if card is not None:
         report["model_card_test_accuracy"] = card
-    print(json.dumps(report, indent=2))
+    if args.explanations:
+        report["explanations"] = _evaluate_explanations(model, args, data)
+    print(json.dumps({k: v for k, v in report.items() if k != "explanations"}, indent=2))
     if args.out:
         pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
         _write_json(pathlib.Path(args.out) / "report.json", report)
     return 0
+
+
+BASELINE_FOR = {"fashion_mnist": "cnn_fashion_mnist"}
+
+
+def _evaluate_explanations(model, args, data):
+    """The model's explanation and post-hoc methods on it and on the black-box baseline; pictures and a table."""
+    import glasszoo
+    import numpy as np
+    from glasszoo.explain import report_plots
+    from glasszoo.explain.explanation_report import (
+        evaluate_explanations,
+        explanation_methods,
+        summary_rows,
+    )
+    from glasszoo.zoo.registry import list_models
+
+    names = "all" if args.explanations == "all" else [n.strip() for n in args.explanations.split(",")]
+    count = min(args.explanation_images, len(data.x_test))
+    images, labels = data.x_test[:count], data.y_test[:count]
+    models = {args.name: model}
+    baseline = BASELINE_FOR.get(data.name)
+    if baseline and baseline != args.name and baseline in list_models():
+        models[baseline] = glasszoo.load(baseline)
+    out = pathlib.Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    results, table = {}, []
+    for name, candidate in models.items():
+        methods = explanation_methods(candidate, names if name == args.name else "all")
+        progbar = _progbar(len(methods), f"Explanation metrics of {len(methods)} method(s) on {name} ({count} test images)")
+        report = evaluate_explanations(candidate, images, labels, methods, grids=args.grids, progress=lambda _, bar=progbar: bar.add(1))
+        results[name] = report
+        table += [(name, *row) for row in summary_rows(report)]
+        if out:
+            report_plots.removal_curves(report, title=name, path=out / f"pixel_removal_{name}.png")
+            shown = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:6]]
+            report_plots.method_maps(candidate, images[shown], labels[shown], methods, class_names=data.class_names, path=out / f"maps_{name}.png")
+    header = ("model", "method", "localisation", "removal least-first", "removal most-first", "rank corr. randomised")
+    print(" | ".join(header))
+    for row in table:
+        print(" | ".join([row[0], row[1]] + [f"{v:.3f}" for v in row[2:]]))
+    return results
 
 
 def _images_for(model, image_args, samples):
@@ -395,7 +440,11 @@ def build_parser():
     p.add_argument("--dataset", help="dataset name (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--consistency", type=int, default=1000, help="test images for the decision-image check (0: skip)")
-    p.add_argument("--out", help="folder for report.json")
+    p.add_argument("--explanations", help="'all' or a comma list (inherent,saliency,input_x_gradient,integrated_gradients,grad_cam,occlusion): "
+                   "localisation, pixel removal and randomisation for the model and the black-box baseline")
+    p.add_argument("--explanation-images", type=int, default=500, help="test images the explanation metrics draw from")
+    p.add_argument("--grids", type=int, default=8, help="localisation grids (3x3, distinct classes)")
+    p.add_argument("--out", help="folder for report.json (and the explanation pictures)")
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("explain", help="explain images (default: the shipped samples) and write pictures")

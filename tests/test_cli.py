@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 from glasszoo.cli import main
+from glasszoo.zoo.registry import list_models
 
 
 def test_list_and_info(capsys):
@@ -109,3 +110,16 @@ def test_train_with_cosine_schedule_and_flips(tmp_path, monkeypatch):
     assert main(args) == 0
     card = json.loads((tmp_path / "p" / "metadata.json").read_text())
     assert "cosine" in card["training"]["optimizer"] and card["training"]["augmentation"] == "horizontal_flip"
+
+
+def test_evaluate_explanations_writes_report_and_pictures(tmp_path, capsys):
+    if "inam_mnist" not in list_models():
+        pytest.skip("inam_mnist not shipped")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "inam_mnist", "--explanations", "inherent", "--explanation-images", "120", "--grids", "1", "--consistency", "0", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())["explanations"]["inam_mnist"]
+    entry = report["methods"]["inherent"]
+    assert 0 <= entry["localisation"]["mean"] <= 1
+    assert entry["pixel_removal_least"]["area"] > entry["pixel_removal_most"]["area"]
+    assert (out / "pixel_removal_inam_mnist.png").exists() and (out / "maps_inam_mnist.png").exists()
+    assert "localisation" in capsys.readouterr().out
