@@ -65,7 +65,7 @@ def _draw_row(figure, axes, model, image, classes, class_names, colorbar, overla
         artist = _show_contributions(axis, image, contribution, bound, overlay)
         axis.set_title(f"{names[class_index]}\nlogit {logits[class_index]:.2f}, p {_sigmoid(logits[class_index]):.2f}", fontsize=9)
     if colorbar:
-        figure.colorbar(artist, ax=list(axes[1:]), shrink=0.8, label="contribution")
+        figure.colorbar(artist, ax=list(axes[1:]), shrink=0.8)
     return classes
 
 

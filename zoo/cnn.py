@@ -58,7 +58,7 @@ class GapCNN(keras.Model):
         pooled = layers.GlobalAveragePooling2D(name="global_average")(x)
         pooled = layers.Dropout(float(dropout), name="dropout")(pooled)
         logits = layers.Dense(num_classes, name="classifier")(pooled)
-        super().__init__(images, logits, name=name, **kwargs)
+        super().__init__(images, logits, name=name or "gap_cnn", **kwargs)
         self.num_classes, self.image_shape, self.filters, self.dropout = num_classes, input_shape, filters, float(dropout)
         self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
         if len(self.class_names) != num_classes:

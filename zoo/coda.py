@@ -89,6 +89,7 @@ class CoDA(keras.Model):
         class_names=None,
         **kwargs,
     ):
+        kwargs.setdefault("name", "coda")
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.image_shape = tuple(int(s) for s in input_shape)
