@@ -82,3 +82,13 @@ def test_coda_preset_contributions_are_complete_and_localise(samples):
     cells = [int(np.flatnonzero(labels == c)[0]) for c in range(9)]
     scores = localisation_scores(model, images[cells], labels[cells], 3)["scores"]
     assert scores.mean() > 2 / 9, scores  # a random map scores 1/9
+
+
+@pytest.mark.slow
+def test_cnn_baseline_reaches_its_card(fashion_mnist):
+    if "cnn_fashion_mnist" not in glasszoo.list_models():
+        pytest.skip("cnn_fashion_mnist not shipped")
+    model = glasszoo.load("cnn_fashion_mnist")
+    accuracy = float((model.predict_classes(fashion_mnist.x_test) == fashion_mnist.y_test).mean())
+    assert accuracy == pytest.approx(model.preset_metadata["metrics"]["test_accuracy"], abs=2e-3)
+    assert accuracy >= 0.92
