@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from glasszoo.zoo.coda import first_max_one_hot
 from glasszoo.zoo.inputs import validate_images
+from glasszoo.zoo.model_api import ZooModelMethods
 from keras import layers, ops
 
 EXPLANATION_OUTPUTS = {
@@ -13,7 +14,7 @@ EXPLANATION_OUTPUTS = {
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
-class GapCNN(keras.Model):
+class GapCNN(ZooModelMethods, keras.Model):
     """A plain convolutional classifier: the black box the interpretable models are compared with.
 
     Stages of two `3x3 Conv -> BatchNorm -> ReLU` blocks, 2x2 max-pooling
@@ -95,20 +96,10 @@ class GapCNN(keras.Model):
         ]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def predict_classes(self, images, batch_size=256):
-        images = validate_images(images, self.image_shape)
-        return np.argmax(self.predict(images, batch_size=batch_size, verbose=0), axis=-1)
-
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Keras `compile` with defaults: Adam, sparse softmax cross-entropy on logits, accuracy."""
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if loss is None else loss
         super().compile(optimizer=optimizer, loss=loss, metrics=["accuracy"] if metrics is None else metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        """Restores the compile arguments saved in a `.keras` file (custom `compile` above)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def transfer_weights_from(self, source):
         """Copies every layer whose weights fit (a new class count re-initialises the classifier)."""

@@ -7,6 +7,7 @@ from glasszoo.layers.dynamic_alignment import DAUConv2D
 from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
 from glasszoo.zoo.inputs import validate_images
 from glasszoo.zoo.losses import OneHotBinaryCrossentropy
+from glasszoo.zoo.model_api import ZooModelMethods
 from keras import ops
 
 EXPLANATION_OUTPUTS = {
@@ -42,7 +43,7 @@ def first_max_one_hot(scores):
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
-class CoDA(keras.Model):
+class CoDA(ZooModelMethods, keras.Model):
     """Convolutional Dynamic Alignment Network (Böhle et al., seed 002).
 
     `images -> [x, 1 - x] -> DAUConv2D x L (no other non-linearity, no
@@ -215,11 +216,6 @@ class CoDA(keras.Model):
         maps = [self.explain(images, target=c, batch_size=batch_size)["contributions"] for c in classes]
         return np.stack(maps, axis=1)
 
-    def predict_classes(self, images, batch_size=256):
-        """Predicted class index per image (validated input)."""
-        images = validate_images(images, self.image_shape)
-        return np.argmax(self.predict(images, batch_size=batch_size, verbose=0), axis=-1)
-
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Keras `compile` with the family's defaults: Adam, one-hot binary cross-entropy, accuracy."""
         if loss is None:
@@ -229,12 +225,6 @@ class CoDA(keras.Model):
         if keras.backend.backend() == "tensorflow":
             kwargs.setdefault("jit_compile", True)  # XLA fuses the DAU's element-wise ops: ~1.4x faster on CPU
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        """Restores the compile arguments saved in a `.keras` file (custom `compile` above)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def resized(self, input_shape):
         """The same network (weights copied) for another image size (see `glasszoo.zoo.resize.resized`)."""

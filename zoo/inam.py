@@ -11,6 +11,7 @@ from glasszoo.layers import (
     location_one_hot,
 )
 from glasszoo.zoo.inputs import validate_images
+from glasszoo.zoo.model_api import ZooModelMethods
 from keras import ops
 
 EXPLANATION_OUTPUTS = {
@@ -23,7 +24,7 @@ EXPLANATION_OUTPUTS = {
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
-class INAM(keras.Model):
+class INAM(ZooModelMethods, keras.Model):
     """Image-scale neural additive model (Hüls et al., seed 000).
 
     `x -> InterpretableConv2D (N kernels n x n x c, no bias) -> global max
@@ -164,11 +165,6 @@ class INAM(keras.Model):
             raise ValueError("No images to explain: got an empty batch.")
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def predict_classes(self, images, batch_size=256):
-        """Predicted class index per image (validated input)."""
-        images = validate_images(images, self.image_shape)
-        return np.argmax(self.predict(images, batch_size=batch_size, verbose=0), axis=-1)
-
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Keras `compile` with the family's defaults: Adam, sparse CE on logits, accuracy."""
         if loss is None:
@@ -176,12 +172,6 @@ class INAM(keras.Model):
         if metrics is None:
             metrics = ["accuracy"]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        """Restores the compile arguments saved in a `.keras` file (custom `compile` above)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size=None, *args, center=True, **kwargs):
         """Keras `fit`, then centring of the additive head on the training data.
