@@ -143,15 +143,6 @@ def _show_kernel(axis, kernel):
     return _show_signed(axis, kernel.sum(axis=-1))
 
 
-def _show_image(axis, image):
-    """Input image `(H, W, C)` in [0, 1]: gray for 1 channel, RGB for 3."""
-    _bare(axis)
-    image = np.clip(image, 0.0, 1.0)
-    if image.shape[-1] == 1:
-        return axis.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-    return axis.imshow(image)
-
-
 def _draw_explanation_row(figure, axes, image, explanation, index, classes, class_names, colorbars):
     """Image | decision image of class A | of class B, on three axes."""
     logits = np.asarray(explanation["logits"][index])

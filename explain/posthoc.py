@@ -82,6 +82,11 @@ def _positive_int(value, name):
     return int(value)
 
 
+def _checked(model, images, batch_size):
+    """Validated images and batch size, the first step of every method."""
+    return _images(model, images), _positive_int(batch_size, "batch_size")
+
+
 def _batches(count, batch_size):
     """`slice`s of at most `batch_size` covering `range(count)`."""
     return [slice(start, start + batch_size) for start in range(0, count, batch_size)]
@@ -108,8 +113,7 @@ def predict_logits(model, images, batch_size=32):
         float32 array `(B, K)`.
     """
     tf = _tf()
-    images = _images(model, images)
-    batch_size = _positive_int(batch_size, "batch_size")
+    images, batch_size = _checked(model, images, batch_size)
     parts = [_call_logits(model, tf.constant(images[part])).numpy() for part in _batches(len(images), batch_size)]
     return np.concatenate(parts).astype("float32")
 
@@ -187,8 +191,7 @@ def saliency(model, images, targets=None, batch_size=32):
     >>> saliency(model, images, targets=0).shape  # doctest: +SKIP
     (40, 28, 28)
     """
-    images = _images(model, images)
-    batch_size = _positive_int(batch_size, "batch_size")
+    images, batch_size = _checked(model, images, batch_size)
     targets = resolve_targets(model, images, targets, batch_size)
     return np.abs(_input_gradients(model, images, targets, batch_size)).max(axis=-1)
 
@@ -211,8 +214,7 @@ def input_x_gradient(model, images, targets=None, batch_size=32):
     Example:
     >>> input_x_gradient(model, images).sum(axis=(1, 2))  # doctest: +SKIP
     """
-    images = _images(model, images)
-    batch_size = _positive_int(batch_size, "batch_size")
+    images, batch_size = _checked(model, images, batch_size)
     targets = resolve_targets(model, images, targets, batch_size)
     return (images * _input_gradients(model, images, targets, batch_size)).sum(axis=-1)
 
@@ -241,8 +243,7 @@ def integrated_gradients(model, images, targets=None, batch_size=32, steps=50, b
     >>> maps = integrated_gradients(model, images, steps=64)  # doctest: +SKIP
     >>> maps.sum(axis=(1, 2))  # ≈ logit_t(images) - logit_t(0)  # doctest: +SKIP
     """
-    images = _images(model, images)
-    batch_size = _positive_int(batch_size, "batch_size")
+    images, batch_size = _checked(model, images, batch_size)
     steps = _positive_int(steps, "steps")
     targets = resolve_targets(model, images, targets, batch_size)
     baselines = _baseline(baseline, images)
@@ -372,8 +373,7 @@ def grad_cam(model, images, targets=None, batch_size=32, layer=None, upsample=Tr
     (40, 28, 28)
     """
     tf = _tf()
-    images = _images(model, images)
-    batch_size = _positive_int(batch_size, "batch_size")
+    images, batch_size = _checked(model, images, batch_size)
     features_and_logits = feature_maps_and_logits_fn(model, layer, "grad_cam")
     targets = resolve_targets(model, images, targets, batch_size)
     parts = []
@@ -452,8 +452,7 @@ def cam(model, images, targets=None, batch_size=32, upsample=True):
     (40, 28, 28)
     """
     tf = _tf()
-    images = _images(model, images)
-    batch_size = _positive_int(batch_size, "batch_size")
+    images, batch_size = _checked(model, images, batch_size)
     feature_tensor, dense = _gap_dense_structure(model)
     targets = resolve_targets(model, images, targets, batch_size)
     features = keras.Model(model.inputs, feature_tensor, name=f"{model.name}_cam_features")
@@ -502,8 +501,7 @@ def occlusion(model, images, targets=None, batch_size=32, patch=4, stride=2, bas
     (40, 28, 28)
     """
     tf = _tf()
-    images = _images(model, images)
-    batch_size = _positive_int(batch_size, "batch_size")
+    images, batch_size = _checked(model, images, batch_size)
     patch, stride = _positive_int(patch, "patch"), _positive_int(stride, "stride")
     height, width = images.shape[1:3]
     if patch > min(height, width):
