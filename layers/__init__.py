@@ -8,6 +8,7 @@ from glasszoo.layers.global_max_location import (
     location_one_hot,
 )
 from glasszoo.layers.interpretable_conv import InterpretableConv2D
+from glasszoo.layers.latent_prototypes import LatentPrototypes
 from glasszoo.layers.regularizers import (
     Orthonormality,
     SumOfRegularizers,
@@ -20,6 +21,7 @@ __all__ = [
     "DAUConv2D",
     "GlobalMaxPoolingWithLocation",
     "InterpretableConv2D",
+    "LatentPrototypes",
     "NeuralAdditiveHead",
     "Orthonormality",
     "SumOfRegularizers",

@@ -13,6 +13,7 @@ FAMILIES = {
     "inam": "glasszoo.zoo.inam:INAM",
     "coda": "glasszoo.zoo.coda:CoDA",
     "cnn": "glasszoo.zoo.cnn:GapCNN",
+    "prototypedl": "glasszoo.zoo.prototypedl:PrototypeDL",
 }
 
 

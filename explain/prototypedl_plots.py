@@ -1,0 +1,162 @@
+"""Matplotlib views of PrototypeDL: the decoded prototypes and why one image got its class (Li et al. 2018).
+
+A PrototypeDL logit is a weighted sum of squared latent distances,
+`logit_k = sum_j d_j W[j, k]`, so a prototype speaks for the class with its
+most negative weight: the nearer an image is to it, the less that class is
+penalised. Every function builds a `matplotlib.figure.Figure` (no pyplot),
+optionally saves it and returns it.
+"""
+
+import numpy as np
+from glasszoo.explain.figures import (
+    PANEL_INCHES,
+    class_names_or_indices,
+    new_figure,
+    save,
+    show_image,
+)
+from matplotlib.figure import Figure
+
+__all__ = ["prototype_evidence_difference", "prototype_grid", "prototype_view", "prototype_views"]
+
+
+def _softmax(logits):
+    shifted = np.asarray(logits, dtype="float64") - np.max(logits)
+    exponentials = np.exp(shifted)
+    return exponentials / exponentials.sum()
+
+
+def prototype_grid(model, class_names=None, columns=5, path=None):
+    """The decoded prototypes, each titled with the class it speaks for (most negative weight).
+
+    Prototypes are sorted by that class; a title reads `p3: Trouser (w -4.1)`.
+
+    Args:
+        model: a PrototypeDL.
+        class_names: optional names (the model's by default).
+        columns: panels per row.
+        path: optional png file.
+
+    Returns:
+        `matplotlib.figure.Figure`.
+
+    Example:
+    >>> fig = prototype_grid(glasszoo.load("prototypedl_fashion_mnist"), path="prototypes.png")  # doctest: +SKIP
+    """
+    decoded = model.decoded_prototypes()
+    weights = np.asarray(model.classifier.kernel)
+    classes = model.prototype_classes()
+    names = class_names_or_indices(class_names or getattr(model, "class_names", None), weights.shape[1])
+    count = len(decoded)
+    columns = max(1, min(int(columns), count))
+    rows = -(-count // columns)
+    figure, axes = new_figure(rows, columns, width=PANEL_INCHES * 0.7, height=PANEL_INCHES * 0.8)
+    order = np.argsort(classes, kind="stable")
+    for axis in axes.flat[count:]:
+        axis.set_axis_off()
+    for axis, prototype in zip(axes.flat, order):
+        show_image(axis, decoded[prototype])
+        axis.set_title(f"p{prototype}: {names[classes[prototype]]}\n(w {weights[prototype, classes[prototype]]:.2f})", fontsize=8)
+    figure.suptitle("decoded prototypes and the class each speaks for", fontsize=10)
+    return save(figure, path)
+
+
+def prototype_evidence_difference(explained, index, first, second):
+    """Per-prototype share of the logit gap `logit_first - logit_second` of image `index`, `(P,)`.
+
+    `class_evidence[i, j, k] = d_ij W[j, k]`, so these values sum to the gap.
+    """
+    evidence = explained["class_evidence"][index]
+    return evidence[:, first] - evidence[:, second]
+
+
+def prototype_view(model, image, nearest=4, class_names=None, path=None):
+    """One image: input, reconstruction, its nearest prototypes, and how each prototype moved the decision.
+
+    Top row: the image (predicted class and probability), its reconstruction
+    (what the latent code keeps), and the `nearest` prototypes decoded, each
+    titled with its class, squared distance and evidence for the predicted
+    class `d_j W[j, predicted]`. Bottom row: for every prototype, its share
+    `d_j (W[j, predicted] - W[j, runner-up])` of the logit gap between the
+    predicted class and the runner-up (bars sum to the gap; positive bars
+    favour the prediction).
+
+    Args:
+        model: a PrototypeDL.
+        image: `(H, W, C)` in [0, 1].
+        nearest: how many nearest prototypes to show.
+        class_names: optional names (the model's by default).
+        path: optional png file.
+
+    Returns:
+        `matplotlib.figure.Figure`.
+
+    Example:
+    >>> fig = prototype_view(model, test_images[0], path="why.png")  # doctest: +SKIP
+    """
+    image = np.asarray(image, dtype="float32")
+    explained = model.explain(image[None])
+    decoded = model.decoded_prototypes()
+    logits, distances = explained["logits"][0], explained["prototype_distances"][0]
+    evidence = explained["class_evidence"][0]
+    classes = model.prototype_classes()
+    names = class_names_or_indices(class_names or getattr(model, "class_names", None), len(logits))
+    order = np.argsort(-logits, kind="stable")
+    predicted, runner_up = int(order[0]), int(order[min(1, len(order) - 1)])
+    nearest = max(1, min(int(nearest), len(distances)))
+    closest = np.argsort(distances, kind="stable")[:nearest]
+
+    columns = 2 + nearest
+    figure = Figure(figsize=(columns * PANEL_INCHES * 0.8, PANEL_INCHES * 1.8), layout="constrained")
+    mosaic = [[f"top{c}" for c in range(columns)], ["bars"] * columns]
+    axes = figure.subplot_mosaic(mosaic, height_ratios=[1.0, 0.8])
+    show_image(axes["top0"], image)
+    axes["top0"].set_title(f"input: {names[predicted]}\np {_softmax(logits)[predicted]:.2f}", fontsize=8)
+    show_image(axes["top1"], explained["reconstruction"][0])
+    axes["top1"].set_title("reconstruction", fontsize=8)
+    for column, prototype in enumerate(closest, start=2):
+        show_image(axes[f"top{column}"], decoded[prototype])
+        axes[f"top{column}"].set_title(
+            f"p{prototype} ({names[classes[prototype]]})\nd {distances[prototype]:.2f}, ev {evidence[prototype, predicted]:.1f}",
+            fontsize=8,
+        )
+    gap = prototype_evidence_difference(explained, 0, predicted, runner_up)
+    bars = axes["bars"]
+    bars.bar(np.arange(len(gap)), gap, color=np.where(gap >= 0, "tab:red", "tab:blue"))
+    bars.axhline(0.0, color="black", linewidth=0.6)
+    bars.set_xticks(np.arange(len(gap)))
+    bars.set_xticklabels([f"p{j}\n{names[classes[j]][:7]}" for j in range(len(gap))], fontsize=6)
+    bars.tick_params(axis="y", labelsize=7)
+    bars.set_title(
+        f"share of each prototype in logit({names[predicted]}) - logit({names[runner_up]}) = {gap.sum():.2f}", fontsize=8
+    )
+    return save(figure, path)
+
+
+def prototype_views(model, images, nearest=3, class_names=None, path=None):
+    """Several images, one row each: input, reconstruction and the `nearest` prototypes (no bars).
+
+    Example:
+    >>> fig = prototype_views(model, test_images[:5], path="rows.png")  # doctest: +SKIP
+    """
+    images = np.asarray(images, dtype="float32")
+    if not len(images):
+        raise ValueError("prototype_views needs at least one image.")
+    explained = model.explain(images)
+    decoded = model.decoded_prototypes()
+    classes = model.prototype_classes()
+    names = class_names_or_indices(class_names or getattr(model, "class_names", None), explained["logits"].shape[1])
+    nearest = max(1, min(int(nearest), decoded.shape[0]))
+    figure, axes = new_figure(len(images), 2 + nearest, width=PANEL_INCHES * 0.7, height=PANEL_INCHES * 0.8)
+    for row, image in enumerate(images):
+        predicted = int(np.argmax(explained["logits"][row]))
+        show_image(axes[row, 0], image)
+        axes[row, 0].set_title(f"{names[predicted]}", fontsize=8)
+        show_image(axes[row, 1], explained["reconstruction"][row])
+        axes[row, 1].set_title("reconstruction", fontsize=8)
+        distances = explained["prototype_distances"][row]
+        for column, prototype in enumerate(np.argsort(distances, kind="stable")[:nearest], start=2):
+            show_image(axes[row, column], decoded[prototype])
+            axes[row, column].set_title(f"p{prototype} {names[classes[prototype]][:8]}\nd {distances[prototype]:.2f}", fontsize=8)
+    return save(figure, path)
+
