@@ -71,7 +71,23 @@ def verified_weights_path(folder, metadata):
     return path
 
 
-def write_preset(folder, family, config, weights_source, metadata):
+def verified_file_path(folder, metadata, name):
+    """Path of another preset file (`metadata["files"]`) after checking its sha256; None if the preset has none."""
+    record = metadata.get("files", {}).get(name)
+    path = pathlib.Path(folder) / name
+    if record is None:
+        return None
+    if not path.exists():
+        raise FileNotFoundError(f"Preset {folder} lacks {name}, which its model card lists.")
+    actual = sha256_of(path)
+    if actual != record["sha256"]:
+        raise CorruptedWeights(
+            f"Preset {folder}: {name} is corrupted or was changed: its sha256 is {actual}, the model card records {record['sha256']}."
+        )
+    return path
+
+
+def write_preset(folder, family, config, weights_source, metadata, extra_files=None):
     """Writes a preset folder from a saved weights file; records its sha256 in the metadata.
 
     Args:
@@ -80,6 +96,9 @@ def write_preset(folder, family, config, weights_source, metadata):
         config: the model's `get_config()`.
         weights_source: path of a `.weights.h5` file to copy in.
         metadata: dict (model card); `weights_sha256` is added.
+        extra_files: optional dict file name -> source path of other files the
+            preset carries (ProtoPNet's prototype provenance); copied in, their
+            sha256 recorded under `metadata["files"]`.
     """
     import shutil
 
@@ -88,7 +107,14 @@ def write_preset(folder, family, config, weights_source, metadata):
     target = folder / WEIGHTS_FILE
     if pathlib.Path(weights_source).resolve() != target.resolve():
         shutil.copyfile(weights_source, target)
+    files = {}
+    for name, source in (extra_files or {}).items():
+        if pathlib.Path(source).resolve() != (folder / name).resolve():
+            shutil.copyfile(source, folder / name)
+        files[name] = {"sha256": sha256_of(folder / name)}
     write_json(folder / CONFIG_FILE, {"family": family, "config": config})
     metadata = dict(metadata, weights_file=WEIGHTS_FILE, weights_sha256=sha256_of(target))
+    if files:
+        metadata["files"] = files
     write_json(folder / METADATA_FILE, metadata)
     return folder

@@ -13,6 +13,7 @@ FAMILIES = {
     "inam": "glasszoo.zoo.inam:INAM",
     "coda": "glasszoo.zoo.coda:CoDA",
     "cnn": "glasszoo.zoo.cnn:GapCNN",
+    "protopnet": "glasszoo.zoo.protopnet:ProtoPNet",
     "prototypedl": "glasszoo.zoo.prototypedl:PrototypeDL",
 }
 
@@ -109,6 +110,8 @@ def load(name_or_preset_dir, pretrained=True, num_classes=None, input_shape=None
         source.load_weights(weights)
     except Exception as error:
         raise CorruptedWeights(f"Preset {folder}: the weights file could not be read ({error}).") from error
+    if hasattr(source, "load_preset_files"):  # files beside the weights (ProtoPNet's prototype provenance)
+        source.load_preset_files(folder, metadata)
     source.preset_metadata, source.preset_dir = metadata, folder
     if target_config == base_config:
         return source

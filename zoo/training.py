@@ -153,6 +153,10 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
 
     keras.utils.set_random_seed(seed)
     model = _build(spec["family"], spec["config"], chosen, data)
+    stages = None
+    if hasattr(model, "fit_schedule"):  # families trained in stages (ProtoPNet): the schedule sets the epochs and rates
+        stages = model.fit_schedule(x_fit, y_fit, work_dir=work_dir, **spec.get("stages", {}))
+        epochs = stages.total_epochs
     steps_per_epoch = -(-len(x_fit) // batch_size)
     base_learning_rate = chosen.get("learning_rate", spec["learning_rate"])
     schedule = spec.get("schedule", "plateau")
@@ -164,7 +168,10 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         )
     else:
         learning_rate = base_learning_rate
-    _compile(model, learning_rate)
+    if stages is None:
+        _compile(model, learning_rate)
+    else:
+        model.compile()  # the family's staged optimizer; the schedule sets its rates
     checkpoint = work_dir / "best.weights.h5"
     log_path = work_dir / "training_log.csv"
     resuming = (work_dir / "backup").exists()
@@ -180,7 +187,9 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         ),
         keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
-    if schedule == "plateau":
+    if stages is not None:  # it keeps the best epoch after a push itself, and logs stage/pushed for the CSV
+        callbacks = [stages, callbacks[0], callbacks[2]]
+    elif schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
     fit_arguments = dict(epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, **_fit_options(model))
     if spec.get("augment") in ("horizontal_flip", "flip_and_crop"):
@@ -190,7 +199,12 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         model.fit(FlippedBatches(x_fit, y_fit, batch_size=batch_size, seed=seed, crop_padding=crop_padding), **fit_arguments)
     else:
         model.fit(x_fit, y_fit, batch_size=batch_size, **fit_arguments)
-    model.load_weights(str(checkpoint))
+    extra_files = {}
+    if stages is not None:
+        stages.restore_best(model)
+        extra_files = {"prototypes.npz": model.save_provenance(work_dir / "prototypes.npz")}
+    else:
+        model.load_weights(str(checkpoint))
     if hasattr(model, "center_head"):
         model.center_head(x_fit)
     val_loss, val_accuracy = cross_entropy_and_accuracy(model, x_val, y_val)
@@ -220,10 +234,18 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             "epochs": epochs,
             "best_epoch": best_epoch,
             "batch_size": batch_size,
-            "optimizer": f"Adam(learning_rate={base_learning_rate})"
-            + _schedule_description(schedule, epochs),
+            "optimizer": (
+                f"Adam(learning_rate={base_learning_rate})" + _schedule_description(schedule, epochs)
+                if stages is None
+                else "StagedAdam: per-part rates by stage " + json.dumps(stages.rates) + f"; joint rates x{stages.joint_decay} every {stages.joint_decay_every} joint epochs"
+            ),
+            "stages": None if stages is None else {
+                "warm_epochs": stages.warm_epochs, "joint_epochs": stages.joint_epochs,
+                "last_layer_epochs": stages.last_layer_epochs, "cycles": stages.cycles,
+                "push": "at the start of each last-layer stage, onto the fit split (un-augmented)",
+            },
             "augmentation": spec.get("augment") or "none",
-            "checkpoint_selection": "best validation accuracy",
+            "checkpoint_selection": "best validation accuracy" + ("" if stages is None else " among epochs after a push"),
             "grid": grid_results,
             "grid_batch_size": grid_batch_size,
             "grid_train_images": int(min(spec.get("grid_train_size") or len(x_fit), len(x_fit))),
@@ -246,7 +268,7 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     }
     if getattr(model, "explanation_outputs", None):
         metadata["explanation_outputs"] = model.explanation_outputs
-    write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata)
+    write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata, extra_files=extra_files)
     if hasattr(model, "max_responses"):
         write_feature_sample(model, x_fit, out_dir, seed=seed)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)

@@ -1,0 +1,324 @@
+"""ProtoPNet: "this looks like that" prototype networks (Chen et al. 2019, seed 001)."""
+
+import threading
+
+import keras
+import numpy as np
+from glasszoo.layers.prototype_layer import PrototypeLayer, log_similarity
+from glasszoo.zoo import protopnet_push
+from glasszoo.zoo.inputs import validate_images
+from glasszoo.zoo.model_api import ZooModelMethods
+from glasszoo.zoo.protopnet_backbones import (
+    DEFAULT_SMALL_CNN_STAGES,
+    SMALL_CNN,
+    add_on_layers,
+    applications_backbone,
+    small_cnn,
+)
+from glasszoo.zoo.protopnet_optimizer import StagedAdam
+from glasszoo.zoo.protopnet_schedule import DEFAULT_RATES
+from glasszoo.zoo.receptive_field import receptive_field
+from keras import ops
+
+EXPLANATION_OUTPUTS = {
+    "logits": "(B, K) class scores (softmax); logits = prototype_similarity @ last-layer weights = prototype_contributions summed over prototypes",
+    "prototype_similarity": "(B, P) similarity log((d + 1) / (d + 1e-4)) of each prototype to its nearest latent patch (d: squared L2 distance)",
+    "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
+    "upsampled_similarity_maps": "(B, H, W, P) similarity maps bilinearly upsampled to the input: where each prototype is found",
+    "prototype_contributions": "(B, P, K) similarity times last-layer weight: what each prototype adds to each class logit",
+}
+PROVENANCE_FILE = "prototypes.npz"
+
+
+def class_connection(prototype_class, num_classes, off_class=-0.5):
+    """The reference's initial last layer `(P, K)`: 1 from a prototype to its class, `off_class` to the others."""
+    identity = np.eye(num_classes, dtype="float32")[prototype_class]
+    return identity + off_class * (1.0 - identity)
+
+
+@keras.saving.register_keras_serializable(package="glasszoo")
+class ProtoPNet(ZooModelMethods, keras.Model):
+    """Prototypical part network: a class is scored by how much image parts look like its prototypes.
+
+    `images -> backbone -> add-on 1x1 convs (sigmoid) -> latent z (h, w, D)
+    -> squared L2 distance of every latent patch to each of the P prototypes
+    -> min over positions -> similarity log((d + 1) / (d + 1e-4)) -> last
+    layer (P x K, no bias) -> logits`. Each class owns
+    `prototypes_per_class` prototypes; the last layer starts at 1 for a
+    prototype's own class and -0.5 for the others.
+
+    The model's own training objective, used by `model.fit` after
+    `compile()`: cross-entropy `+ cluster_weight * cluster cost
+    - separation_weight * separation cost + l1_weight * |off-class
+    last-layer weights|_1`. The cluster cost is the mean over the batch of
+    the distance to the nearest prototype of the image's class, the
+    separation cost the same for the other classes' prototypes. The
+    reference's training stages (warm-up, joint, push, last layer) run
+    inside one `fit` with `ProtoPNetSchedule`; `push_prototypes` does a push
+    by hand and keeps the provenance.
+
+    Args:
+        num_classes: int `K`.
+        input_shape: `(H, W, C)` of float images in [0, 1].
+        backbone: `"small_cnn"` (trained from scratch) or a keras.applications
+            name from `glasszoo.zoo.protopnet_backbones.APPLICATIONS`
+            (`"vgg19"`, `"resnet50"`, `"densenet121"`, ...).
+        backbone_stages: channel lists of the small CNN's stages.
+        backbone_weights: `"imagenet"` to start a keras.applications backbone
+            from ImageNet weights (downloaded by Keras). The config saved
+            afterwards records None: the weights file then holds them.
+        prototype_channels: `D`, channels of the add-on layers and prototypes.
+        prototypes_per_class: prototypes of each class (`P = K x this`).
+        prototype_size: height and width of a prototype in latent positions.
+        cluster_weight, separation_weight, l1_weight: loss weights
+            (reference: 0.8, 0.08, 1e-4).
+        class_names: optional `K` names.
+
+    Example:
+    >>> model = ProtoPNet(num_classes=10, input_shape=(28, 28, 1), backbone_stages=[[8], [16]],
+    ...                   prototype_channels=16, prototypes_per_class=2)
+    >>> out = model.explain(np.zeros((3, 28, 28, 1), "float32"))
+    >>> out["prototype_contributions"].shape
+    (3, 20, 10)
+    """
+
+    family = "protopnet"
+    explanation_outputs = EXPLANATION_OUTPUTS
+
+    def __init__(
+        self,
+        num_classes=10,
+        input_shape=(28, 28, 1),
+        backbone=SMALL_CNN,
+        backbone_stages=DEFAULT_SMALL_CNN_STAGES,
+        backbone_weights=None,
+        prototype_channels=128,
+        prototypes_per_class=10,
+        prototype_size=1,
+        cluster_weight=0.8,
+        separation_weight=0.08,
+        l1_weight=1e-4,
+        class_names=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "protopnet")
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.image_shape = tuple(int(s) for s in input_shape)
+        self.backbone_name = str(backbone)
+        self.backbone_stages = [[int(c) for c in stage] for stage in backbone_stages]
+        self.prototype_channels = int(prototype_channels)
+        self.prototypes_per_class = int(prototypes_per_class)
+        self.cluster_weight, self.separation_weight, self.l1_weight = float(cluster_weight), float(separation_weight), float(l1_weight)
+        if self.num_classes < 2 or self.prototypes_per_class < 1:
+            raise ValueError(f"Need at least 2 classes and 1 prototype per class; got {num_classes} and {prototypes_per_class}.")
+        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes.")
+        if self.backbone_name == SMALL_CNN:
+            self.backbone = small_cnn(self.image_shape, self.backbone_stages)
+        else:
+            self.backbone = applications_backbone(self.backbone_name, self.image_shape, weights=backbone_weights)
+        self.add_on = add_on_layers(self.prototype_channels)
+        self.prototype_layer = PrototypeLayer(self.num_classes * self.prototypes_per_class, int(prototype_size), name="prototype_layer")
+        self.last_layer = keras.layers.Dense(self.num_classes, use_bias=False, name="last_layer")
+        self.prototype_class = np.repeat(np.arange(self.num_classes), self.prototypes_per_class)
+        self.prototype_provenance = None
+        # True while the backbone is frozen (warm-up, last-layer stage): BatchNorm statistics stay fixed too,
+        # so the latent patches a push recorded stay exactly where the provenance says
+        self.frozen_feature_statistics = False
+        self._loss_inputs = threading.local()  # per replica thread under tf.distribute
+        self.build((None,) + self.image_shape)
+        self.last_layer.kernel.assign(class_connection(self.prototype_class, self.num_classes))
+
+    def build(self, input_shape):
+        self.backbone.build(input_shape)
+        shape = self.backbone.compute_output_shape(input_shape)
+        self.add_on.build(shape)
+        shape = self.add_on.compute_output_shape(shape)
+        self.prototype_layer.build(shape)
+        self.latent_shape = tuple(shape[1:])
+        self.last_layer.build((None, self.prototype_layer.num_prototypes))
+        self.built = True
+
+    # -- forward -------------------------------------------------------------------------
+    def latent(self, images, training=False):
+        """The add-on layers' output `(B, h, w, D)`, the space the prototypes live in."""
+        return self.add_on(self.backbone(images, training=training), training=training)
+
+    def call(self, images, training=None):
+        features_training = False if self.frozen_feature_statistics else training
+        distances = self.prototype_layer(self.latent(images, training=features_training))
+        min_distances = ops.min(distances, axis=(1, 2))
+        self._loss_inputs.min_distances = min_distances  # read by compute_loss in the same step
+        return self.last_layer(log_similarity(min_distances))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Cross-entropy (the compiled loss) plus the cluster, separation and off-class L1 terms."""
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        min_distances = getattr(self._loss_inputs, "min_distances", None)
+        if y is None or min_distances is None or min_distances.shape[-1] != self.prototype_layer.num_prototypes:
+            return loss
+        costs = self.prototype_costs(min_distances, y)
+        return loss + self.cluster_weight * costs["cluster"] - self.separation_weight * costs["separation"] + self.l1_weight * costs["l1"]
+
+    def prototype_costs(self, min_distances, labels):
+        """The cluster and separation costs of a batch and the off-class L1 of the last layer.
+
+        Args:
+            min_distances: `(B, P)` distance of each prototype to its nearest latent patch.
+            labels: int `(B,)` classes.
+
+        Returns:
+            dict of scalars `cluster`, `separation`, `l1`.
+        """
+        identity = ops.convert_to_tensor(np.eye(self.num_classes, dtype="float32")[self.prototype_class])  # (P, K)
+        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        own = ops.matmul(ops.one_hot(labels, self.num_classes, dtype=min_distances.dtype), ops.transpose(identity))  # (B, P)
+        ceiling = ops.max(min_distances) + 1.0  # masks the other group out of each minimum
+        cluster = ops.mean(ops.min(min_distances + (1.0 - own) * ceiling, axis=-1))
+        separation = ops.mean(ops.min(min_distances + own * ceiling, axis=-1))
+        l1 = ops.sum(ops.abs(self.last_layer.kernel * (1.0 - identity)))
+        return {"cluster": cluster, "separation": separation, "l1": l1}
+
+    def latent_and_distances(self, images):
+        """`(latent (B, h, w, D), distance maps (B, h', w', P))` as NumPy arrays, inference mode."""
+        latent = self.latent(ops.convert_to_tensor(images), training=False)
+        return ops.convert_to_numpy(latent), ops.convert_to_numpy(self.prototype_layer(latent))
+
+    def explanation_graph(self, images):
+        """Logits, similarities, similarity maps and contributions, forward ops only (so they export)."""
+        distances = self.prototype_layer(self.latent(images, training=False))
+        similarity_maps = log_similarity(distances)
+        similarity = log_similarity(ops.min(distances, axis=(1, 2)))
+        weights = self.last_layer.kernel  # (P, K)
+        contributions = similarity[:, :, None] * weights[None, :, :]
+        height, width = self.image_shape[:2]
+        return {
+            "logits": ops.matmul(similarity, weights),
+            "prototype_similarity": similarity,
+            "similarity_maps": similarity_maps,
+            "upsampled_similarity_maps": ops.image.resize(similarity_maps, (height, width), interpolation="bilinear"),
+            "prototype_contributions": contributions,
+        }
+
+    # -- user API ----------------------------------------------------------------------------
+    def explain(self, images, batch_size=32):
+        """The explanation outputs (see `EXPLANATION_OUTPUTS`) as NumPy arrays, plus `prediction` (B,).
+
+        Args:
+            images: float array `(B, H, W, C)` (or one image) in [0, 1].
+            batch_size: images per pass.
+        """
+        images = validate_images(images, self.image_shape)
+        if not len(images):
+            raise ValueError("No images to explain: got an empty batch.")
+        parts = [
+            {k: ops.convert_to_numpy(v) for k, v in self.explanation_graph(ops.convert_to_tensor(images[i : i + batch_size])).items()}
+            for i in range(0, len(images), batch_size)
+        ]
+        result = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        result["prediction"] = result["logits"].argmax(axis=-1)
+        return result
+
+    def push_prototypes(self, images, labels, batch_size=128):
+        """Projects every prototype onto its nearest latent patch of its own class (see `protopnet_push`)."""
+        images = validate_images(images, self.image_shape, allow_single=False)
+        return protopnet_push.push_prototypes(self, images, labels, batch_size)
+
+    def fit_schedule(self, push_images, push_labels, work_dir=None, **options):
+        """A `ProtoPNetSchedule` for this model (used by `glasszoo train`; see its Args for `options`)."""
+        from glasszoo.zoo.protopnet_schedule import ProtoPNetSchedule
+
+        return ProtoPNetSchedule(push_images, push_labels, work_dir=work_dir, **options)
+
+    def latent_receptive_field(self):
+        """`ReceptiveField` of one latent position in input pixels."""
+        return receptive_field(self.backbone, self.image_shape[0])
+
+    def variable_groups(self):
+        """The parts trained at different rates: backbone, add-on, prototypes, last layer."""
+        return {
+            "backbone": self.backbone.trainable_weights,
+            "add_on": self.add_on.trainable_weights,
+            "prototypes": self.prototype_layer.trainable_weights,
+            "last_layer": self.last_layer.trainable_weights,
+        }
+
+    def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
+        """Keras `compile` with defaults: `StagedAdam` at the joint stage's rates, softmax cross-entropy, accuracy.
+
+        The cluster, separation and L1 terms are always added (`compute_loss`).
+        A `StagedAdam` passed in gets the model's variable groups.
+        """
+        if optimizer is None:
+            optimizer = StagedAdam(1e-3, DEFAULT_RATES["joint"])
+        if isinstance(optimizer, StagedAdam):
+            optimizer.assign_variable_groups(self.variable_groups())
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if loss is None else loss
+        super().compile(optimizer=optimizer, loss=loss, metrics=["accuracy"] if metrics is None else metrics, **kwargs)
+
+    def transfer_weights_from(self, source):
+        """Copies the backbone and add-on; prototypes and last layer too when their shapes fit."""
+        for part in ("backbone", "add_on", "prototype_layer", "last_layer"):
+            target_part, source_part = getattr(self, part), getattr(source, part)
+            if [tuple(w.shape) for w in target_part.weights] == [tuple(w.shape) for w in source_part.weights]:
+                for target_var, source_var in zip(target_part.weights, source_part.weights):
+                    target_var.assign(source_var)
+                if part == "prototype_layer":
+                    self.prototype_provenance = source.prototype_provenance
+
+    # -- provenance files --------------------------------------------------------------------
+    def save_provenance(self, path):
+        """Writes the last push's provenance to an `.npz` file."""
+        if self.prototype_provenance is None:
+            raise ValueError("The prototypes have not been pushed: there is no provenance to save.")
+        return protopnet_push.save_provenance(self.prototype_provenance, path)
+
+    def load_provenance(self, path):
+        """Reads a provenance `.npz` written by `save_provenance`."""
+        self.prototype_provenance = protopnet_push.load_provenance(path, self.prototype_layer.num_prototypes)
+        return self.prototype_provenance
+
+    def load_preset_files(self, folder, metadata):
+        """Loads the preset's verified provenance file if it has one (called by `glasszoo.load`)."""
+        from glasszoo.zoo.presets import verified_file_path
+
+        path = verified_file_path(folder, metadata, PROVENANCE_FILE)
+        if path is not None:
+            self.load_provenance(path)
+
+    def save_assets(self, directory):
+        """`.keras` saving: the provenance travels with the model."""
+        import os
+
+        if self.prototype_provenance is not None:
+            self.save_provenance(os.path.join(directory, PROVENANCE_FILE))
+
+    def load_assets(self, directory):
+        import os
+
+        path = os.path.join(directory, PROVENANCE_FILE)
+        if os.path.exists(path):
+            self.load_provenance(path)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.image_shape),
+            "backbone": self.backbone_name,
+            "backbone_stages": [list(s) for s in self.backbone_stages],
+            "backbone_weights": None,
+            "prototype_channels": self.prototype_channels,
+            "prototypes_per_class": self.prototypes_per_class,
+            "prototype_size": self.prototype_layer.prototype_size,
+            "cluster_weight": self.cluster_weight,
+            "separation_weight": self.separation_weight,
+            "l1_weight": self.l1_weight,
+            "class_names": list(self.class_names),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

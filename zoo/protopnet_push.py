@@ -1,0 +1,133 @@
+"""ProtoPNet's push: each prototype becomes its nearest latent patch of its own class, with provenance."""
+
+import numpy as np
+
+PROVENANCE_KEYS = (
+    "prototype_class",
+    "source_index",
+    "source_image",
+    "patch_position",
+    "receptive_field_box",
+    "high_activation_box",
+    "push_distance",
+    "similarity_map",
+)
+HIGH_ACTIVATION_PERCENTILE = 95.0
+
+
+def nearest_patches(model, images, labels, batch_size=128):
+    """For each prototype, its nearest latent patch among images of its class.
+
+    Returns:
+        dict: `source_index` (P,), `patch_position` (P, 2) latent (row, col),
+        `push_distance` (P,) squared distance before the push and
+        `patches` (P, k, k, D) the latent patches.
+    """
+    prototype_class = model.prototype_class
+    missing = sorted(set(prototype_class.tolist()) - set(np.unique(labels).tolist()))
+    if missing:
+        raise ValueError(f"The push images have no image of classes {missing}; every class with prototypes needs some.")
+    size = model.prototype_layer.prototype_size
+    count = len(prototype_class)
+    best = np.full(count, np.inf)
+    source = np.zeros(count, "int64")
+    position = np.zeros((count, 2), "int64")
+    patches = None
+    for start in range(0, len(images), batch_size):
+        latent, distances = model.latent_and_distances(images[start : start + batch_size])
+        batch_labels = labels[start : start + batch_size]
+        own = batch_labels[:, None] == prototype_class[None, :]  # (b, P)
+        masked = np.where(own[:, None, None, :], distances, np.inf)
+        b, h, w, _ = masked.shape
+        flat = masked.reshape(b * h * w, count)
+        winner = flat.argmin(axis=0)
+        value = flat[winner, np.arange(count)]
+        better = value < best
+        if patches is None:
+            patches = np.zeros((count, size, size, latent.shape[-1]), "float32")
+        for j in np.flatnonzero(better):
+            image, rest = divmod(int(winner[j]), h * w)
+            row, col = divmod(rest, w)
+            best[j], source[j], position[j] = value[j], start + image, (row, col)
+            patches[j] = latent[image, row : row + size, col : col + size, :]
+    return {"source_index": source, "patch_position": position, "push_distance": best.astype("float32"), "patches": patches}
+
+
+def high_activation_box(similarity, percentile=HIGH_ACTIVATION_PERCENTILE):
+    """`[top, bottom, left, right)` of the pixels at or above the similarity map's `percentile`."""
+    rows, cols = np.nonzero(similarity >= np.percentile(similarity, percentile))
+    return [int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1]
+
+
+def push_prototypes(model, images, labels, batch_size=128):
+    """Replaces every prototype of `model` by its nearest latent patch of its own class.
+
+    Args:
+        model: a `ProtoPNet`.
+        images: the push set, float `(N, H, W, C)` in [0, 1] (training images
+            without augmentation).
+        labels: int `(N,)`.
+        batch_size: images per forward pass.
+
+    Returns:
+        the provenance dict (NumPy arrays, one row per prototype):
+        `prototype_class`, `source_index` (index into `images`),
+        `source_image` (P, H, W, C), `patch_position` (P, 2) in latent
+        positions, `receptive_field_box` and `high_activation_box` (P, 4)
+        `[top, bottom, left, right)` in input pixels, `push_distance` (the
+        squared distance that the push closed) and `similarity_map` (P, h, w)
+        of each prototype on its source image after the push.
+    """
+    labels = np.asarray(labels).reshape(-1).astype("int64")
+    if len(images) != len(labels):
+        raise ValueError(f"push: {len(images)} images but {len(labels)} labels.")
+    found = nearest_patches(model, images, labels, batch_size)
+    model.prototype_layer.prototypes.assign(found["patches"])
+    sources = images[found["source_index"]]
+    count = len(sources)
+    similarity_maps = np.zeros((count,) + model.latent_shape[:2], "float32")
+    upsampled = np.zeros((count,) + tuple(model.image_shape[:2]), "float32")
+    for start in range(0, count, batch_size):
+        out = model.explain(sources[start : start + batch_size], batch_size=batch_size)
+        for offset in range(len(out["logits"])):
+            j = start + offset
+            similarity_maps[j] = out["similarity_maps"][offset, :, :, j]
+            upsampled[j] = out["upsampled_similarity_maps"][offset, :, :, j]
+    field = model.latent_receptive_field()
+    size = model.prototype_layer.prototype_size
+    provenance = {
+        "prototype_class": model.prototype_class.copy(),
+        "source_index": found["source_index"],
+        "source_image": sources.astype("float32"),
+        "patch_position": found["patch_position"],
+        "receptive_field_box": np.array([field.box(r, c, model.image_shape, size) for r, c in found["patch_position"]], "int64"),
+        "high_activation_box": np.array([high_activation_box(m) for m in upsampled], "int64"),
+        "push_distance": found["push_distance"],
+        "similarity_map": similarity_maps,
+    }
+    model.prototype_provenance = provenance
+    return provenance
+
+
+def save_provenance(provenance, path):
+    """Writes the provenance arrays to an `.npz` file (atomically: a temporary file, then a rename)."""
+    import os
+    import pathlib
+
+    path = pathlib.Path(path)
+    temporary = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(temporary, **{k: provenance[k] for k in PROVENANCE_KEYS})
+    os.replace(temporary, path)
+    return path
+
+
+def load_provenance(path, num_prototypes=None):
+    """Reads a provenance `.npz`; checks its keys and (optionally) its prototype count."""
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in PROVENANCE_KEYS if k not in data.files]
+        if missing:
+            raise ValueError(f"{path} is not a prototype provenance file: it lacks {missing}.")
+        provenance = {k: data[k] for k in PROVENANCE_KEYS}
+    if num_prototypes is not None and len(provenance["prototype_class"]) != num_prototypes:
+        raise ValueError(f"{path} describes {len(provenance['prototype_class'])} prototypes; the model has {num_prototypes}.")
+    return provenance
