@@ -212,6 +212,8 @@ def write_explanations(model, images, stems, out, with_global=True, labels=None)
 
     if getattr(model, "family", "") == "coda":
         return _write_contribution_maps(model, images, stems, out, labels)
+    if getattr(model, "family", "") == "protopnet":
+        return _write_prototype_views(model, images, stems, out)
 
     from glasszoo.explain import plots
 
@@ -262,6 +264,43 @@ def _write_contribution_maps(model, images, stems, out, labels):
             explanation["localisation_scores"] = scores
     predicted = explanation["logits"].argmax(-1)
     summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
+    _write_json(out / "predictions.json", summary)
+    return explanation
+
+
+def _write_prototype_views(model, images, stems, out):
+    """ProtoPNet: a "this looks like that" panel per image and the grid of pushed prototypes."""
+    import numpy as np
+    from glasszoo.explain import protopnet_plots
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    explanation = model.explain(images)
+    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
+    names = model.class_names
+    pushed = model.prototype_provenance is not None
+    progbar = _progbar(len(images), f"Drawing 'this looks like that' panels of {len(images)} image(s) with {model.name}")
+    for index, (image, stem) in enumerate(zip(images, stems)):
+        if pushed:
+            one = {k: v[index : index + 1] for k, v in explanation.items()}
+            protopnet_plots.this_looks_like_that(model, image, top=3, explained=one, path=out / f"local_{stem}.png")
+        progbar.add(1)
+    if pushed:
+        protopnet_plots.prototype_grid(model, path=out / "prototypes.png")
+    else:
+        print("The prototypes have not been pushed (no provenance): only the arrays are written.")
+    predicted = explanation["logits"].argmax(-1)
+    summary = []
+    for i, (stem, p) in enumerate(zip(stems, predicted)):
+        strongest = protopnet_plots.top_prototypes(explanation, i, p, 3)
+        summary.append({
+            "image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p]),
+            "strongest_prototypes": [
+                {"prototype": int(j), "similarity": round(float(explanation["prototype_similarity"][i, j]), 4),
+                 "contribution": round(float(explanation["prototype_contributions"][i, j, p]), 4)}
+                for j in strongest
+            ],
+        })
     _write_json(out / "predictions.json", summary)
     return explanation
 
@@ -345,7 +384,7 @@ def cmd_predict(args):
     return 0
 
 
-DEMO_MODELS = ("inam_fashion_mnist", "coda_fashion_mnist")
+DEMO_MODELS = ("inam_fashion_mnist", "coda_fashion_mnist", "protopnet_fashion_mnist")
 
 
 def _demo_one(name, out, samples):
@@ -371,6 +410,8 @@ def _demo_one(name, out, samples):
         from glasszoo.explain.consistency import decision_image_consistency
 
         summary["decision_image_consistency"] = round(decision_image_consistency(model, images)["consistency"], 4)
+    if model.family == "protopnet":
+        summary["contribution_sum_max_abs_error"] = float(np.abs(explanation["prototype_contributions"].sum(axis=1) - explanation["logits"]).max())
     if model.family == "coda":
         predicted = explanation["logits"][np.arange(len(images)), explanation["target"]]
         rebuilt = explanation["contributions"].sum(axis=(1, 2)) / model.temperature + math.log(0.1 / 0.9)
@@ -404,7 +445,7 @@ def cmd_demo(args):
     summaries = [_demo_one(name, out / name, args.samples) for name in names]
     _write_json(out / "summary.json", {"models": summaries})
     for summary in summaries:
-        extras = {k: v for k, v in summary.items() if k in ("decision_image_consistency", "completeness_max_abs_error", "localisation_3x3_mean")}
+        extras = {k: v for k, v in summary.items() if k in ("decision_image_consistency", "completeness_max_abs_error", "localisation_3x3_mean", "contribution_sum_max_abs_error")}
         print(f"{summary['model']}: sample accuracy {summary['sample_accuracy']:.3f}, {extras}")
     print(f"Pictures and summary.json per model in {out}/")
     return 0

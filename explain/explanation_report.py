@@ -32,7 +32,9 @@ def inherent_explanation(model):
     """`explain(model, images, targets) -> (B, H, W)` of a zoo model's own explanation, or None.
 
     INAM: the target class's decision image summed over channels; CoDA: the
-    contribution map; the CNN baseline: its class activation map.
+    contribution map; the CNN baseline: its class activation map; ProtoPNet:
+    the upsampled prototype similarity maps weighted by their last-layer
+    weights for the target class.
     """
     family = getattr(model, "family", None)
     if family == "inam":
@@ -45,6 +47,8 @@ def inherent_explanation(model):
         return lambda m, images, targets: m.explain(images, target=np.asarray(targets))["contributions"]
     if family == "cnn":
         return lambda m, images, targets: posthoc.cam(m, images, targets)
+    if family == "protopnet":
+        return lambda m, images, targets: m.class_evidence_maps(images, np.broadcast_to(np.asarray(targets), (len(images),)))
     return None
 
 

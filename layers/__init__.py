@@ -7,8 +7,10 @@ from glasszoo.layers.global_max_location import (
     GlobalMaxPoolingWithLocation,
     location_one_hot,
 )
+from glasszoo.layers.imagenet_preprocessing import ImageNetPreprocessing
 from glasszoo.layers.interpretable_conv import InterpretableConv2D
 from glasszoo.layers.latent_prototypes import LatentPrototypes
+from glasszoo.layers.prototype_layer import PrototypeLayer, log_similarity
 from glasszoo.layers.regularizers import (
     Orthonormality,
     SumOfRegularizers,
@@ -20,12 +22,15 @@ __all__ = [
     "ComplementEncoding",
     "DAUConv2D",
     "GlobalMaxPoolingWithLocation",
+    "ImageNetPreprocessing",
     "InterpretableConv2D",
     "LatentPrototypes",
     "NeuralAdditiveHead",
     "Orthonormality",
+    "PrototypeLayer",
     "SumOfRegularizers",
     "TemperatureSumPooling",
     "TotalVariation",
     "location_one_hot",
+    "log_similarity",
 ]

@@ -63,8 +63,12 @@ def test_demo_writes_pictures_and_parity(tmp_path):
     assert "inam_fashion_mnist" in summaries
     for name, summary in summaries.items():
         assert max(summary["onnx_max_abs_difference"].values()) < 1e-3
-        assert (out / name / "explanation_grid.png").stat().st_size > 1000
+        overview = "prototypes.png" if summary["family"] == "protopnet" else "explanation_grid.png"
+        assert (out / name / overview).stat().st_size > 1000
         assert (out / name / f"{name}.onnx").exists()
+    if "protopnet_fashion_mnist" in summaries:
+        assert summaries["protopnet_fashion_mnist"]["contribution_sum_max_abs_error"] < 1e-3
+        assert len(list((out / "protopnet_fashion_mnist").glob("local_*.png"))) == summaries["protopnet_fashion_mnist"]["samples"]
     if "coda_fashion_mnist" in summaries:
         assert summaries["coda_fashion_mnist"]["completeness_max_abs_error"] < 1e-3
         assert (out / "coda_fashion_mnist" / "localisation_grid.png").exists()

@@ -275,3 +275,19 @@ def test_bad_input(samples):
     schedule = ProtoPNetSchedule(samples[0], samples[1], warm_epochs=0, joint_epochs=0, last_layer_epochs=1)
     with pytest.raises(ValueError, match="StagedAdam"):
         model.fit(samples[0], samples[1], epochs=1, callbacks=[schedule], verbose=0)
+
+
+def test_class_evidence_maps_and_post_hoc_protocol(trained, samples):
+    from glasszoo.explain import posthoc
+    from glasszoo.explain.explanation_report import inherent_explanation
+
+    model = trained[0]
+    images = samples[0][:3]
+    maps = inherent_explanation(model)(model, images, np.array([0, 4, 9]))
+    out = model.explain(images)
+    weights = model.last_layer.kernel.numpy()
+    expected = (out["upsampled_similarity_maps"][1] * weights[:, 4]).sum(-1)
+    np.testing.assert_allclose(maps[1], expected, rtol=1e-5, atol=1e-5)
+    latent, logits = model.feature_maps_and_logits(images)
+    np.testing.assert_allclose(np.asarray(logits), out["logits"], atol=1e-4)
+    assert posthoc.grad_cam(model, images, 0).shape == (3, 28, 28)

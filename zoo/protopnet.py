@@ -186,6 +186,23 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         latent = self.latent(ops.convert_to_tensor(images), training=False)
         return ops.convert_to_numpy(latent), ops.convert_to_numpy(self.prototype_layer(latent))
 
+    def feature_maps_and_logits(self, images):
+        """`(latent (B, h, w, D), logits)` in one inference pass: the maps Grad-CAM weighs."""
+        latent = self.latent(images, training=False)
+        min_distances = ops.min(self.prototype_layer(latent), axis=(1, 2))
+        return latent, self.last_layer(log_similarity(min_distances))
+
+    def class_evidence_maps(self, images, targets, batch_size=32):
+        """`(B, H, W)`: the upsampled similarity maps weighted by each prototype's last-layer weight for `targets`.
+
+        Where in each image the evidence for its target class is: the
+        prototypes' "where it looks like" maps, summed with the weights that
+        turn their similarities into the class logit.
+        """
+        explained = self.explain(images, batch_size=batch_size)
+        weights = ops.convert_to_numpy(self.last_layer.kernel)[:, np.asarray(targets).reshape(-1)].T  # (B, P)
+        return np.einsum("bhwp,bp->bhw", explained["upsampled_similarity_maps"], np.broadcast_to(weights, (len(images), weights.shape[-1])))
+
     def explanation_graph(self, images):
         """Logits, similarities, similarity maps and contributions, forward ops only (so they export)."""
         distances = self.prototype_layer(self.latent(images, training=False))
