@@ -17,7 +17,13 @@ from glasszoo.explain.figures import (
 )
 from matplotlib.figure import Figure
 
-__all__ = ["prototype_evidence_difference", "prototype_grid", "prototype_view", "prototype_views"]
+__all__ = [
+    "prototype_evidence_difference",
+    "prototype_grid",
+    "prototype_view",
+    "prototype_views",
+    "write_prototypedl_explanations",
+]
 
 
 def _softmax(logits):
@@ -57,7 +63,7 @@ def prototype_grid(model, class_names=None, columns=5, path=None):
     for axis, prototype in zip(axes.flat, order):
         show_image(axis, decoded[prototype])
         axis.set_title(f"p{prototype}: {names[classes[prototype]]}\n(w {weights[prototype, classes[prototype]]:.2f})", fontsize=8)
-    figure.suptitle("decoded prototypes and the class each speaks for", fontsize=10)
+    figure.suptitle("decoded prototypes; class = most negative weight w (logits = distances @ W)", fontsize=10)
     return save(figure, path)
 
 
@@ -75,11 +81,13 @@ def prototype_view(model, image, nearest=4, class_names=None, path=None):
 
     Top row: the image (predicted class and probability), its reconstruction
     (what the latent code keeps), and the `nearest` prototypes decoded, each
-    titled with its class, squared distance and evidence for the predicted
-    class `d_j W[j, predicted]`. Bottom row: for every prototype, its share
+    titled with its class, squared distance `d` and its share `D` of the
+    logit gap (below). Bottom row: for every prototype, its share
     `d_j (W[j, predicted] - W[j, runner-up])` of the logit gap between the
     predicted class and the runner-up (bars sum to the gap; positive bars
-    favour the prediction).
+    favour the prediction). Logits are linear in distances, so distant
+    prototypes carry large shares too: "far from every Trouser prototype"
+    is evidence as much as "near a T-shirt prototype".
 
     Args:
         model: a PrototypeDL.
@@ -98,13 +106,13 @@ def prototype_view(model, image, nearest=4, class_names=None, path=None):
     explained = model.explain(image[None])
     decoded = model.decoded_prototypes()
     logits, distances = explained["logits"][0], explained["prototype_distances"][0]
-    evidence = explained["class_evidence"][0]
     classes = model.prototype_classes()
     names = class_names_or_indices(class_names or getattr(model, "class_names", None), len(logits))
     order = np.argsort(-logits, kind="stable")
     predicted, runner_up = int(order[0]), int(order[min(1, len(order) - 1)])
     nearest = max(1, min(int(nearest), len(distances)))
     closest = np.argsort(distances, kind="stable")[:nearest]
+    gap = prototype_evidence_difference(explained, 0, predicted, runner_up)
 
     columns = 2 + nearest
     figure = Figure(figsize=(columns * PANEL_INCHES * 0.8, PANEL_INCHES * 1.8), layout="constrained")
@@ -117,10 +125,9 @@ def prototype_view(model, image, nearest=4, class_names=None, path=None):
     for column, prototype in enumerate(closest, start=2):
         show_image(axes[f"top{column}"], decoded[prototype])
         axes[f"top{column}"].set_title(
-            f"p{prototype} ({names[classes[prototype]]})\nd {distances[prototype]:.2f}, ev {evidence[prototype, predicted]:.1f}",
+            f"p{prototype} ({names[classes[prototype]]})\nd {distances[prototype]:.2f}, D {gap[prototype]:+.2f}",
             fontsize=8,
         )
-    gap = prototype_evidence_difference(explained, 0, predicted, runner_up)
     bars = axes["bars"]
     bars.bar(np.arange(len(gap)), gap, color=np.where(gap >= 0, "tab:red", "tab:blue"))
     bars.axhline(0.0, color="black", linewidth=0.6)
@@ -133,13 +140,13 @@ def prototype_view(model, image, nearest=4, class_names=None, path=None):
     return save(figure, path)
 
 
-def prototype_views(model, images, nearest=3, class_names=None, path=None):
+def prototype_views(model, images, nearest=3, class_names=None, max_images=8, path=None):
     """Several images, one row each: input, reconstruction and the `nearest` prototypes (no bars).
 
     Example:
     >>> fig = prototype_views(model, test_images[:5], path="rows.png")  # doctest: +SKIP
     """
-    images = np.asarray(images, dtype="float32")
+    images = np.asarray(images, dtype="float32")[: int(max_images)]
     if not len(images):
         raise ValueError("prototype_views needs at least one image.")
     explained = model.explain(images)
@@ -157,6 +164,48 @@ def prototype_views(model, images, nearest=3, class_names=None, path=None):
         distances = explained["prototype_distances"][row]
         for column, prototype in enumerate(np.argsort(distances, kind="stable")[:nearest], start=2):
             show_image(axes[row, column], decoded[prototype])
-            axes[row, column].set_title(f"p{prototype} {names[classes[prototype]][:8]}\nd {distances[prototype]:.2f}", fontsize=8)
+            axes[row, column].set_title(f"p{prototype} {names[classes[prototype]][:11]}\nd {distances[prototype]:.2f}", fontsize=8)
     return save(figure, path)
 
+
+
+def write_prototypedl_explanations(model, images, stems, out):
+    """Writes the PrototypeDL pictures and arrays of `images` into folder `out`; returns the explanation.
+
+    Files: `local_<stem>.png` (`prototype_view` of each image),
+    `explanation_grid.png` (`prototype_views` of the first 8),
+    `prototypes.png` (`prototype_grid`), `explanations.npz` (images and
+    every explanation output) and `predictions.json`.
+
+    Example:
+    >>> write_prototypedl_explanations(model, images, ["a", "b"], "out/")  # doctest: +SKIP
+    """
+    import json
+    import pathlib
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = np.asarray(images, dtype="float32")
+    explanation = model.explain(images)
+    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
+    for image, stem in zip(images, stems):
+        prototype_view(model, image, path=out / f"local_{stem}.png")
+    prototype_views(model, images, path=out / "explanation_grid.png")
+    prototype_grid(model, path=out / "prototypes.png")
+    names = model.class_names
+    predicted = explanation["logits"].argmax(-1)
+    nearest = explanation["prototype_distances"].argmin(-1)
+    classes = model.prototype_classes()
+    summary = [
+        {
+            "image": stem,
+            "predicted": names[p],
+            "logit": float(explanation["logits"][i, p]),
+            "nearest_prototype": int(nearest[i]),
+            "nearest_prototype_class": names[classes[nearest[i]]],
+            "nearest_distance": float(explanation["prototype_distances"][i, nearest[i]]),
+        }
+        for i, (stem, p) in enumerate(zip(stems, predicted))
+    ]
+    (out / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return explanation

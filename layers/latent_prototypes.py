@@ -20,7 +20,7 @@ class LatentPrototypes(keras.layers.Layer):
 
     Example:
     >>> layer = LatentPrototypes(num_prototypes=15)
-    >>> layer(keras.ops.zeros((4, 40))).shape
+    >>> tuple(layer(keras.ops.zeros((4, 40))).shape)
     (4, 15)
     """
 

@@ -112,7 +112,10 @@ def test_keras_file_round_trip(trained, samples, tmp_path):
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
     np.testing.assert_array_equal(restored.decoded_prototypes(), model.decoded_prototypes())
-    restored.fit(samples[0][:20], samples[1][:20], epochs=1, batch_size=10, verbose=0)  # compiled state restored
+    # the compiled objective (20 CE + R + R1 + R2) comes back with the file
+    x, y = samples[0][:20], samples[1][:20]
+    np.testing.assert_allclose(restored.evaluate(x, y, verbose=0)[0], model.evaluate(x, y, verbose=0)[0], rtol=1e-6)
+    restored.fit(x, y, epochs=1, batch_size=10, verbose=0)
 
 
 def test_preset_round_trip_and_new_classes(trained, samples, tmp_path):
@@ -178,6 +181,7 @@ def test_plots_write_files(trained, samples, tmp_path):
         prototype_grid,
         prototype_view,
         prototype_views,
+        write_prototypedl_explanations,
     )
 
     model, _ = trained
@@ -186,6 +190,11 @@ def test_plots_write_files(trained, samples, tmp_path):
     prototype_views(model, samples[0][:3], path=tmp_path / "rows.png")
     for name in ("grid.png", "view.png", "rows.png"):
         assert (tmp_path / name).stat().st_size > 1000
+    written = write_prototypedl_explanations(model, samples[0][:2], ["a", "b"], tmp_path / "cli")
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
+        "explanation_grid.png", "explanations.npz", "local_a.png", "local_b.png", "predictions.json", "prototypes.png"
+    ]
+    assert written["reconstruction"].shape == (2, 28, 28, 1)
     out = model.explain(samples[0][:1])
     gap = prototype_evidence_difference(out, 0, 2, 5)
     np.testing.assert_allclose(gap.sum(), out["logits"][0, 2] - out["logits"][0, 5], rtol=1e-4, atol=1e-4)
