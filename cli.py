@@ -214,6 +214,10 @@ def write_explanations(model, images, stems, out, with_global=True, labels=None)
         return _write_contribution_maps(model, images, stems, out, labels)
     if getattr(model, "family", "") == "protopnet":
         return _write_prototype_views(model, images, stems, out)
+    if getattr(model, "family", "") == "prototypedl":
+        from glasszoo.explain.prototypedl_plots import write_prototypedl_explanations
+
+        return write_prototypedl_explanations(model, images, stems, out)
 
     from glasszoo.explain import plots
 
@@ -384,7 +388,7 @@ def cmd_predict(args):
     return 0
 
 
-DEMO_MODELS = ("inam_fashion_mnist", "coda_fashion_mnist", "protopnet_fashion_mnist")
+DEMO_MODELS = ("inam_fashion_mnist", "coda_fashion_mnist", "protopnet_fashion_mnist", "prototypedl_fashion_mnist")
 
 
 def _demo_one(name, out, samples):
@@ -412,6 +416,8 @@ def _demo_one(name, out, samples):
         summary["decision_image_consistency"] = round(decision_image_consistency(model, images)["consistency"], 4)
     if model.family == "protopnet":
         summary["contribution_sum_max_abs_error"] = float(np.abs(explanation["prototype_contributions"].sum(axis=1) - explanation["logits"]).max())
+    if model.family == "prototypedl":
+        summary["contribution_sum_max_abs_error"] = float(np.abs(explanation["class_evidence"].sum(axis=1) - explanation["logits"]).max())
     if model.family == "coda":
         predicted = explanation["logits"][np.arange(len(images)), explanation["target"]]
         rebuilt = explanation["contributions"].sum(axis=(1, 2)) / model.temperature + math.log(0.1 / 0.9)

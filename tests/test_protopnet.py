@@ -291,3 +291,23 @@ def test_class_evidence_maps_and_post_hoc_protocol(trained, samples):
     latent, logits = model.feature_maps_and_logits(images)
     np.testing.assert_allclose(np.asarray(logits), out["logits"], atol=1e-4)
     assert posthoc.grad_cam(model, images, 0).shape == (3, 28, 28)
+
+
+@pytest.mark.slow
+def test_pretrained_protopnet_reaches_its_card_and_its_provenance_holds(fashion_mnist):
+    model = glasszoo.load("protopnet_fashion_mnist")
+    card = model.preset_metadata
+    assert card["data"]["test_images"] == 10000
+    accuracy = float((model.predict_classes(fashion_mnist.x_test) == fashion_mnist.y_test).mean())
+    assert accuracy == pytest.approx(card["metrics"]["test_accuracy"], abs=2e-3)
+    provenance = model.prototype_provenance
+    assert provenance is not None and len(provenance["source_index"]) == model.prototype_layer.num_prototypes
+    # the provenance names images of the recipe's fit split (validation_split with the card's seed)
+    spec = card["training"]
+    x_fit, y_fit, _, _ = fashion_mnist.validation_split(card["data"]["validation_images"], seed=spec["seed"])
+    np.testing.assert_array_equal(x_fit[provenance["source_index"]], provenance["source_image"])
+    np.testing.assert_array_equal(y_fit[provenance["source_index"]], provenance["prototype_class"])
+    latent, _ = model.latent_and_distances(provenance["source_image"])
+    rows, cols = provenance["patch_position"].T
+    count = len(rows)
+    np.testing.assert_allclose(model.prototype_layer.prototypes.numpy()[:, 0, 0, :], latent[np.arange(count), rows, cols], atol=1e-6)
