@@ -157,7 +157,7 @@ def _evaluate_explanations(model, args, data):
     images, labels = data.x_test[:count], data.y_test[:count]
     models = {args.name: model}
     baseline = BASELINE_FOR.get(data.name)
-    if baseline and baseline != args.name and baseline in list_models():
+    if baseline and baseline != args.name and baseline in list_models() and not args.no_baseline:
         models[baseline] = glasszoo.load(baseline)
     out = pathlib.Path(args.out) if args.out else None
     if out:
@@ -491,6 +491,7 @@ def build_parser():
                    "localisation, pixel removal and randomisation for the model and the black-box baseline")
     p.add_argument("--explanation-images", type=int, default=500, help="test images the explanation metrics draw from")
     p.add_argument("--grids", type=int, default=8, help="localisation grids (3x3, distinct classes)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the black-box baseline's rows")
     p.add_argument("--out", help="folder for report.json (and the explanation pictures)")
     p.set_defaults(run=cmd_evaluate)
 

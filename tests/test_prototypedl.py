@@ -215,3 +215,16 @@ def test_prototypedl_fashion_mnist_reaches_its_card(fashion_mnist):
     # the nearest prototype's class (most negative weight) agrees with the prediction far above chance
     nearest_class = model.prototype_classes()[out["prototype_distances"].argmin(1)]
     assert float((nearest_class == out["logits"].argmax(1)).mean()) > 0.5
+
+
+def test_grad_cam_protocol(samples):
+    import keras
+    from glasszoo.explain import posthoc
+    from glasszoo.zoo.prototypedl import PrototypeDL
+
+    keras.utils.set_random_seed(0)
+    model = PrototypeDL(num_classes=10, input_shape=(28, 28, 1))
+    maps, logits = model.feature_maps_and_logits(samples[0][:2])
+    np.testing.assert_allclose(np.asarray(logits), model.explain(samples[0][:2])["logits"], atol=1e-5)
+    assert tuple(maps.shape) == (2, 2, 2, 10)
+    assert posthoc.grad_cam(model, samples[0][:2], 1).shape == (2, 28, 28)

@@ -202,6 +202,13 @@ class PrototypeDL(ZooModelMethods, keras.Model):
             self.add_loss(self.r2_weight * ops.mean(ops.min(distances, axis=1)))
         return self.classifier(distances)
 
+    def feature_maps_and_logits(self, images):
+        """`(last encoder map (B, h, w, c), logits)` in one pass: the maps Grad-CAM weighs (post-hoc baselines)."""
+        maps = images
+        for layer in self.encoder_layers:
+            maps = layer(maps)
+        return maps, self.classifier(self.prototype_layer(ops.reshape(maps, (-1, self.latent_dim))))
+
     def explanation_graph(self, images):
         """Logits, prototype distances, class evidence and reconstruction, forward ops only (exports)."""
         latent = self.encode(images)
