@@ -212,7 +212,8 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     final_weights = work_dir / "final.weights.h5"
     save_inference_weights(model, final_weights)
     log = _read_log(log_path)
-    best_epoch = int(np.argmax([row["val_accuracy"] for row in log])) + 1 if log else None
+    candidates = [row for row in log if stages is None or row.get("pushed") == 1.0]  # staged: only epochs after a push count
+    best_epoch = int(max(candidates, key=lambda row: row["val_accuracy"])["epoch"]) if candidates else None
 
     metadata = {
         "name": name,
