@@ -365,27 +365,138 @@ def cmd_export(args):
     return 0
 
 
-def cmd_predict(args):
+def _read_for_serving(paths, input_shape):
+    """`(images, labels)` from image files or .npy arrays, validated per file so errors name it.
+
+    Labels are the paths, or `path[i]` for the images of a .npy array.
+    """
     import numpy as np
     from glasszoo.data.image_files import read_image_files
+    from glasszoo.zoo.inputs import validate_images
+
+    if len(input_shape) != 3 or any(d is None for d in input_shape):
+        raise ValueError(f"predict reads images for a fixed NHWC input; the model's input is (batch, {', '.join(str(d) for d in input_shape)}).")
+    batches, labels = [], []
+    for path in map(str, paths):
+        if not pathlib.Path(path).exists():
+            raise FileNotFoundError(f"No image file at {path}.")
+        if pathlib.Path(path).is_dir():
+            raise ValueError(f"{path} is a folder, not an image file.")
+        try:
+            if path.endswith(".npy"):
+                images = np.load(path, allow_pickle=False)
+            else:
+                images = read_image_files([path], input_shape)
+        except Exception as error:
+            raise ValueError(f"Cannot read {path} as an image or a .npy array: {' '.join(str(error).split())}") from error
+        if path.endswith(".npy") and images.ndim == 4 and images.shape[0] == 0:
+            raise ValueError(f"{path} holds no images (an empty batch of shape {images.shape}).")
+        try:
+            images = validate_images(images, input_shape)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+        batches.append(images)
+        labels += [f"{path}[{i}]" for i in range(len(images))] if path.endswith(".npy") else [path]
+    return np.concatenate(batches), labels
+
+
+def _class_scores(served, outputs):
+    """`(name, (B, K) logits)`: the `logits` output, else the only 2-D output of a non-glasszoo model."""
+    if "logits" in outputs:
+        return "logits", outputs["logits"]
+    candidates = [name for name, value in outputs.items() if value.ndim == 2]
+    if len(candidates) == 1:
+        return candidates[0], outputs[candidates[0]]
+    raise ValueError(f"{served.path} has no 'logits' output and no single (batch, classes) output to read class scores from (outputs: {', '.join(outputs)}).")
+
+
+def cmd_predict(args):
+    """Serves an ONNX export with onnxruntime and NumPy only; with --out, writes predictions.json, outputs.npz and pictures."""
+    import numpy as np
     from glasszoo.export import OnnxModel
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}.")
+    out = pathlib.Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (predictions.json, outputs.npz and pictures go into it).")
     served = OnnxModel(args.model)
-    images = read_image_files(args.images, served.input_shape)
-    outputs = served(images)
-    names = served.class_names or [str(k) for k in range(outputs["logits"].shape[-1])]
-    logits = outputs["logits"].astype("float64")
-    if served.metadata.get("output_activation") == "sigmoid":  # CoDA: one sigmoid per class (BCE training)
+    images, labels = _read_for_serving(args.images, served.input_shape)
+    parts = [served(images[i : i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
+    outputs = {name: np.concatenate([part[name] for part in parts]) for name in served.output_names}
+    scores_name, logits = _class_scores(served, outputs)
+    notes = []
+    if scores_name != "logits":
+        notes.append(f"no 'logits' output: class scores read from {scores_name!r}")
+    names = served.class_names
+    if len(names) != logits.shape[-1]:
+        if names:
+            notes.append(f"the metadata names {len(names)} classes but the model has {logits.shape[-1]}: classes shown as indices")
+        names = [str(k) for k in range(logits.shape[-1])]
+    logits = logits.astype("float64")
+    activation = served.metadata.get("output_activation", "softmax")
+    if activation == "sigmoid":  # CoDA: one sigmoid per class (BCE training)
         probabilities = 1.0 / (1.0 + np.exp(-logits))
     else:
         probabilities = np.exp(logits - logits.max(-1, keepdims=True))
         probabilities /= probabilities.sum(-1, keepdims=True)
-    results = [{"image": str(path), "class": names[int(p.argmax())], "probability": round(float(p.max()), 4)} for path, p in zip(args.images, probabilities)]
-    print(json.dumps({"providers": served.providers, "predictions": results}, indent=2))
-    if args.out:
-        np.savez_compressed(args.out, **outputs)
-        print(f"Wrote all outputs ({', '.join(outputs)}) to {args.out}")
+    family = served.metadata.get("family")
+    results = []
+    for i, (label, p) in enumerate(zip(labels, probabilities)):
+        top = np.argsort(-p, kind="stable")[:3]
+        results.append({
+            "file": label, "class": names[int(top[0])], "class_index": int(top[0]), "probability": round(float(p[top[0]]), 4),
+            "top3": [{"class": names[int(t)], "probability": round(float(p[t]), 4)} for t in top],
+        })
+    report = {
+        "model": served.metadata.get("model_name", pathlib.Path(args.model).stem), "family": family,
+        "activation": "sigmoid" if activation == "sigmoid" else "softmax", "providers": served.providers, "predictions": results,
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / "outputs.npz", **outputs)
+        pictures = _serving_pictures(family, images, outputs, labels, names, probabilities, out, notes)
+        for result, picture in zip(results, pictures):
+            result["picture"] = picture
+        _write_json(out / "predictions.json", report)
+    print(json.dumps(report, indent=2))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if out is not None:
+        drawn = sum(1 for r in results if r.get("picture"))
+        print(f"Wrote predictions.json, outputs.npz ({', '.join(outputs)}) and {drawn} picture(s) to {out}/", file=sys.stderr)
     return 0
+
+
+def _serving_pictures(family, images, outputs, labels, names, probabilities, out, notes):
+    """One explanation png per image from the ONNX outputs (None per image where none can be drawn)."""
+    if family is None:
+        notes.append("the ONNX file has no glasszoo metadata 'family': predictions and outputs only, no pictures")
+        return [None] * len(images)
+    try:
+        from glasszoo.explain import onnx_pictures
+    except ImportError as error:  # matplotlib missing in a minimal serving install
+        notes.append(f"no pictures: {error}")
+        return [None] * len(images)
+    problem = onnx_pictures.missing_outputs(family, outputs)
+    if problem:
+        notes.append(f"{problem}: predictions and outputs only")
+        return [None] * len(images)
+    written = []
+    for b, label in enumerate(labels):
+        base, _, inside = label.partition("[") if label.endswith("]") else (label, "", "")
+        stem = _slug(pathlib.Path(base).stem + (f"-{inside.rstrip(']')}" if inside else ""))
+        name = f"explanation_{b:03d}_{stem}.png"
+        try:
+            title = f"{pathlib.Path(label).name}: {names[int(probabilities[b].argmax())]} (p = {probabilities[b].max():.3f})"
+            onnx_pictures.explanation_picture(family, images, outputs, b, names, probabilities, title=title, path=out / name)
+            written.append(name)
+        except Exception as error:  # a picture must never cost the predictions
+            notes.append(f"could not draw the picture of {label}: {' '.join(str(error).split())}")
+            written.append(None)
+        if sys.stderr.isatty():
+            print(f"\rpictures {b + 1}/{len(labels)}", end="\n" if b + 1 == len(labels) else "", file=sys.stderr, flush=True)
+    return written
 
 
 DEMO_MODELS = ("inam_fashion_mnist", "coda_fashion_mnist", "protopnet_fashion_mnist", "prototypedl_fashion_mnist")
@@ -511,8 +622,9 @@ def build_parser():
 
     p = sub.add_parser("predict", help="serve an ONNX export with onnxruntime only")
     p.add_argument("model", help="an .onnx file from `glasszoo export`")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--out", help=".npz file for every output")
+    p.add_argument("images", nargs="+", help="image files (png, jpg, ...) or .npy arrays in [0, 1]")
+    p.add_argument("--out", help="folder for predictions.json, outputs.npz (every ONNX output) and one explanation png per image")
+    p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime run")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("demo", help="the main job: load, explain samples, export, run in onnxruntime, write pictures")
@@ -527,9 +639,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (KeyError, ValueError, OSError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"glasszoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:  # a serving-only install (requirements-serving.txt) has no Keras/TensorFlow
+        if (error.name or "").partition(".")[0] not in ("keras", "tensorflow", "tf2onnx", "onnx", "h5py"):
+            raise
+        print(f"glasszoo {args.command}: error: {error.name} is not installed; only `glasszoo predict` works without the full install (pip install glasszoo).", file=sys.stderr)
         return 2
 
 

@@ -19,6 +19,11 @@ def _cuda_driver_present():
     return ctypes.util.find_library("cuda") is not None or ctypes.util.find_library("nvcuda") is not None
 
 
+def _one_line(error):
+    """An exception's message on one line (onnxruntime's span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 class OnnxModel:
     """An exported glasszoo model served by onnxruntime: images in, logits and explanations out.
 
@@ -41,19 +46,31 @@ class OnnxModel:
 
         if not os.path.exists(path):
             raise FileNotFoundError(f"No ONNX file at {path}.")
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a folder, not an ONNX file.")
         self.path = str(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if providers is None:
-            self.session = self._automatic_session(ort, options)
-        else:
-            self.session = ort.InferenceSession(self.path, sess_options=options, providers=list(providers))
-        model_input = self.session.get_inputs()[0]
+        try:
+            if providers is None:
+                self.session = self._automatic_session(ort, options)
+            else:
+                self.session = ort.InferenceSession(self.path, sess_options=options, providers=list(providers))
+        except Exception as error:  # onnxruntime's InvalidProtobuf, InvalidArgument, Fail, ...
+            raise ValueError(f"Cannot load {path} as an ONNX model (truncated, corrupted or not ONNX?): {_one_line(error)}") from error
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(f"{path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); glasszoo serves models with one image input.")
+        model_input = inputs[0]
         self.input_name = model_input.name
+        self.input_type = model_input.type
         self.input_shape = tuple(d if isinstance(d, int) else None for d in model_input.shape[1:])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.class_names = json.loads(self.metadata.get("class_names", "[]"))
+        try:
+            self.class_names = [str(name) for name in json.loads(self.metadata.get("class_names", "[]"))]
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path}: the metadata 'class_names' is not a JSON list ({error}).") from error
 
     def _automatic_session(self, ort, options):
         available = ort.get_available_providers()
@@ -81,11 +98,22 @@ class OnnxModel:
         Returns:
             dict output name -> NumPy array.
 
+        Float16 and float64 images are converted to float32; integer images
+        (e.g. uint8 in [0, 255]) are refused, since their scale is ambiguous:
+        divide by 255 first.
+
         Raises:
-            ValueError: wrong rank, size, channels, dtype, range, or NaN.
+            ValueError: wrong rank, size, channels, dtype, range, NaN/inf, or
+                an empty batch.
+            RuntimeError: onnxruntime failed to run the graph.
         """
         images = validate_images(images, self.input_shape)
-        values = self.session.run(self.output_names, {self.input_name: images})
+        if not len(images):
+            raise ValueError(f"No images to run: got an empty batch of shape {images.shape}.")
+        try:
+            values = self.session.run(self.output_names, {self.input_name: images})
+        except Exception as error:
+            raise RuntimeError(f"onnxruntime failed to run {self.path} on a batch of shape {images.shape}: {_one_line(error)}") from error
         return dict(zip(self.output_names, values))
 
     def predict_classes(self, images):

@@ -41,18 +41,22 @@ def test_explain_export_and_predict_without_tensorflow(tmp_path, capsys):
     onnx_path = tmp_path / "inam.onnx"
     assert main(["export", "inam_fashion_mnist", str(onnx_path)]) == 0
     assert "decision_images" in capsys.readouterr().out
+    served_dir = tmp_path / "served"
     code = (
-        "import sys; from glasszoo.cli import main; rc = main(['predict', sys.argv[1], *sys.argv[2:], '--out', sys.argv[1] + '.npz']); "
+        "import sys; from glasszoo.cli import main; rc = main(['predict', sys.argv[1], *sys.argv[3:], '--out', sys.argv[2]]); "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'serving imported tensorflow'; sys.exit(rc)"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(onnx_path), *files], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code, str(onnx_path), str(served_dir), *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    predictions = json.loads(result.stdout[: result.stdout.rindex("}") + 1])["predictions"]
+    predictions = json.loads(result.stdout)["predictions"]
+    assert json.loads((served_dir / "predictions.json").read_text())["predictions"] == predictions
     with np.load(tmp_path / "explained" / "explanations.npz") as explained:  # Keras, same files
         keras_classes = [names[k] for k in explained["logits"].argmax(-1)]
     assert [p["class"] for p in predictions] == keras_classes
-    with np.load(str(onnx_path) + ".npz") as served:
+    assert [p["file"] for p in predictions] == files and all(len(p["top3"]) == 3 for p in predictions)
+    with np.load(served_dir / "outputs.npz") as served:
         assert served["decision_images"].shape == (2, 10, 28, 28, 1)
+    assert sorted(p.name for p in served_dir.glob("explanation_*.png")) == ["explanation_000_image0.png", "explanation_001_image20.png"]
 
 
 def test_demo_writes_pictures_and_parity(tmp_path):

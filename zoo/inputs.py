@@ -8,7 +8,9 @@ def validate_images(images, input_shape, allow_single=True):
 
     Args:
         images: array-like, `(B, H, W, C)` (or `(H, W, C)` when
-            `allow_single`), float, values in [0, 1].
+            `allow_single`), float, values in [0, 1]. float16 and float64
+            are converted to float32; integer and bool images are refused
+            (is uint8 0..255 or 0..1?): divide 8-bit images by 255.
         input_shape: `(H, W, C)` the model expects; `None` entries accept any size.
         allow_single: accept one image without the batch axis.
 
@@ -24,9 +26,12 @@ def validate_images(images, input_shape, allow_single=True):
     if allow_single and images.ndim == len(expected):
         images = images[None]
     if images.ndim != len(expected) + 1:
+        hint = ""
+        if len(original_shape) == len(expected) - 1 and all(w is None or w == g for w, g in zip(expected, original_shape)):
+            hint = f" Is the channel axis missing? Use image[..., None] for one image of shape {original_shape + (1,)}."
         raise ValueError(
             f"Expected images of rank {len(expected) + 1} (batch, height, width, channels) = "
-            f"(B, {', '.join(str(d) for d in expected)}); got shape {images.shape} (rank {images.ndim})."
+            f"(B, {', '.join(str(d) for d in expected)}); got shape {original_shape} (rank {len(original_shape)}).{hint}"
         )
     for axis, (want, got) in enumerate(zip(expected, images.shape[1:])):
         if want is not None and want != got:
