@@ -33,8 +33,8 @@ def inherent_explanation(model):
 
     INAM: the target class's decision image summed over channels; CoDA: the
     contribution map; the CNN baseline: its class activation map; ProtoPNet:
-    the upsampled prototype similarity maps weighted by their last-layer
-    weights for the target class.
+    the upsampled prototype similarity maps weighted by their centred
+    last-layer weights for the target class (`ProtoPNet.class_evidence_maps`).
     """
     family = getattr(model, "family", None)
     if family == "inam":

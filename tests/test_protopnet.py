@@ -286,8 +286,12 @@ def test_class_evidence_maps_and_post_hoc_protocol(trained, samples):
     maps = inherent_explanation(model)(model, images, np.array([0, 4, 9]))
     out = model.explain(images)
     weights = model.last_layer.kernel.numpy()
-    expected = (out["upsampled_similarity_maps"][1] * weights[:, 4]).sum(-1)
+    centred = weights - weights.mean(axis=1, keepdims=True)
+    expected = (out["upsampled_similarity_maps"][1] * centred[:, 4]).sum(-1)
     np.testing.assert_allclose(maps[1], expected, rtol=1e-5, atol=1e-5)
+    # with each map replaced by its maximum, the weighted sum is logit_target - mean(logits)
+    peaks = out["prototype_similarity"][1] @ centred[:, 4]
+    np.testing.assert_allclose(peaks, out["logits"][1, 4] - out["logits"][1].mean(), rtol=1e-4, atol=1e-4)
     latent, logits = model.feature_maps_and_logits(images)
     np.testing.assert_allclose(np.asarray(logits), out["logits"], atol=1e-4)
     assert posthoc.grad_cam(model, images, 0).shape == (3, 28, 28)

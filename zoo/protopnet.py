@@ -193,15 +193,20 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         return latent, self.last_layer(log_similarity(min_distances))
 
     def class_evidence_maps(self, images, targets, batch_size=32):
-        """`(B, H, W)`: the upsampled similarity maps weighted by each prototype's last-layer weight for `targets`.
+        """`(B, H, W)`: where the evidence for each image's target class lies.
 
-        Where in each image the evidence for its target class is: the
-        prototypes' "where it looks like" maps, summed with the weights that
-        turn their similarities into the class logit.
+        The upsampled similarity maps weighted by each prototype's last-layer
+        weight for the target class minus its mean weight over all classes:
+        with the maps' maxima in place of the maps, these weighted sums are
+        exactly `logit_target - mean(logits)`, the part of the logit that the
+        softmax sees. (Raw weights would add the same large negative term,
+        -0.5 x the other classes' prototypes, to every class's map.)
         """
         explained = self.explain(images, batch_size=batch_size)
-        weights = ops.convert_to_numpy(self.last_layer.kernel)[:, np.asarray(targets).reshape(-1)].T  # (B, P)
-        return np.einsum("bhwp,bp->bhw", explained["upsampled_similarity_maps"], np.broadcast_to(weights, (len(images), weights.shape[-1])))
+        kernel = ops.convert_to_numpy(self.last_layer.kernel)
+        centred = kernel - kernel.mean(axis=1, keepdims=True)  # (P, K)
+        weights = centred[:, np.broadcast_to(np.asarray(targets).reshape(-1), (len(images),))].T  # (B, P)
+        return np.einsum("bhwp,bp->bhw", explained["upsampled_similarity_maps"], weights)
 
     def explanation_graph(self, images):
         """Logits, similarities, similarity maps and contributions, forward ops only (so they export)."""
