@@ -6,6 +6,15 @@ from keras import ops
 SIMILARITY_EPSILON = 1e-4
 
 
+def _wide_dtype():
+    """float64 where the backend computes in it (JAX only with x64 enabled), else float32."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.read("jax_enable_x64") else "float32"
+    return "float64"
+
+
 def log_similarity(distances, epsilon=SIMILARITY_EPSILON):
     """ProtoPNet's similarity `log((d + 1) / (d + epsilon))`: large for small distances, 0 at infinity.
 
@@ -25,7 +34,10 @@ class PrototypeLayer(keras.layers.Layer):
     the distance of prototype `p` to the patch at `(i, j)` is
     `|z_patch|^2 - 2 z_patch . p + |p|^2`, computed as two convolutions
     (`z^2` with a kernel of ones, and `z` with the prototypes as kernels)
-    plus the prototypes' norms, and clipped at 0 against round-off. With
+    plus the prototypes' norms, and clipped at 0 against round-off. For
+    1x1 prototypes the convolutions are matrix products and run in float64
+    (see `_pointwise_distances`), so that similarities near a prototype are
+    reproducible. With
     `k = 1` (ProtoPNet's default) the maps are `(B, h, w, P)`; larger
     prototypes give "valid" maps `(B, h - k + 1, w - k + 1, P)`.
 
@@ -61,6 +73,8 @@ class PrototypeLayer(keras.layers.Layer):
         self.channels = channels
 
     def call(self, latent):
+        if self.prototype_size == 1:
+            return self._pointwise_distances(latent)
         size = self.prototype_size
         kernel = ops.transpose(self.prototypes, (1, 2, 3, 0))  # (k, k, D, P)
         ones = ops.ones((size, size, self.channels, 1), dtype=latent.dtype)
@@ -68,6 +82,22 @@ class PrototypeLayer(keras.layers.Layer):
         products = ops.conv(latent, kernel, padding="valid")  # (B, h', w', P)
         prototype_norms = ops.sum(ops.square(self.prototypes), axis=(1, 2, 3))  # (P,)
         return ops.relu(patch_norms - 2.0 * products + prototype_norms)
+
+    def _pointwise_distances(self, latent):
+        """1x1 prototypes: the 1x1 convolutions are matrix products, done in float64.
+
+        The expansion `|z|^2 - 2 z.p + |p|^2` cancels: next to a prototype the
+        distance is ~0 while the terms are ~D, so float32 leaves an error of
+        ~1e-6 D, and the similarity's slope there is -1 / (d + 1e-4) = -1e4.
+        In float64 (a MatMul, which onnxruntime runs in double, unlike Conv)
+        the similarities agree across Keras backends and ONNX runtimes.
+        """
+        dtype = _wide_dtype()
+        z = ops.cast(latent, dtype)
+        prototypes = ops.cast(ops.reshape(self.prototypes, (self.num_prototypes, -1)), dtype)  # (P, D)
+        squared = ops.sum(ops.square(z), axis=-1, keepdims=True) - 2.0 * ops.matmul(z, ops.transpose(prototypes))
+        squared = squared + ops.sum(ops.square(prototypes), axis=-1)
+        return ops.cast(ops.relu(squared), latent.dtype)
 
     def compute_output_shape(self, input_shape):
         size = self.prototype_size

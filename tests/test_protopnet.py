@@ -238,10 +238,10 @@ def test_onnx_parity(trained, samples, tmp_path):
     for count in (1, 7):
         expected, got = model.explain(samples[0][:count]), served(samples[0][:count])
         assert set(got) == set(expected) - {"prediction"}
-        # after a push some distances are ~0, where the similarity's slope is -1 / (d + 1e-4) = -1e4: float32
-        # round-off of the distance (another summation order in onnxruntime's convolutions) moves it by ~1e-3
+        # after a push some distances are ~0, where the similarity's slope is -1 / (d + 1e-4) = -1e4:
+        # the distances run in float64, or float32 round-off alone would move similarities by ~1e-2
         for name in got:
-            np.testing.assert_allclose(got[name], expected[name], atol=1e-3, rtol=5e-4, err_msg=name)
+            np.testing.assert_allclose(got[name], expected[name], atol=2e-4, rtol=1e-4, err_msg=name)
         np.testing.assert_array_equal(got["logits"].argmax(-1), expected["logits"].argmax(-1))
         np.testing.assert_allclose(got["prototype_contributions"].sum(axis=1), got["logits"], atol=1e-4)
 
