@@ -95,7 +95,11 @@ class PrototypeLayer(keras.layers.Layer):
         dtype = _wide_dtype()
         z = ops.cast(latent, dtype)
         prototypes = ops.cast(ops.reshape(self.prototypes, (self.num_prototypes, -1)), dtype)  # (P, D)
-        squared = ops.sum(ops.square(z), axis=-1, keepdims=True) - 2.0 * ops.matmul(z, ops.transpose(prototypes))
+        if keras.backend.backend() == "torch":  # Keras' torch matmul computes float64 in float32; einsum keeps it
+            products = ops.einsum("...d,pd->...p", z, prototypes)
+        else:
+            products = ops.matmul(z, ops.transpose(prototypes))
+        squared = ops.sum(ops.square(z), axis=-1, keepdims=True) - 2.0 * products
         squared = squared + ops.sum(ops.square(prototypes), axis=-1)
         return ops.cast(ops.relu(squared), latent.dtype)
 

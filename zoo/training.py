@@ -39,6 +39,10 @@ def _versions():
         import jax
 
         versions["jax"] = jax.__version__
+    elif backend == "torch":
+        import torch
+
+        versions["torch"] = torch.__version__
     return versions
 
 
@@ -54,6 +58,10 @@ def _hardware():
         import tensorflow as tf
 
         devices = [d.name for d in tf.config.list_physical_devices("GPU")]
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
         "machine": platform.machine(),
         "processor": platform.processor() or "unknown",
