@@ -93,6 +93,7 @@ def cmd_train(args):
     train_preset(
         args.name, out, work_dir=args.work_dir, epochs=args.epochs, seed=args.seed, grid=not args.no_grid,
         grid_epochs=args.grid_epochs, verbose=1 if sys.stdout.isatty() else 2, max_train=args.max_train,
+        distribute=args.distribute,
     )
     return 0
 
@@ -214,6 +215,8 @@ def write_explanations(model, images, stems, out, with_global=True, labels=None)
         return _write_contribution_maps(model, images, stems, out, labels)
     if getattr(model, "family", "") == "protopnet":
         return _write_prototype_views(model, images, stems, out)
+    if getattr(model, "family", "") == "cnn":
+        return _write_cam_views(model, images, stems, out)
     if getattr(model, "family", "") == "prototypedl":
         from glasszoo.explain.prototypedl_plots import write_prototypedl_explanations
 
@@ -267,6 +270,26 @@ def _write_contribution_maps(model, images, stems, out, labels):
             _, scores = coda_plots.localisation_view(model, images[cells], labels[cells], rows=3, path=out / "localisation_grid.png")
             explanation["localisation_scores"] = scores
     predicted = explanation["logits"].argmax(-1)
+    summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
+    _write_json(out / "predictions.json", summary)
+    return explanation
+
+
+def _write_cam_views(model, images, stems, out):
+    """The CNN baseline: each image with its class activation map; one picture per image and a grid."""
+    import numpy as np
+    from glasszoo.explain.cam_plots import cam_grid
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    explanation = model.explain(images)
+    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
+    names = model.class_names
+    predicted = explanation["logits"].argmax(-1)
+    titles = [f"{names[p]} ({explanation['logits'][i, p]:.2f})" for i, p in enumerate(predicted)]
+    for index, stem in enumerate(stems):
+        cam_grid(images[index : index + 1], explanation["class_activation_map"][index : index + 1], titles[index : index + 1], path=out / f"local_{stem}.png")
+    cam_grid(images, explanation["class_activation_map"], titles, path=out / "explanation_grid.png")
     summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
     _write_json(out / "predictions.json", summary)
     return explanation
@@ -591,6 +614,11 @@ def build_parser():
     p.add_argument("--no-grid", action="store_true", help="skip the hyperparameter grid")
     p.add_argument("--grid-epochs", type=int)
     p.add_argument("--max-train", type=int, help="use at most this many training images (quick trials only)")
+    p.add_argument(
+        "--distribute", choices=["none", "mirrored", "multi_worker", "data_parallel"], default="none",
+        help="data-parallel training: mirrored (TensorFlow, this machine's GPUs), multi_worker (TensorFlow, machines in "
+        "TF_CONFIG), data_parallel (KERAS_BACKEND=jax, all devices); the recipe's batch size is the global batch",
+    )
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy (and decision-image consistency) of a preset")

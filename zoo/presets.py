@@ -24,7 +24,10 @@ def sha256_of(path, chunk=1 << 20):
 
 def read_json(path):
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}): the file is corrupted or was edited by hand.") from error
 
 
 def write_json(path, data):

@@ -1,0 +1,179 @@
+"""Bad input through the Python API and the CLI (Keras side): each gets an error that names the problem.
+
+The ONNX runner and `glasszoo predict` have their own battery in test_serving.py.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import glasszoo
+import numpy as np
+import pytest
+from glasszoo.cli import main
+from glasszoo.zoo.presets import CorruptedWeights, write_preset
+
+SHAPE = (28, 28, 1)
+
+
+def tiny_models():
+    import keras
+    from glasszoo.zoo.cnn import GapCNN
+    from glasszoo.zoo.coda import CoDA
+    from glasszoo.zoo.inam import INAM
+    from glasszoo.zoo.protopnet import ProtoPNet
+    from glasszoo.zoo.prototypedl import PrototypeDL
+
+    keras.utils.set_random_seed(0)
+    return {
+        "inam": INAM(num_classes=10, input_shape=SHAPE, num_kernels=4, kernel_size=5),
+        "coda": CoDA(num_classes=10, input_shape=SHAPE, kernel_sizes=[3, 1], strides=[2, 1], filters=[4], ranks=[2, 2]),
+        "cnn": GapCNN(num_classes=10, input_shape=SHAPE, filters=(4,)),
+        "protopnet": ProtoPNet(num_classes=10, input_shape=SHAPE, backbone_stages=[[4]], prototype_channels=4, prototypes_per_class=1),
+        "prototypedl": PrototypeDL(num_classes=10, input_shape=SHAPE),
+    }
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tiny_models()
+
+
+GOOD = np.full((2,) + SHAPE, 0.5, "float32")
+BAD_IMAGES = {
+    "rank": (np.zeros((28, 28), "float32"), "rank"),
+    "size": (np.zeros((2, 32, 32, 1), "float32"), "height is 32"),
+    "channels": (np.zeros((2, 28, 28, 3), "float32"), "channels is 3"),
+    "uint8": (np.zeros((2,) + SHAPE, "uint8"), "Divide 8-bit images by 255"),
+    "int64": (np.zeros((2,) + SHAPE, "int64"), "dtype int64"),
+    "above one": (np.full((2,) + SHAPE, 255.0, "float32"), r"\[0, 1\]"),
+    "negative": (np.full((2,) + SHAPE, -0.5, "float32"), r"\[0, 1\]"),
+    "nan": (np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, np.nan, 0.5).astype("float32"), "NaN"),
+    "inf": (np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, np.inf, 0.5).astype("float32"), "infinite"),
+    "empty": (np.zeros((0,) + SHAPE, "float32"), "empty"),
+    "text": ("a picture of a shoe", "rank|dtype"),
+}
+
+
+@pytest.mark.parametrize("family", ["inam", "coda", "cnn", "protopnet", "prototypedl"])
+@pytest.mark.parametrize("case", sorted(BAD_IMAGES))
+def test_explain_and_predict_classes_name_the_problem(models, family, case):
+    model = models[family]
+    images, message = BAD_IMAGES[case]
+    with pytest.raises(ValueError, match=message):
+        model.explain(images)
+    if case != "empty":
+        with pytest.raises(ValueError, match=message):
+            model.predict_classes(images)
+
+
+@pytest.mark.parametrize("family", ["inam", "coda", "cnn", "protopnet", "prototypedl"])
+def test_float64_and_single_images_are_accepted(models, family):
+    model = models[family]
+    expected = model.explain(GOOD)["logits"]
+    np.testing.assert_allclose(model.explain(GOOD.astype("float64"))["logits"], expected, atol=1e-5)
+    np.testing.assert_allclose(model.explain(GOOD[0])["logits"], expected[:1], atol=1e-5)
+
+
+@pytest.fixture
+def preset_folder(models, tmp_path):
+    model = models["cnn"]
+    weights = tmp_path / "cnn.weights.h5"
+    model.save_weights(weights)
+    return write_preset(tmp_path / "tiny_cnn", "cnn", model.get_config(), weights, {"name": "tiny_cnn"})
+
+
+def test_preset_files_missing_or_corrupted(preset_folder, tmp_path):
+    assert glasszoo.load(preset_folder).explain(GOOD)["logits"].shape == (2, 10)
+
+    def broken(name):
+        copy = tmp_path / name
+        shutil.copytree(preset_folder, copy)
+        return copy
+
+    folder = broken("no_weights")
+    (folder / "model.weights.h5").unlink()
+    with pytest.raises(FileNotFoundError, match="model.weights.h5"):
+        glasszoo.load(folder)
+
+    folder = broken("truncated_weights")
+    data = (folder / "model.weights.h5").read_bytes()
+    (folder / "model.weights.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptedWeights, match="sha256"):
+        glasszoo.load(folder)
+
+    folder = broken("no_metadata")
+    (folder / "metadata.json").unlink()
+    with pytest.raises(CorruptedWeights, match="no weights_sha256"):
+        glasszoo.load(folder)
+
+    folder = broken("bad_json")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        glasszoo.load(folder)
+
+    folder = broken("wrong_keys")
+    (folder / "config.json").write_text(json.dumps({"config": {}}))
+    with pytest.raises(ValueError, match="'family' and 'config'"):
+        glasszoo.load(folder)
+
+    folder = broken("unknown_family")
+    (folder / "config.json").write_text(json.dumps({"family": "resnet", "config": {}}))
+    with pytest.raises(ValueError, match="Unknown model family 'resnet'"):
+        glasszoo.load(folder)
+
+    folder = broken("wrong_architecture")
+    config = json.loads((folder / "config.json").read_text())
+    config["config"]["filters"] = [8]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CorruptedWeights, match="could not be read"):
+        glasszoo.load(folder)
+
+
+def test_unknown_names(preset_folder):
+    with pytest.raises(glasszoo.UnknownModel, match="Did you mean 'coda_fashion_mnist'"):
+        glasszoo.load("coda_fashion_mnst")
+    with pytest.raises(glasszoo.UnknownModel, match="Unknown model"):
+        glasszoo.model_info("no_such_model")
+
+
+def _cli(*args):
+    """Runs the CLI in a subprocess: exit status, stdout, stderr."""
+    result = subprocess.run([sys.executable, "-m", "glasszoo", *map(str, args)], capture_output=True, text=True)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_cli_bad_input_gives_one_line_errors(preset_folder, tmp_path):
+    from PIL import Image
+
+    colour = tmp_path / "colour.png"
+    Image.fromarray(np.zeros((40, 30, 3), "uint8")).save(colour)
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    nan_array = tmp_path / "nan.npy"
+    np.save(nan_array, np.full((28, 28, 1), np.nan, "float32"))
+    big_array = tmp_path / "big.npy"
+    np.save(big_array, np.full((28, 28, 1), 255.0, "float32"))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(preset_folder, truncated)
+    (truncated / "model.weights.h5").write_bytes(b"\x89HDF")
+    cases = [
+        (("info", "inam_fashon_mnist"), "Unknown model 'inam_fashon_mnist'"),
+        (("explain", "no_such_model", "--out", tmp_path / "o1"), "Unknown model"),
+        (("explain", preset_folder, tmp_path / "missing.png", "--out", tmp_path / "o2"), "No image file"),
+        (("explain", preset_folder, not_an_image, "--out", tmp_path / "o3"), "Cannot read"),
+        (("explain", preset_folder, nan_array, "--out", tmp_path / "o4"), "NaN"),
+        (("explain", preset_folder, big_array, "--out", tmp_path / "o5"), r"[0, 1]"),
+        (("explain", truncated, "--out", tmp_path / "o6"), "sha256"),
+        (("export", truncated, tmp_path / "x.onnx"), "sha256"),
+    ]
+    for args, message in cases:
+        code, _, err = _cli(*args)
+        assert code == 2, (args, err[-2000:])
+        lines = [line for line in err.strip().splitlines() if line.startswith("glasszoo")]
+        assert lines and message in lines[-1], (args, err[-2000:])
+        assert "Traceback" not in err, (args, err[-2000:])
+    # a colour image is converted to the model's channels, not refused
+    code, out, err = _cli("explain", preset_folder, colour, "--out", tmp_path / "o7")
+    assert code == 0, err[-2000:]
