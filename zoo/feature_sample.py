@@ -8,7 +8,7 @@ FEATURE_SAMPLE_FILE = "feature_sample.npz"
 
 
 def write_feature_sample(model, images, folder, size=2000, seed=0):
-    """Stores the max responses `(size, N)` of a seeded sample of training images.
+    """Stores the max responses `(size, N)` of a seeded sample of training images (atomically).
 
     Args:
         model: a model with `max_responses(images)`.
@@ -20,8 +20,11 @@ def write_feature_sample(model, images, folder, size=2000, seed=0):
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(images), min(size, len(images)), replace=False))
     values = model.max_responses(images[chosen])
+    from glasszoo.zoo.atomic import atomic_path
+
     path = pathlib.Path(folder) / FEATURE_SAMPLE_FILE
-    np.savez_compressed(path, feature_values=values.astype("float16"), image_count=len(chosen), seed=seed)
+    with atomic_path(path) as temporary:  # the temporary name keeps the .npz suffix, so numpy adds none
+        np.savez_compressed(temporary, feature_values=values.astype("float16"), image_count=len(chosen), seed=seed)
     return path
 
 

@@ -31,7 +31,10 @@ def read_json(path):
 
 
 def write_json(path, data):
-    pathlib.Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    """Writes `data` as indented JSON, atomically (a reader never sees half a file)."""
+    from glasszoo.zoo.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def read_preset(folder):
@@ -102,18 +105,23 @@ def write_preset(folder, family, config, weights_source, metadata, extra_files=N
         extra_files: optional dict file name -> source path of other files the
             preset carries (ProtoPNet's prototype provenance); copied in, their
             sha256 recorded under `metadata["files"]`.
+
+    Every file is written atomically (a temporary name, then a rename), the
+    metadata last: a reader sees old or new files, never half of one. (A run
+    killed between two files can leave new weights beside the old card,
+    whose sha256 then refuses them: re-run the command.)
     """
-    import shutil
+    from glasszoo.zoo.atomic import atomic_copy
 
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / WEIGHTS_FILE
     if pathlib.Path(weights_source).resolve() != target.resolve():
-        shutil.copyfile(weights_source, target)
+        atomic_copy(weights_source, target)
     files = {}
     for name, source in (extra_files or {}).items():
         if pathlib.Path(source).resolve() != (folder / name).resolve():
-            shutil.copyfile(source, folder / name)
+            atomic_copy(source, folder / name)
         files[name] = {"sha256": sha256_of(folder / name)}
     write_json(folder / CONFIG_FILE, {"family": family, "config": config})
     metadata = dict(metadata, weights_file=WEIGHTS_FILE, weights_sha256=sha256_of(target))

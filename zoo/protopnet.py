@@ -37,6 +37,18 @@ def class_connection(prototype_class, num_classes, off_class=-0.5):
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
+def _per_replica(value):
+    """A replica's share of a batch-mean loss term under tf.distribute (value / replicas), as Keras scales its own
+    losses: the replicas' gradients are summed. The identity elsewhere (one device; JAX computes one global step)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            return value / replicas
+    return value
+
+
 class ProtoPNet(ZooModelMethods, keras.Model):
     """Prototypical part network: a class is scored by how much image parts look like its prototypes.
 
@@ -160,7 +172,8 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         if y is None or min_distances is None or min_distances.shape[-1] != self.prototype_layer.num_prototypes:
             return loss
         costs = self.prototype_costs(min_distances, y)
-        return loss + self.cluster_weight * costs["cluster"] - self.separation_weight * costs["separation"] + self.l1_weight * costs["l1"]
+        extra = self.cluster_weight * costs["cluster"] - self.separation_weight * costs["separation"] + self.l1_weight * costs["l1"]
+        return loss + _per_replica(extra)
 
     def prototype_costs(self, min_distances, labels):
         """The cluster and separation costs of a batch and the off-class L1 of the last layer.

@@ -1,12 +1,16 @@
 """Trains a preset from its recipe: validation-based grid, checkpoints, test evaluation, model card."""
 
+import contextlib
 import json
 import os
 import pathlib
 import platform
 import time
 
+import keras
 import numpy as np
+from glasszoo.zoo.atomic import atomic_path, atomic_write_text
+from glasszoo.zoo.distributed import distribution_scope, strategy_for
 from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
 from glasszoo.zoo.feature_sample import write_feature_sample
 from glasszoo.zoo.presets import write_json, write_preset
@@ -91,7 +95,10 @@ def _compile(model, learning_rate):
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
 
 
-def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, grid_epochs=None, verbose="auto", max_train=None):
+def train_preset(
+    name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, grid_epochs=None, verbose="auto", max_train=None,
+    distribute="none", callbacks=None,
+):
     """Trains preset `name` from its recipe and writes the preset folder.
 
     Steps: seeded split of the training data into fit / validation; optional
@@ -111,17 +118,42 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         grid_epochs: epochs per grid point (recipe default if None).
         verbose: Keras progress verbosity.
         max_train: use at most this many fit images (quick trials only).
+        distribute: "none", "mirrored" (TensorFlow, the GPUs of one machine),
+            "multi_worker" (TensorFlow, machines named by `TF_CONFIG`) or
+            "data_parallel" (JAX, every device); see `glasszoo.zoo.distributed`.
+            The global batch size stays the recipe's (each of R replicas gets
+            batch / R images a step) and the learning rates are unchanged. On
+            several machines only the chief writes `out_dir`; other workers
+            write under `work_dir/worker_<index>`.
+        callbacks: extra Keras callbacks for the final training (they run
+            after the checkpoint and the log, before the epoch's backup).
+
+    An interrupted run resumes when re-run with the same `work_dir`: the
+    grid skips the points `grid.json` holds and the final training restarts
+    from the last finished epoch's backup (weights, optimizer state and
+    epoch), its log cut to the epochs that backup covers. Every file is
+    written atomically (`glasszoo.zoo.atomic`).
 
     Returns:
         the metadata dict written.
     """
-    import keras
+    spec = recipe(name)
+    strategy_for(distribute)  # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
+    with contextlib.ExitStack() as scope:
+        distribution = scope.enter_context(distribution_scope(distribute))
+        return _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs, verbose, max_train, distribution, callbacks, scope)
+
+
+def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs, verbose, max_train, distribution, extra_callbacks, scope):
     from glasszoo.data import load_dataset
 
-    spec = recipe(name)
     epochs = spec["epochs"] if epochs is None else int(epochs)
     grid_epochs = spec["grid_epochs"] if grid_epochs is None else int(grid_epochs)
     work_dir = pathlib.Path(work_dir or pathlib.Path("runs") / name)
+    if not distribution["chief"]:  # other workers of a multi-machine run keep their files apart from the chief's
+        index = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {}).get("index", 0)
+        work_dir = work_dir / f"worker_{index}"
+        out_dir = work_dir / "preset"
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
@@ -131,6 +163,17 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         x_fit, y_fit = x_fit[:max_train], y_fit[:max_train]
     batch_size = spec["batch_size"]
     grid_batch_size = spec.get("grid_batch_size", batch_size)
+    replicas = distribution["replicas"]
+    validation = (x_val, y_val)
+    sharded = distribution["kind"] == "data_parallel"
+    if sharded:  # JAX shards every batch over the devices: every batch, the last one too, a multiple of their count
+        if batch_size % replicas or grid_batch_size % replicas:
+            raise ValueError(
+                f"keras.distribution.DataParallel shards each batch over {replicas} devices: "
+                f"batch sizes {batch_size} / {grid_batch_size} must be multiples of {replicas}."
+            )
+        x_fit, y_fit = x_fit[: len(x_fit) - len(x_fit) % replicas], y_fit[: len(y_fit) - len(y_fit) % replicas]
+        validation = (x_val[: len(x_val) - len(x_val) % replicas], y_val[: len(y_val) - len(y_val) % replicas])
 
     grid_results = []
     chosen = {}
@@ -151,7 +194,7 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             _compile(model, point.get("learning_rate", spec["learning_rate"]))
             tick = time.time()
             grid_size = spec.get("grid_train_size") or len(x_fit)
-            history = model.fit(x_fit[:grid_size], y_fit[:grid_size], batch_size=grid_batch_size, epochs=grid_epochs, validation_data=(x_val, y_val), verbose=verbose, **_fit_options(model))
+            history = model.fit(x_fit[:grid_size], y_fit[:grid_size], batch_size=grid_batch_size, epochs=grid_epochs, validation_data=validation, verbose=verbose, **_fit_options(model))
             result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
             print(f"[grid] {result}", flush=True)
             grid_results.append(result)
@@ -182,24 +225,29 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         model.compile()  # the family's staged optimizer; the schedule sets its rates
     checkpoint = work_dir / "best.weights.h5"
     log_path = work_dir / "training_log.csv"
-    resuming = (work_dir / "backup").exists()
-    if not resuming:  # a fresh run: no stale log or checkpoint from an earlier one
+    backup = TrainingBackup(work_dir / "backup")
+    initial_epoch = backup.restore(model)  # 0 for a fresh run
+    if initial_epoch == 0:  # a fresh run: no stale log or checkpoint from an earlier one
         for stale in (log_path, checkpoint):
             stale.unlink(missing_ok=True)
+    else:
+        print(f"[train] resuming after epoch {initial_epoch} from {backup.folder}", flush=True)
+        _truncate_log(log_path, initial_epoch)  # epochs after the backup (or a half-written line) will run again
     best_so_far = max((row["val_accuracy"] for row in _read_log(log_path)), default=None)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoint), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best_so_far,
-        ),
+        BestCheckpoint(checkpoint, monitor="val_accuracy", best=best_so_far),
         keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
     if stages is not None:  # it keeps the best epoch after a push itself, and logs stage/pushed for the CSV
-        callbacks = [stages, callbacks[0], callbacks[2]]
+        callbacks = [stages, callbacks[1]]
     elif schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
-    fit_arguments = dict(epochs=epochs, validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose, **_fit_options(model))
+    callbacks += list(extra_callbacks or [])
+    callbacks.append(backup)  # last: an epoch counts as done once its checkpoint and log line are written
+    fit_arguments = dict(
+        epochs=epochs, initial_epoch=initial_epoch, validation_data=validation, callbacks=callbacks, verbose=verbose,
+        **_fit_options(model),
+    )
     if spec.get("augment") in ("horizontal_flip", "flip_and_crop"):
         from glasszoo.data.augment import FlippedBatches
 
@@ -207,6 +255,11 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
         model.fit(FlippedBatches(x_fit, y_fit, batch_size=batch_size, seed=seed, crop_padding=crop_padding), **fit_arguments)
     else:
         model.fit(x_fit, y_fit, batch_size=batch_size, **fit_arguments)
+    if sharded:  # evaluation, centring and files on one device: JAX's DataParallel cannot shard odd-sized batches
+        weights = model.get_weights()
+        scope.close()
+        model = _build(spec["family"], spec["config"], chosen, data)
+        model.set_weights(weights)
     extra_files = {}
     if stages is not None:
         stages.restore_best(model)
@@ -238,11 +291,21 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
             "split": f"validation = {len(x_val)} images of the training set drawn with numpy default_rng({seed}); test split untouched until the final evaluation",
         },
         "training": {
-            "command": f"glasszoo train {name} --epochs {epochs} --seed {seed}" + ("" if grid else " --no-grid") + f" --out {out_dir}",
+            "command": f"glasszoo train {name} --epochs {epochs} --seed {seed}" + ("" if grid else " --no-grid")
+            + ("" if distribution["kind"] == "none" else f" --distribute {distribution['kind']}") + f" --out {out_dir}",
             "seed": seed,
             "epochs": epochs,
             "best_epoch": best_epoch,
             "batch_size": batch_size,
+            "distribution": {
+                "kind": distribution["kind"],
+                "strategy": distribution["strategy"],
+                "replicas": replicas,
+                "workers": distribution["workers"],
+                "global_batch_size": batch_size,
+                "per_replica_batch_size": batch_size / replicas if batch_size % replicas else batch_size // replicas,
+                "note": "the recipe's batch size is the global batch (not scaled by the replica count); learning rates unchanged",
+            },
             "optimizer": (
                 f"Adam(learning_rate={base_learning_rate})" + _schedule_description(schedule, epochs)
                 if stages is None
@@ -280,6 +343,7 @@ def train_preset(name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, g
     write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata, extra_files=extra_files)
     if hasattr(model, "max_responses"):
         write_feature_sample(model, x_fit, out_dir, seed=seed)
+    backup.remove()  # the preset is written: a re-run starts afresh (a run killed before this resumes after training)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
     return metadata
 
@@ -296,15 +360,119 @@ def save_inference_weights(model, path):
     """Saves the model's weights without optimizer state (a compiled model's `save_weights` includes it)."""
     clean = type(model).from_config(model.get_config())
     clean.set_weights(model.get_weights())
-    clean.save_weights(str(path))
+    with atomic_path(path) as temporary:
+        clean.save_weights(str(temporary))
     return path
 
 
-def _read_log(path):
-    import csv
-
+def _complete_log_lines(path):
+    """The log's lines that were written in full (a kill can leave the last one without its newline)."""
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [{k: (round(float(v), 5) if k != "epoch" else int(v) + 1) for k, v in row.items() if v != ""} for row in rows]
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    return lines[:-1]  # the part after the last newline is empty or a partial line
+
+
+def _read_log(path):
+    """The CSV log's rows (epoch 1-based, values rounded); a partial last line or malformed row is skipped."""
+    import csv
+
+    path = pathlib.Path(path)
+    lines = _complete_log_lines(path)
+    if not lines:
+        return []
+    rows = []
+    for row in csv.DictReader(lines):
+        try:
+            parsed = {k: (round(float(v), 5) if k != "epoch" else int(v) + 1) for k, v in row.items() if k is not None and v not in ("", None)}
+        except (TypeError, ValueError):
+            continue
+        if "epoch" in parsed and None not in row:
+            rows.append(parsed)
+    return rows
+
+
+def _truncate_log(path, epochs_done):
+    """Keeps the header and the rows of the first `epochs_done` epochs (rewritten atomically), so a resumed run
+    appends without duplicated epochs or a half-written line."""
+    import csv
+
+    lines = _complete_log_lines(path)
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    kept = [lines[0]]
+    for line, row in zip(lines[1:], csv.DictReader(lines)):
+        try:
+            if int(row["epoch"]) < epochs_done:
+                kept.append(line)
+        except (KeyError, TypeError, ValueError):
+            continue
+    atomic_write_text(path, "\n".join(kept) + "\n")
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the weights of the epoch with the best `monitor` value (max), atomically.
+
+    Keras's `ModelCheckpoint` writes the file in place, so a kill during a
+    save leaves a truncated checkpoint; this one writes a temporary file and
+    renames it over the checkpoint.
+    """
+
+    def __init__(self, path, monitor="val_accuracy", best=None):
+        super().__init__()
+        self.path, self.monitor, self.best = pathlib.Path(path), monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if self.best is None or value > self.best:
+            self.best = value
+            with atomic_path(self.path) as temporary:
+                self.model.save_weights(str(temporary))
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """The training state after each epoch (weights with the optimizer's state, and the epoch count), atomically.
+
+    Like Keras's `BackupAndRestore`, but a kill at any moment leaves a
+    consistent backup: the weights go to a new file named by its epoch,
+    then `state.json` (the commit point) is replaced to name it, then older
+    weights are removed. `restore(model)` loads it before `fit` and returns
+    the epoch to pass as `initial_epoch`.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = pathlib.Path(folder)
+
+    def restore(self, model):
+        """Loads the backed-up weights and optimizer state into the compiled `model`; returns the epochs done (0 if none)."""
+        state_path = self.folder / self.STATE
+        if not state_path.exists():
+            return 0
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(str(self.folder / state["weights"]))
+        return int(state["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch_{epoch + 1}.weights.h5"
+        with atomic_path(self.folder / name) as temporary:
+            self.model.save_weights(str(temporary))
+        atomic_write_text(self.folder / self.STATE, json.dumps({"epoch": epoch + 1, "weights": name}))
+        for old in self.folder.glob("epoch_*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def remove(self):
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
