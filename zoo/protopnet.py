@@ -36,7 +36,6 @@ def class_connection(prototype_class, num_classes, off_class=-0.5):
     return identity + off_class * (1.0 - identity)
 
 
-@keras.saving.register_keras_serializable(package="glasszoo")
 def _per_replica(value):
     """A replica's share of a batch-mean loss term under tf.distribute (value / replicas), as Keras scales its own
     losses: the replicas' gradients are summed. The identity elsewhere (one device; JAX computes one global step)."""
@@ -49,6 +48,7 @@ def _per_replica(value):
     return value
 
 
+@keras.saving.register_keras_serializable(package="glasszoo")
 class ProtoPNet(ZooModelMethods, keras.Model):
     """Prototypical part network: a class is scored by how much image parts look like its prototypes.
 
