@@ -169,6 +169,7 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         """Cross-entropy (the compiled loss) plus the cluster, separation and off-class L1 terms."""
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
         min_distances = getattr(self._loss_inputs, "min_distances", None)
+        self._loss_inputs.min_distances = None  # read once: a later call outside this step never sees a stale tensor
         if y is None or min_distances is None or min_distances.shape[-1] != self.prototype_layer.num_prototypes:
             return loss
         costs = self.prototype_costs(min_distances, y)
