@@ -1,9 +1,7 @@
 """The black-box baseline: a plain CNN ending in global average pooling, so CAM applies."""
 
 import keras
-import numpy as np
 from glasszoo.zoo.coda import first_max_one_hot
-from glasszoo.zoo.inputs import validate_images
 from glasszoo.zoo.model_api import ZooModelMethods
 from keras import layers, ops
 
@@ -87,14 +85,7 @@ class GapCNN(ZooModelMethods, keras.Model):
 
     def explain(self, images, batch_size=64):
         """Logits and the CAM of the predicted class as NumPy arrays (see `EXPLANATION_OUTPUTS`)."""
-        images = validate_images(images, self.image_shape)
-        if not len(images):
-            raise ValueError("No images to explain: got an empty batch.")
-        parts = [
-            {k: ops.convert_to_numpy(v) for k, v in self.explanation_graph(ops.convert_to_tensor(images[i : i + batch_size])).items()}
-            for i in range(0, len(images), batch_size)
-        ]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self.explain_in_batches(images, batch_size)
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Keras `compile` with defaults: Adam, sparse softmax cross-entropy on logits, accuracy."""

@@ -246,14 +246,7 @@ class ProtoPNet(ZooModelMethods, keras.Model):
             images: float array `(B, H, W, C)` (or one image) in [0, 1].
             batch_size: images per pass.
         """
-        images = validate_images(images, self.image_shape)
-        if not len(images):
-            raise ValueError("No images to explain: got an empty batch.")
-        parts = [
-            {k: ops.convert_to_numpy(v) for k, v in self.explanation_graph(ops.convert_to_tensor(images[i : i + batch_size])).items()}
-            for i in range(0, len(images), batch_size)
-        ]
-        result = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        result = self.explain_in_batches(images, batch_size)
         result["prediction"] = result["logits"].argmax(axis=-1)
         return result
 

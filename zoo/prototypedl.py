@@ -238,14 +238,7 @@ class PrototypeDL(ZooModelMethods, keras.Model):
         >>> out = model.explain(test_images[:4])  # doctest: +SKIP
         >>> nearest = out["prototype_distances"].argmin(-1)  # doctest: +SKIP
         """
-        images = validate_images(images, self.image_shape)
-        if not len(images):
-            raise ValueError("No images to explain: got an empty batch.")
-        parts = [
-            {k: ops.convert_to_numpy(v) for k, v in self.explanation_graph(ops.convert_to_tensor(images[i : i + batch_size])).items()}
-            for i in range(0, len(images), batch_size)
-        ]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self.explain_in_batches(images, batch_size)
 
     def decoded_prototypes(self):
         """The prototypes decoded to images, `(P, H, W, C)` NumPy (a property of the model, not of an input)."""
