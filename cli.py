@@ -201,6 +201,12 @@ def _images_for(model, image_args, samples):
     return images, [f"sample{i:02d}_{_slug(names[labels[i]])}" for i in range(len(images))], labels
 
 
+def _predicted_classes(explanation, stems, names):
+    """`[{"image", "predicted", "logit"}]` per image: the predictions.json of `explain`."""
+    predicted = explanation["logits"].argmax(-1)
+    return [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
+
+
 def write_explanations(model, images, stems, out, with_global=True, labels=None):
     """Explains `images` and writes the pictures and arrays into `out`; returns the explanation.
 
@@ -245,8 +251,7 @@ def write_explanations(model, images, stems, out, with_global=True, labels=None)
         influence = plots.kernel_influence(model, feature_values)
         top = int(influence.max(axis=1).argmax())
         plots.kernel_global_view(model, top, feature_values, class_names=names, path=out / f"kernel_{top:03d}_global_view.png")
-    summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
-    _write_json(out / "predictions.json", summary)
+    _write_json(out / "predictions.json", _predicted_classes(explanation, stems, names))
     return explanation
 
 
@@ -269,9 +274,7 @@ def _write_contribution_maps(model, images, stems, out, labels):
         if len(cells) == 9:
             _, scores = coda_plots.localisation_view(model, images[cells], labels[cells], rows=3, path=out / "localisation_grid.png")
             explanation["localisation_scores"] = scores
-    predicted = explanation["logits"].argmax(-1)
-    summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
-    _write_json(out / "predictions.json", summary)
+    _write_json(out / "predictions.json", _predicted_classes(explanation, stems, names))
     return explanation
 
 
@@ -290,8 +293,7 @@ def _write_cam_views(model, images, stems, out):
     for index, stem in enumerate(stems):
         cam_grid(images[index : index + 1], explanation["class_activation_map"][index : index + 1], titles[index : index + 1], path=out / f"local_{stem}.png")
     cam_grid(images, explanation["class_activation_map"], titles, path=out / "explanation_grid.png")
-    summary = [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
-    _write_json(out / "predictions.json", summary)
+    _write_json(out / "predictions.json", _predicted_classes(explanation, stems, names))
     return explanation
 
 
