@@ -13,6 +13,7 @@ APPLICATIONS = {
     "resnet152": ("ResNet152", "caffe"),
     "resnet50v2": ("ResNet50V2", "tf"),
     "resnet101v2": ("ResNet101V2", "tf"),
+    "resnet152v2": ("ResNet152V2", "tf"),
     "densenet121": ("DenseNet121", "torch"),
     "densenet169": ("DenseNet169", "torch"),
     "densenet201": ("DenseNet201", "torch"),
