@@ -315,3 +315,29 @@ def test_pretrained_protopnet_reaches_its_card_and_its_provenance_holds(fashion_
     rows, cols = provenance["patch_position"].T
     count = len(rows)
     np.testing.assert_allclose(model.prototype_layer.prototypes.numpy()[:, 0, 0, :], latent[np.arange(count), rows, cols], atol=1e-6)
+
+
+def test_distinct_push_gives_each_prototype_of_a_class_its_own_patch(samples):
+    from glasszoo.zoo.protopnet_push import distinct_nearest_patches, nearest_patches
+
+    model = tiny_protopnet(seed=4, prototypes_per_class=3)
+    images, labels = samples[0], samples[1]
+    plain = nearest_patches(model, images, labels, batch_size=7)
+    found = distinct_nearest_patches(model, images, labels, batch_size=7)
+    keys = [(c, s, r, q) for c, s, (r, q) in zip(model.prototype_class, found["source_index"], found["patch_position"])]
+    assert len(set(keys)) == len(keys)
+    assert np.all(found["push_distance"] >= plain["push_distance"] - 1e-6)
+    _, distances = model.latent_and_distances(images)
+    for j in range(len(keys)):
+        s, (r, q) = found["source_index"][j], found["patch_position"][j]
+        assert labels[s] == model.prototype_class[j]
+        np.testing.assert_allclose(distances[s, r, q, j], found["push_distance"][j], rtol=1e-5, atol=1e-6)
+    # greedy by distance: the closest (prototype, patch) pair of each class is its plain nearest patch
+    for k in range(10):
+        members = np.flatnonzero(model.prototype_class == k)
+        first = members[np.argmin(plain["push_distance"][members])]
+        assert found["source_index"][first] == plain["source_index"][first]
+    provenance = model.push_prototypes(images, labels, distinct=True)
+    latent, _ = model.latent_and_distances(provenance["source_image"])
+    rows, cols = provenance["patch_position"].T
+    np.testing.assert_array_equal(model.prototype_layer.prototypes.numpy()[:, 0, 0, :], latent[np.arange(len(rows)), rows, cols])

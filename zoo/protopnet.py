@@ -250,10 +250,13 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         result["prediction"] = result["logits"].argmax(axis=-1)
         return result
 
-    def push_prototypes(self, images, labels, batch_size=128):
-        """Projects every prototype onto its nearest latent patch of its own class (see `protopnet_push`)."""
+    def push_prototypes(self, images, labels, batch_size=128, distinct=False):
+        """Projects every prototype onto its nearest latent patch of its own class (see `protopnet_push`).
+
+        `distinct=True`: no two prototypes of a class on the same patch.
+        """
         images = validate_images(images, self.image_shape, allow_single=False)
-        return protopnet_push.push_prototypes(self, images, labels, batch_size)
+        return protopnet_push.push_prototypes(self, images, labels, batch_size, distinct=distinct)
 
     def fit_schedule(self, push_images, push_labels, work_dir=None, **options):
         """A `ProtoPNetSchedule` for this model (used by `glasszoo train`; see its Args for `options`)."""

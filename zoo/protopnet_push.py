@@ -53,13 +53,76 @@ def nearest_patches(model, images, labels, batch_size=128):
     return {"source_index": source, "patch_position": position, "push_distance": best.astype("float32"), "patches": patches}
 
 
+def distinct_nearest_patches(model, images, labels, batch_size=128):
+    """Like `nearest_patches`, but no two prototypes of a class get the same patch.
+
+    Each prototype keeps its `m` nearest same-class patches (`m` = the most
+    prototypes any class has); then, per class, the (prototype, patch) pairs
+    are taken greedily by distance, each prototype and each patch once. A
+    prototype whose nearest patch is free gets exactly what `nearest_patches`
+    gives it; the others get the nearest patch not taken by a closer match.
+    (Of a prototype's `m` candidates at most `m - 1` can be taken, so one is
+    always left.)
+    """
+    prototype_class = model.prototype_class
+    count = len(prototype_class)
+    m = int(np.bincount(prototype_class).max())
+    for k in np.unique(prototype_class):
+        if np.sum(labels == k) == 0:
+            raise ValueError(f"The push images have no image of class {int(k)}; every class with prototypes needs some.")
+    size = model.prototype_layer.prototype_size
+    distance = np.full((count, m), np.inf)
+    source = np.zeros((count, m), "int64")
+    position = np.zeros((count, m, 2), "int64")
+    patches = None
+    for start in range(0, len(images), batch_size):
+        latent, distances = model.latent_and_distances(images[start : start + batch_size])
+        own = labels[start : start + batch_size][:, None] == prototype_class[None, :]
+        b, h, w, _ = distances.shape
+        flat = np.where(own[:, None, None, :], distances, np.inf).reshape(b * h * w, count)
+        if patches is None:
+            patches = np.zeros((count, m, size, size, latent.shape[-1]), "float32")
+        take = min(m, len(flat))
+        for j in range(count):
+            new = np.argpartition(flat[:, j], take - 1)[:take]
+            images_new, rest = np.divmod(new, h * w)
+            rows, cols = np.divmod(rest, w)
+            new_patches = np.stack([latent[i, r : r + size, c : c + size, :] for i, r, c in zip(images_new, rows, cols)])
+            # the running candidates and this batch's, in one list; keep the m nearest
+            merged = np.concatenate([distance[j], flat[new, j]])
+            keep = np.argsort(merged, kind="stable")[:m]
+            distance[j] = merged[keep]
+            source[j] = np.concatenate([source[j], start + images_new])[keep]
+            position[j] = np.concatenate([position[j], np.stack([rows, cols], axis=-1)])[keep]
+            patches[j] = np.concatenate([patches[j], new_patches])[keep]
+    chosen = np.full(count, -1)
+    taken = set()
+    for k in np.unique(prototype_class):
+        members = np.flatnonzero(prototype_class == k)
+        pairs = sorted((distance[j, c], j, c) for j in members for c in range(m) if np.isfinite(distance[j, c]))
+        for _, j, c in pairs:
+            patch_key = (int(source[j, c]), int(position[j, c, 0]), int(position[j, c, 1]))
+            if chosen[j] < 0 and patch_key not in taken:
+                chosen[j] = c
+                taken.add(patch_key)
+        if np.any(chosen[members] < 0):
+            raise ValueError(f"Class {int(k)} has fewer distinct latent patches in the push images than prototypes.")
+    rows = np.arange(count)
+    return {
+        "source_index": source[rows, chosen],
+        "patch_position": position[rows, chosen],
+        "push_distance": distance[rows, chosen].astype("float32"),
+        "patches": patches[rows, chosen],
+    }
+
+
 def high_activation_box(similarity, percentile=HIGH_ACTIVATION_PERCENTILE):
     """`[top, bottom, left, right)` of the pixels at or above the similarity map's `percentile`."""
     rows, cols = np.nonzero(similarity >= np.percentile(similarity, percentile))
     return [int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1]
 
 
-def push_prototypes(model, images, labels, batch_size=128):
+def push_prototypes(model, images, labels, batch_size=128, distinct=False):
     """Replaces every prototype of `model` by its nearest latent patch of its own class.
 
     Args:
@@ -68,6 +131,9 @@ def push_prototypes(model, images, labels, batch_size=128):
             without augmentation).
         labels: int `(N,)`.
         batch_size: images per forward pass.
+        distinct: no two prototypes of a class on the same patch
+            (`distinct_nearest_patches`) against the reference's known collapse;
+            False is the reference's push.
 
     Returns:
         the provenance dict (NumPy arrays, one row per prototype):
@@ -81,7 +147,7 @@ def push_prototypes(model, images, labels, batch_size=128):
     labels = np.asarray(labels).reshape(-1).astype("int64")
     if len(images) != len(labels):
         raise ValueError(f"push: {len(images)} images but {len(labels)} labels.")
-    found = nearest_patches(model, images, labels, batch_size)
+    found = (distinct_nearest_patches if distinct else nearest_patches)(model, images, labels, batch_size)
     model.prototype_layer.prototypes.assign(found["patches"])
     sources = images[found["source_index"]]
     count = len(sources)

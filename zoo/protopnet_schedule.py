@@ -43,6 +43,8 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         work_dir: where the latest provenance and the best pushed
             checkpoint are written (resumable); None keeps them in memory.
         monitor: the logged metric that picks the best pushed epoch.
+        push_batch_size: images per forward pass of the push.
+        distinct_push: push no two prototypes of a class onto the same patch.
 
     Example:
     >>> schedule = ProtoPNetSchedule(x_train, y_train, warm_epochs=1, joint_epochs=2, last_layer_epochs=1)
@@ -66,6 +68,7 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         work_dir=None,
         monitor="val_accuracy",
         push_batch_size=128,
+        distinct_push=False,
     ):
         super().__init__()
         self.push_images, self.push_labels = push_images, np.asarray(push_labels).reshape(-1)
@@ -77,7 +80,7 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         self.rates = {stage: dict(DEFAULT_RATES[stage], **(rates or {}).get(stage, {})) for stage in self.STAGES}
         self.joint_decay, self.joint_decay_every = float(joint_decay), int(joint_decay_every)
         self.work_dir = pathlib.Path(work_dir) if work_dir else None
-        self.monitor, self.push_batch_size = monitor, int(push_batch_size)
+        self.monitor, self.push_batch_size, self.distinct_push = monitor, int(push_batch_size), bool(distinct_push)
         self.best, self.pushed = None, False
 
     @property
@@ -135,7 +138,7 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         if stage != "last_layer":
             self.pushed = False
         if push_now:
-            self.model.push_prototypes(self.push_images, self.push_labels, batch_size=self.push_batch_size)
+            self.model.push_prototypes(self.push_images, self.push_labels, batch_size=self.push_batch_size, distinct=self.distinct_push)
             self.pushed = True
             if self.work_dir is not None:
                 self.model.save_provenance(self._path("latest_provenance.npz"))
