@@ -14,13 +14,12 @@ stay bit-identical. The shipped presets load by name there and explain as here.
 """
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from tiny_models import subprocess_env
 
 FAMILIES = ("inam", "coda", "cnn", "protopnet", "prototypedl")
 OTHER_BACKENDS = {"jax": "jax", "torch": "torch"}  # KERAS_BACKEND -> module it needs
@@ -38,26 +37,10 @@ EXPLAIN_COUNT = 8
 
 
 def build(family, seed=0):
-    """The tiny configuration of each family's tests, seeded."""
-    keras.utils.set_random_seed(seed)
-    if family == "inam":
-        from glasszoo.zoo.inam import INAM
-        return INAM(num_classes=10, input_shape=(28, 28, 1), num_kernels=12, kernel_size=5, tv_weight=0.01, ortho_weight=0.02)
-    if family == "coda":
-        from glasszoo.zoo.coda import CoDA
-        return CoDA(num_classes=10, input_shape=(28, 28, 1), kernel_sizes=[3, 3, 3, 1], strides=[1, 2, 2, 1],
-                    filters=[6, 8, 8], ranks=[4, 6, 6, 6], temperature=10.0)
-    if family == "cnn":
-        from glasszoo.zoo.cnn import GapCNN
-        return GapCNN(num_classes=10, input_shape=(28, 28, 1), filters=(6, 8))
-    if family == "protopnet":
-        from glasszoo.zoo.protopnet import ProtoPNet
-        return ProtoPNet(num_classes=10, input_shape=(28, 28, 1), backbone_stages=[[8], [12]], prototype_channels=6,
-                         prototypes_per_class=2)
-    if family == "prototypedl":
-        from glasszoo.zoo.prototypedl import PrototypeDL
-        return PrototypeDL(num_classes=10, input_shape=(28, 28, 1), filters=(6, 6, 6, 3), num_prototypes=5)
-    raise ValueError(family)
+    """The tiny configuration of each family's tests, seeded (tests/tiny_models.py)."""
+    from tiny_models import build as build_tiny
+
+    return build_tiny(family, seed)
 
 
 def explain(model, images):
@@ -280,7 +263,7 @@ def runs(folder):
         elif importlib.util.find_spec(module) is None:
             results[backend] = f"{module} is not installed (pip install -e '.[test]' installs it)"
         else:
-            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
+            env = subprocess_env(KERAS_BACKEND=backend)
             if backend == "jax":  # CPU only, and quick XLA compiles: the tiny models are compile-bound
                 env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=(env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip())
             log = open(folder / f"{backend}.log", "w")

@@ -30,13 +30,12 @@ MultiWorkerMirroredStrategy with the per-epoch losses of one device.
 """
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from tiny_models import subprocess_env
 
 FAMILIES = ("inam", "coda", "cnn", "protopnet", "prototypedl")
 
@@ -55,26 +54,11 @@ TINY_RECIPE = {
 
 
 def build(family, seed=0, r1_weight=1.0):
-    """tests/test_backends.py's tiny configurations, without dropout."""
-    keras.utils.set_random_seed(seed)
-    if family == "inam":
-        from glasszoo.zoo.inam import INAM
-        return INAM(num_classes=10, input_shape=(28, 28, 1), num_kernels=12, kernel_size=5, tv_weight=0.01, ortho_weight=0.02)
-    if family == "coda":
-        from glasszoo.zoo.coda import CoDA
-        return CoDA(num_classes=10, input_shape=(28, 28, 1), kernel_sizes=[3, 3, 3, 1], strides=[1, 2, 2, 1],
-                    filters=[6, 8, 8], ranks=[4, 6, 6, 6], temperature=10.0)
-    if family == "cnn":
-        from glasszoo.zoo.cnn import GapCNN
-        return GapCNN(num_classes=10, input_shape=(28, 28, 1), filters=(6, 8), dropout=0.0)
-    if family == "protopnet":
-        from glasszoo.zoo.protopnet import ProtoPNet
-        return ProtoPNet(num_classes=10, input_shape=(28, 28, 1), backbone_stages=[[8], [12]], prototype_channels=6,
-                         prototypes_per_class=2)
-    if family == "prototypedl":
-        from glasszoo.zoo.prototypedl import PrototypeDL
-        return PrototypeDL(num_classes=10, input_shape=(28, 28, 1), filters=(6, 6, 6, 3), num_prototypes=5, r1_weight=r1_weight)
-    raise ValueError(family)
+    """tests/tiny_models.py's tiny configurations, without dropout."""
+    from tiny_models import build as build_tiny
+
+    overrides = {"cnn": {"dropout": 0.0}, "prototypedl": {"r1_weight": r1_weight}}.get(family, {})
+    return build_tiny(family, seed, **overrides)
 
 
 class StepLosses(keras.callbacks.Callback):
@@ -235,7 +219,7 @@ def results(tmp_path_factory):
     import importlib.util
 
     folder = tmp_path_factory.mktemp("distributed")
-    base = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
+    base = subprocess_env()
     environments = {"tensorflow": dict(base, KERAS_BACKEND="tensorflow")}
     if importlib.util.find_spec("jax") is not None:
         environments["jax"] = dict(
@@ -363,7 +347,7 @@ def test_multi_worker_strategy_across_two_processes_matches_one_device(tmp_path)
     only the chief writes the preset folder, the other worker writes under work/worker_1."""
     script = tmp_path / "worker.py"
     script.write_text(MULTI_WORKER)
-    base = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
+    base = subprocess_env(KERAS_BACKEND="tensorflow")
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     processes = []
     for index in range(2):
