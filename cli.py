@@ -32,12 +32,15 @@ def _progbar(total, label):
 
 
 def _slug(name):
-    """A class name as a file-name part ("T-shirt/top" -> "T-shirt-top", "Ankle boot" -> "Ankle-boot")."""
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in str(name))
+    from glasszoo.explain.figures import file_slug
+
+    return file_slug(name)
 
 
 def _write_json(path, data):
-    pathlib.Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    from glasszoo.zoo.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 # -- commands -----------------------------------------------------------------
@@ -74,8 +77,17 @@ def cmd_list(args):
 
 
 def cmd_info(args):
-    from glasszoo.zoo.registry import model_info
+    from glasszoo.zoo.registry import is_model_file, model_info
 
+    if is_model_file(args.name):
+        import glasszoo
+
+        _quiet_tensorflow()
+        model = glasszoo.load(args.name)
+        print(json.dumps({"file": args.name, "family": model.family, "class_names": model.class_names,
+                          "input": list(model.image_shape), "parameters": int(model.count_params()),
+                          "explanation_outputs": model.explanation_outputs, "config": model.get_config()}, indent=2, default=str))
+        return 0
     config, meta = model_info(args.name)
     summary = {key: meta[key] for key in ("name", "family", "description", "class_names", "input", "data", "metrics", "parameters", "explanation_outputs", "versions", "weights_sha256") if key in meta}
     summary["config"] = config["config"]
@@ -100,13 +112,12 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     import glasszoo
-    import numpy as np
     from glasszoo.data import load_dataset
-    from glasszoo.explain.consistency import decision_image_consistency
     from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
 
+    _quiet_tensorflow()
     model = glasszoo.load(args.name)
-    meta = getattr(model, "preset_metadata", {})
+    meta = getattr(model, "preset_metadata", {}) or {}
     dataset = args.dataset or meta.get("data", {}).get("dataset", "fashion_mnist")
     if pathlib.Path(dataset).is_dir():
         height, width, channels = model.image_shape
@@ -116,16 +127,12 @@ def cmd_evaluate(args):
     print(f"Evaluating {args.name} on the {len(data.x_test)} test images of {data.name} ({data.source})", flush=True)
     cross_entropy, accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test, batch_size=args.batch_size, verbose=1)
     report = {"model": args.name, "dataset": data.name, "test_images": len(data.x_test), "test_accuracy": round(accuracy, 4), "test_cross_entropy": round(cross_entropy, 4)}
-    if hasattr(model, "decision_images") and args.consistency:
-        count = min(args.consistency, len(data.x_test))
-        progbar = _progbar(count, f"Decision-image consistency on {count} test images")
-        kept = []
-        for start in range(0, count, args.batch_size):
-            batch = data.x_test[start : min(start + args.batch_size, count)]
-            kept.append(decision_image_consistency(model, batch, batch_size=args.batch_size)["kept"])
-            progbar.add(len(batch))
-        report["decision_image_consistency"] = round(float(np.concatenate(kept).mean()), 4)
-        report["decision_image_consistency_images"] = count
+    count = min(args.consistency, len(data.x_test))
+    if count:
+        family_metrics = model.family_metrics(data.x_test[:count], batch_size=min(args.batch_size, 64))
+        if family_metrics:
+            report.update(family_metrics)
+            report["family_metric_images"] = count
     card = meta.get("metrics", {}).get("test_accuracy")
     if card is not None:
         report["model_card_test_accuracy"] = card
@@ -138,7 +145,17 @@ def cmd_evaluate(args):
     return 0
 
 
-BASELINE_FOR = {"fashion_mnist": "cnn_fashion_mnist"}
+def black_box_baseline(dataset, exclude=None):
+    """The name of a black-box family's preset trained on `dataset` (the post-hoc comparison), or None."""
+    from glasszoo.zoo.families import families
+    from glasszoo.zoo.registry import list_models, model_info
+
+    black_boxes = {name for name, record in families().items() if record.black_box}
+    for name in list_models():
+        config, meta = model_info(name)
+        if config["family"] in black_boxes and meta.get("data", {}).get("dataset") == dataset and name != exclude:
+            return name
+    return None
 
 
 def _evaluate_explanations(model, args, data):
@@ -151,14 +168,13 @@ def _evaluate_explanations(model, args, data):
         explanation_methods,
         summary_rows,
     )
-    from glasszoo.zoo.registry import list_models
 
     names = "all" if args.explanations == "all" else [n.strip() for n in args.explanations.split(",")]
     count = min(args.explanation_images, len(data.x_test))
     images, labels = data.x_test[:count], data.y_test[:count]
     models = {args.name: model}
-    baseline = BASELINE_FOR.get(data.name)
-    if baseline and baseline != args.name and baseline in list_models() and not args.no_baseline:
+    baseline = None if args.no_baseline else black_box_baseline(data.name, exclude=args.name)
+    if baseline:
         models[baseline] = glasszoo.load(baseline)
     out = pathlib.Path(args.out) if args.out else None
     if out:
@@ -171,9 +187,10 @@ def _evaluate_explanations(model, args, data):
         results[name] = report
         table += [(name, *row) for row in summary_rows(report)]
         if out:
-            report_plots.removal_curves(report, title=name, path=out / f"pixel_removal_{name}.png")
+            label = _slug(pathlib.Path(name).stem)
+            report_plots.removal_curves(report, title=name, path=out / f"pixel_removal_{label}.png")
             shown = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:6]]
-            report_plots.method_maps(candidate, images[shown], labels[shown], methods, class_names=data.class_names, path=out / f"maps_{name}.png")
+            report_plots.method_maps(candidate, images[shown], labels[shown], methods, class_names=data.class_names, path=out / f"maps_{label}.png")
     header = ("model", "method", "localisation", "removal least-first", "removal most-first", "rank corr. randomised")
     print(" | ".join(header))
     for row in table:
@@ -201,155 +218,21 @@ def _images_for(model, image_args, samples):
     return images, [f"sample{i:02d}_{_slug(names[labels[i]])}" for i in range(len(images))], labels
 
 
-def _predicted_classes(explanation, stems, names):
-    """`[{"image", "predicted", "logit"}]` per image: the predictions.json of `explain`."""
-    predicted = explanation["logits"].argmax(-1)
-    return [{"image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p])} for i, (stem, p) in enumerate(zip(stems, predicted))]
-
-
-def write_explanations(model, images, stems, out, with_global=True, labels=None):
-    """Explains `images` and writes the pictures and arrays into `out`; returns the explanation.
-
-    INAM: local views (decision images), an overview grid and, with
-    `with_global`, kernel views. CoDA: contribution views (predicted and
-    strongest other class), an overview grid and, given `labels` of at
-    least 9 different classes, a 3x3 localisation grid.
-    """
-    import numpy as np
-
-    if getattr(model, "family", "") == "coda":
-        return _write_contribution_maps(model, images, stems, out, labels)
-    if getattr(model, "family", "") == "protopnet":
-        return _write_prototype_views(model, images, stems, out)
-    if getattr(model, "family", "") == "cnn":
-        return _write_cam_views(model, images, stems, out)
-    if getattr(model, "family", "") == "prototypedl":
-        from glasszoo.explain.prototypedl_plots import write_prototypedl_explanations
-
-        return write_prototypedl_explanations(model, images, stems, out)
-
-    from glasszoo.explain import plots
-
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    progbar = _progbar(len(images), f"Explaining {len(images)} image(s) with {model.name}")
-    parts = []
-    for start in range(0, len(images), 16):
-        parts.append(model.explain(images[start : start + 16]))
-        progbar.add(len(parts[-1]["logits"]))
-    explanation = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
-    names = model.class_names
-    predicted = explanation["logits"].argmax(-1)
-    for index, stem in enumerate(stems):
-        plots.local_view(images, explanation, index=index, class_names=names, path=out / f"local_{stem}.png")
-    plots.explanation_grid(images, explanation, class_names=names, path=out / "explanation_grid.png")
-    if with_global:
-        feature_values = _feature_values(model, images)
-        for class_index in sorted(set(predicted.tolist()))[:3]:
-            plots.strongest_kernels(model, class_index, feature_values, path=out / f"strongest_kernels_{class_index}_{_slug(names[class_index])}.png")
-        influence = plots.kernel_influence(model, feature_values)
-        top = int(influence.max(axis=1).argmax())
-        plots.kernel_global_view(model, top, feature_values, class_names=names, path=out / f"kernel_{top:03d}_global_view.png")
-    _write_json(out / "predictions.json", _predicted_classes(explanation, stems, names))
-    return explanation
-
-
-def _write_contribution_maps(model, images, stems, out, labels):
-    import numpy as np
-    from glasszoo.explain import coda_plots
-
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    explanation = model.explain(images)
-    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
-    names = model.class_names
-    progbar = _progbar(len(images), f"Drawing contribution maps of {len(images)} image(s) with {model.name}")
-    for image, stem in zip(images, stems):
-        coda_plots.contribution_view(model, image, path=out / f"local_{stem}.png")
-        progbar.add(1)
-    coda_plots.contribution_grid(model, images, path=out / "explanation_grid.png")
-    if labels is not None:
-        cells = [int(np.flatnonzero(labels == c)[0]) for c in sorted(set(labels.tolist()))][:9]
-        if len(cells) == 9:
-            _, scores = coda_plots.localisation_view(model, images[cells], labels[cells], rows=3, path=out / "localisation_grid.png")
-            explanation["localisation_scores"] = scores
-    _write_json(out / "predictions.json", _predicted_classes(explanation, stems, names))
-    return explanation
-
-
-def _write_cam_views(model, images, stems, out):
-    """The CNN baseline: each image with its class activation map; one picture per image and a grid."""
-    import numpy as np
-    from glasszoo.explain.cam_plots import cam_grid
-
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    explanation = model.explain(images)
-    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
-    names = model.class_names
-    predicted = explanation["logits"].argmax(-1)
-    titles = [f"{names[p]} ({explanation['logits'][i, p]:.2f})" for i, p in enumerate(predicted)]
-    for index, stem in enumerate(stems):
-        cam_grid(images[index : index + 1], explanation["class_activation_map"][index : index + 1], titles[index : index + 1], path=out / f"local_{stem}.png")
-    cam_grid(images, explanation["class_activation_map"], titles, path=out / "explanation_grid.png")
-    _write_json(out / "predictions.json", _predicted_classes(explanation, stems, names))
-    return explanation
-
-
-def _write_prototype_views(model, images, stems, out):
-    """ProtoPNet: a "this looks like that" panel per image and the grid of pushed prototypes."""
-    import numpy as np
-    from glasszoo.explain import protopnet_plots
-
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    explanation = model.explain(images)
-    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
-    names = model.class_names
-    pushed = model.prototype_provenance is not None
-    progbar = _progbar(len(images), f"Drawing 'this looks like that' panels of {len(images)} image(s) with {model.name}")
-    for index, (image, stem) in enumerate(zip(images, stems)):
-        if pushed:
-            one = {k: v[index : index + 1] for k, v in explanation.items()}
-            protopnet_plots.this_looks_like_that(model, image, top=3, explained=one, path=out / f"local_{stem}.png")
-        progbar.add(1)
-    if pushed:
-        protopnet_plots.prototype_grid(model, path=out / "prototypes.png")
-    else:
-        print("The prototypes have not been pushed (no provenance): only the arrays are written.")
-    predicted = explanation["logits"].argmax(-1)
-    summary = []
-    for i, (stem, p) in enumerate(zip(stems, predicted)):
-        strongest = protopnet_plots.top_prototypes(explanation, i, p, 3)
-        summary.append({
-            "image": stem, "predicted": names[p], "logit": float(explanation["logits"][i, p]),
-            "strongest_prototypes": [
-                {"prototype": int(j), "similarity": round(float(explanation["prototype_similarity"][i, j]), 4),
-                 "contribution": round(float(explanation["prototype_contributions"][i, j, p]), 4)}
-                for j in strongest
-            ],
-        })
-    _write_json(out / "predictions.json", summary)
-    return explanation
-
-
-def _feature_values(model, images):
-    """Max responses of the preset's training sample (for density shading), else of `images`."""
-    from glasszoo.zoo.feature_sample import read_feature_sample
-
-    folder = getattr(model, "preset_dir", None)
-    sample = read_feature_sample(folder) if folder else None
-    return sample if sample is not None else model.max_responses(images)
-
-
 def cmd_explain(args):
     import glasszoo
+    from glasszoo.explain.explanation_files import write_explanations
 
     _quiet_tensorflow()
     model = glasszoo.load(args.name)
-    images, stems, _ = _images_for(model, args.images, args.samples)
-    write_explanations(model, images, stems, args.out, with_global=not args.no_global)
+    images, stems, labels = _images_for(model, args.images, args.samples)
+    progbar = _progbar(len(images), f"Explaining {len(images)} image(s) with {model.name} ({model.family})")
+    done = [0]
+
+    def progress(count):
+        progbar.add(count - done[0])
+        done[0] = count
+
+    write_explanations(model, images, stems, args.out, labels=labels, model_views=not args.no_global, progress=progress)
     print(f"Wrote explanations of {len(images)} image(s) to {args.out}")
     return 0
 
@@ -458,13 +341,10 @@ def cmd_predict(args):
         if names:
             notes.append(f"the metadata names {len(names)} classes but the model has {logits.shape[-1]}: classes shown as indices")
         names = [str(k) for k in range(logits.shape[-1])]
-    logits = logits.astype("float64")
+    from glasszoo.explain.explanation_files import probabilities_of
+
     activation = served.metadata.get("output_activation", "softmax")
-    if activation == "sigmoid":  # CoDA: one sigmoid per class (BCE training)
-        probabilities = 1.0 / (1.0 + np.exp(-logits))
-    else:
-        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-        probabilities /= probabilities.sum(-1, keepdims=True)
+    probabilities = probabilities_of(logits, activation)
     family = served.metadata.get("family")
     results = []
     for i, (label, p) in enumerate(zip(labels, probabilities)):
@@ -499,11 +379,11 @@ def _serving_pictures(family, images, outputs, labels, names, probabilities, out
         notes.append("the ONNX file has no glasszoo metadata 'family': predictions and outputs only, no pictures")
         return [None] * len(images)
     try:
-        from glasszoo.explain import onnx_pictures
+        from glasszoo.explain import pictures
     except ImportError as error:  # matplotlib missing in a minimal serving install
         notes.append(f"no pictures: {error}")
         return [None] * len(images)
-    problem = onnx_pictures.missing_outputs(family, outputs)
+    problem = pictures.missing_outputs(family, outputs)
     if problem:
         notes.append(f"{problem}: predictions and outputs only")
         return [None] * len(images)
@@ -514,7 +394,7 @@ def _serving_pictures(family, images, outputs, labels, names, probabilities, out
         name = f"explanation_{b:03d}_{stem}.png"
         try:
             title = f"{pathlib.Path(label).name}: {names[int(probabilities[b].argmax())]} (p = {probabilities[b].max():.3f})"
-            onnx_pictures.explanation_picture(family, images, outputs, b, names, probabilities, title=title, path=out / name)
+            pictures.explanation_picture(family, images, outputs, b, names, probabilities, title=title, path=out / name)
             written.append(name)
         except Exception as error:  # a picture must never cost the predictions
             notes.append(f"could not draw the picture of {label}: {' '.join(str(error).split())}")
@@ -524,49 +404,38 @@ def _serving_pictures(family, images, outputs, labels, names, probabilities, out
     return written
 
 
-DEMO_MODELS = ("inam_fashion_mnist", "coda_fashion_mnist", "protopnet_fashion_mnist", "prototypedl_fashion_mnist")
+def demo_presets():
+    """The preset each family names for the demo (`Family.demo_preset`), where it is installed."""
+    from glasszoo.zoo.families import families
+    from glasszoo.zoo.registry import list_models
+
+    installed = set(list_models())
+    return [record.demo_preset for record in families().values() if record.demo_preset in installed]
 
 
 def _demo_one(name, out, samples):
     """Load, explain, export, serve and compare one preset; returns its summary."""
-    import math
-
     import glasszoo
-    import numpy as np
+    from glasszoo.explain.explanation_files import write_explanations
 
     started = time.time()
     print(f"== {name}")
     print(f"[1/4] Loading {name} (weights verified against the model card's sha256)")
     model = glasszoo.load(name)
     images, stems, labels = _images_for(model, [], samples)
-    if model.family == "coda":  # the 3x3 localisation grid needs one image of 9 classes
-        all_images, all_stems, all_labels = _images_for(model, [], None)
-        images, stems, labels = all_images[: max(samples, 9)], all_stems[: max(samples, 9)], all_labels[: max(samples, 9)]
     print(f"[2/4] Explaining {len(images)} shipped test images of {model.preset_metadata['data']['dataset']}")
-    explanation = write_explanations(model, images, stems, out, labels=labels)
+    explanation, views_summary = write_explanations(model, images, stems, out, labels=labels)
     summary = {"model": name, "family": model.family, "samples": len(images)}
     summary["sample_accuracy"] = round(float((explanation["logits"].argmax(-1) == labels).mean()), 4)
-    if model.family == "inam":
-        from glasszoo.explain.consistency import decision_image_consistency
-
-        summary["decision_image_consistency"] = round(decision_image_consistency(model, images)["consistency"], 4)
-    if model.family == "protopnet":
-        summary["contribution_sum_max_abs_error"] = float(np.abs(explanation["prototype_contributions"].sum(axis=1) - explanation["logits"]).max())
-    if model.family == "prototypedl":
-        summary["contribution_sum_max_abs_error"] = float(np.abs(explanation["class_evidence"].sum(axis=1) - explanation["logits"]).max())
-    if model.family == "coda":
-        predicted = explanation["logits"][np.arange(len(images)), explanation["target"]]
-        rebuilt = explanation["contributions"].sum(axis=(1, 2)) / model.temperature + math.log(0.1 / 0.9)
-        summary["completeness_max_abs_error"] = float(np.abs(rebuilt - predicted).max())
-        if "localisation_scores" in explanation:
-            summary["localisation_3x3_mean"] = round(float(explanation["localisation_scores"].mean()), 4)
-    keras_outputs = {key: explanation[key] for key in model.explanation_outputs}
+    summary["self_checks_max_abs_error"] = {check: float(f"{error:.3g}") for check, error in model.self_checks(images, explanation).items()}
+    summary.update(views_summary)
+    summary.update(model.family_metrics(images))
     onnx_path = out / f"{name}.onnx"
     print(f"[3/4] Exporting to {onnx_path} and running it in onnxruntime")
-    served, differences = export_and_check(model, onnx_path, images, model_name=name, from_keras=keras_outputs)
+    served, differences = export_and_check(model, onnx_path, images, model_name=name, from_keras=explanation)
     print(f"[4/4] onnxruntime ({served.providers[0]}) vs Keras, max |difference| per output:")
     for output, value in differences.items():
-        print(f"      {output:16s} {value:.2e}")
+        print(f"      {output:26s} {value:.2e}")
     summary.update(
         model_card_test_accuracy=model.preset_metadata.get("metrics", {}).get("test_accuracy"),
         onnx_file=str(onnx_path),
@@ -579,16 +448,14 @@ def _demo_one(name, out, samples):
 
 
 def cmd_demo(args):
-    from glasszoo.zoo.registry import list_models
-
     _quiet_tensorflow()
     out = pathlib.Path(args.out)
-    names = args.name or [name for name in DEMO_MODELS if name in list_models()]
+    names = args.name or demo_presets()
     summaries = [_demo_one(name, out / name, args.samples) for name in names]
     _write_json(out / "summary.json", {"models": summaries})
     for summary in summaries:
-        extras = {k: v for k, v in summary.items() if k in ("decision_image_consistency", "completeness_max_abs_error", "localisation_3x3_mean", "contribution_sum_max_abs_error")}
-        print(f"{summary['model']}: sample accuracy {summary['sample_accuracy']:.3f}, {extras}")
+        checks = summary["self_checks_max_abs_error"]
+        print(f"{summary['model']}: sample accuracy {summary['sample_accuracy']:.3f}, self-check errors {checks}")
     print(f"Pictures and summary.json per model in {out}/")
     return 0
 
@@ -627,7 +494,7 @@ def build_parser():
     p.add_argument("name")
     p.add_argument("--dataset", help="dataset name (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--consistency", type=int, default=1000, help="test images for the decision-image check (0: skip)")
+    p.add_argument("--consistency", type=int, default=1000, help="test images for the family's own explanation metrics, if it has any (0: skip)")
     p.add_argument("--explanations", help="'all' or a comma list (inherent,saliency,input_x_gradient,integrated_gradients,grad_cam,occlusion): "
                    "localisation, pixel removal and randomisation for the model and the black-box baseline")
     p.add_argument("--explanation-images", type=int, default=500, help="test images the explanation metrics draw from")
@@ -641,7 +508,7 @@ def build_parser():
     p.add_argument("images", nargs="*", help="image files (png, jpg, ...) or .npy arrays")
     p.add_argument("--out", required=True)
     p.add_argument("--samples", type=int, default=8, help="shipped samples to use when no image is given")
-    p.add_argument("--no-global", action="store_true", help="skip the kernel plots")
+    p.add_argument("--no-global", action="store_true", help="skip the family's model views (kernel, prototype and grid pictures)")
     p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser("export", help="export to ONNX (logits + explanations) and check it in onnxruntime")
@@ -658,7 +525,7 @@ def build_parser():
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("demo", help="the main job: load, explain samples, export, run in onnxruntime, write pictures")
-    p.add_argument("--name", action="append", help=f"preset to run (repeatable; default: {', '.join(DEMO_MODELS)})")
+    p.add_argument("--name", action="append", help="preset to run (repeatable; default: each family's demo preset)")
     p.add_argument("--out", default="glasszoo-demo")
     p.add_argument("--samples", type=int, default=12)
     p.set_defaults(run=cmd_demo)

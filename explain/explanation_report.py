@@ -11,8 +11,7 @@ For a model and a set of labelled test images, every explanation method
   (and, separately, the most) important pixels are removed; area under the
   mean curve (higher is better for least-first, lower for most-first);
 - cascading randomisation (sanity check): rank correlation of |map| with the
-  original after all layers are randomised from the top (lower is better);
-- INAM's decision-image consistency (seed 000), for INAM models.
+  original after all layers are randomised from the top (lower is better).
 """
 
 import numpy as np
@@ -29,27 +28,13 @@ POST_HOC = ("saliency", "input_x_gradient", "integrated_gradients", "grad_cam", 
 
 
 def inherent_explanation(model):
-    """`explain(model, images, targets) -> (B, H, W)` of a zoo model's own explanation, or None.
+    """`explain(model, images, targets) -> (B, H, W)`: the model's own pixel map (`attribution_map`), or None.
 
-    INAM: the target class's decision image summed over channels; CoDA: the
-    contribution map; the CNN baseline: its class activation map; ProtoPNet:
-    the upsampled prototype similarity maps weighted by their centred
-    last-layer weights for the target class (`ProtoPNet.class_evidence_maps`).
+    None for models without one (`has_attribution_map` false, or not a zoo model).
     """
-    family = getattr(model, "family", None)
-    if family == "inam":
-        def decision_image(m, images, targets):
-            images_of_all = m.explain(images)["decision_images"]  # (B, K, H, W, C)
-            return images_of_all[np.arange(len(images)), np.asarray(targets)].sum(axis=-1)
-
-        return decision_image
-    if family == "coda":
-        return lambda m, images, targets: m.explain(images, target=np.asarray(targets))["contributions"]
-    if family == "cnn":
-        return lambda m, images, targets: posthoc.cam(m, images, targets)
-    if family == "protopnet":
-        return lambda m, images, targets: m.class_evidence_maps(images, np.broadcast_to(np.asarray(targets), (len(images),)))
-    return None
+    if not getattr(model, "has_attribution_map", False):
+        return None
+    return lambda m, images, targets: m.attribution_map(images, np.broadcast_to(np.asarray(targets), (len(images),)))
 
 
 def explanation_methods(model, names="all", integrated_gradient_steps=32):

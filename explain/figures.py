@@ -53,3 +53,8 @@ def check_index(index, size, what):
 
 def class_names_or_indices(class_names, num_classes):
     return list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+
+
+def file_slug(name):
+    """A name as a file-name part ("T-shirt/top" -> "T-shirt-top", "Ankle boot" -> "Ankle-boot")."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in str(name))

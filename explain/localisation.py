@@ -1,7 +1,6 @@
 """Grids of images of different classes and the localisation score of contribution maps (seed 002, eq. 11)."""
 
 import numpy as np
-from glasszoo.zoo.resize import resized
 
 
 def compose_grid(images, rows):
@@ -46,15 +45,15 @@ def positive_share_in_cell(contribution_map, cell, rows):
 
 
 def inherent_contributions(model, images, targets):
-    """The model's own contribution maps `(B, H, W)` for `targets` (CoDA `explain`)."""
-    return model.explain(images, target=targets)["contributions"]
+    """The model's own pixel maps `(B, H, W)` for `targets` (`ZooModel.attribution_map`)."""
+    return model.attribution_map(images, targets)
 
 
 def localisation_scores(model, images, labels, rows, attribution=inherent_contributions):
     """Eq. 11 for one grid: the positive share of each cell's class map inside that cell.
 
     Args:
-        model: a zoo model (rebuilt at the grid's size with its weights).
+        model: a zoo model (rebuilt at the grid's size with its weights by `model.resized`).
         images: `rows²` images of pairwise different classes.
         labels: their classes (the class explained for each cell).
         rows: grid side `n`.
@@ -69,7 +68,7 @@ def localisation_scores(model, images, labels, rows, attribution=inherent_contri
     if len(set(labels.tolist())) != len(labels):
         raise ValueError(f"The cells of a localisation grid need pairwise different classes; got {labels.tolist()}.")
     grid_image = compose_grid(images, rows)
-    grid_model = resized(model, grid_image.shape)
+    grid_model = model.resized(grid_image.shape)
     maps = np.asarray(attribution(grid_model, np.repeat(grid_image[None], len(labels), axis=0), labels))
     scores = np.array([positive_share_in_cell(maps[cell], cell, rows) for cell in range(len(labels))])
     return {"grid_image": grid_image, "maps": maps, "scores": scores}

@@ -129,3 +129,14 @@ def write_preset(folder, family, config, weights_source, metadata, extra_files=N
         metadata["files"] = files
     write_json(folder / METADATA_FILE, metadata)
     return folder
+
+
+def save_inference_weights(model, path):
+    """Saves the model's weights without optimizer state (a compiled model's `save_weights` includes it), atomically."""
+    from glasszoo.zoo.atomic import atomic_path
+
+    clean = type(model).from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    with atomic_path(path) as temporary:
+        clean.save_weights(str(temporary))
+    return path

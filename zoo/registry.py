@@ -1,21 +1,13 @@
-"""Named presets and model families: `list_models` and `load`."""
+"""Named presets: `list_models`, `model_info` and `load` (a preset name, a preset folder or a `.keras` file)."""
 
 import difflib
 import fnmatch
-import importlib
 import pathlib
 
+from glasszoo.zoo.families import family_class
 from glasszoo.zoo.presets import CorruptedWeights, read_preset, verified_weights_path
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
-
-FAMILIES = {
-    "inam": "glasszoo.zoo.inam:INAM",
-    "coda": "glasszoo.zoo.coda:CoDA",
-    "cnn": "glasszoo.zoo.cnn:GapCNN",
-    "protopnet": "glasszoo.zoo.protopnet:ProtoPNet",
-    "prototypedl": "glasszoo.zoo.prototypedl:PrototypeDL",
-}
 
 
 class UnknownModel(KeyError):
@@ -23,14 +15,6 @@ class UnknownModel(KeyError):
 
     def __str__(self):
         return str(self.args[0])
-
-
-def family_class(family):
-    """The keras.Model subclass of a family name (imported on demand)."""
-    if family not in FAMILIES:
-        raise ValueError(f"Unknown model family {family!r}; known: {sorted(FAMILIES)}.")
-    module, attribute = FAMILIES[family].split(":")
-    return getattr(importlib.import_module(module), attribute)
 
 
 def preset_names():
@@ -66,11 +50,36 @@ def model_info(name_or_dir):
     return read_preset(preset_folder(name_or_dir))
 
 
+def is_model_file(name_or_path):
+    """True for a path ending in `.keras` (a whole saved model)."""
+    return str(name_or_path).endswith(".keras")
+
+
+def load_model_file(path):
+    """A zoo model saved with `model.save("x.keras")`; errors name the file."""
+    import keras
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No model file at {path}.")
+    import glasszoo.zoo.base  # noqa: F401  (registers every family's classes with Keras)
+
+    try:
+        model = keras.saving.load_model(str(path))
+    except Exception as error:
+        raise ValueError(f"{path} could not be loaded as a Keras model file: {' '.join(str(error).split())[:500]}") from error
+    if not hasattr(model, "explanation_graph"):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a glasszoo model.")
+    model.preset_metadata, model.preset_dir = {"name": path.stem, "source_file": str(path)}, None
+    return model
+
+
 def load(name_or_preset_dir, pretrained=True, num_classes=None, input_shape=None, class_names=None):
-    """Builds a zoo model by preset name (or preset folder), with its weights.
+    """Builds a zoo model by preset name (or preset folder, or `.keras` file), with its weights.
 
     Args:
-        name_or_preset_dir: a name from `list_models()` or a preset folder.
+        name_or_preset_dir: a name from `list_models()`, a preset folder
+            (`model.save_preset`) or a `.keras` file (`model.save`).
         pretrained: load the preset's verified weights; `False` gives the same
             architecture freshly initialised.
         num_classes: a class count different from the preset's keeps the
@@ -88,6 +97,10 @@ def load(name_or_preset_dir, pretrained=True, num_classes=None, input_shape=None
     >>> model = load("inam_fashion_mnist")  # doctest: +SKIP
     >>> model.explain(images)["decision_images"].shape  # doctest: +SKIP
     """
+    if is_model_file(name_or_preset_dir):
+        if (pretrained, num_classes, input_shape, class_names) != (True, None, None, None):
+            raise ValueError("A .keras file loads as saved: build a changed model with load(preset folder, ...) instead.")
+        return load_model_file(name_or_preset_dir)
     folder = preset_folder(name_or_preset_dir)
     config, metadata = read_preset(folder)
     cls = family_class(config["family"])
@@ -110,8 +123,7 @@ def load(name_or_preset_dir, pretrained=True, num_classes=None, input_shape=None
         source.load_weights(weights)
     except Exception as error:
         raise CorruptedWeights(f"Preset {folder}: the weights file could not be read ({error}).") from error
-    if hasattr(source, "load_preset_files"):  # files beside the weights (ProtoPNet's prototype provenance)
-        source.load_preset_files(folder, metadata)
+    source.load_preset_files(folder, metadata)  # files beside the weights (a family's own, e.g. push provenance)
     source.preset_metadata, source.preset_dir = metadata, folder
     if target_config == base_config:
         return source

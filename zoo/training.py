@@ -12,10 +12,9 @@ import numpy as np
 from glasszoo.zoo.atomic import atomic_path, atomic_write_text
 from glasszoo.zoo.distributed import distribution_scope, strategy_for
 from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
-from glasszoo.zoo.feature_sample import write_feature_sample
-from glasszoo.zoo.presets import write_json, write_preset
+from glasszoo.zoo.families import family_class
+from glasszoo.zoo.presets import save_inference_weights, write_json, write_preset
 from glasszoo.zoo.recipes import recipe
-from glasszoo.zoo.registry import family_class
 
 
 def _versions():
@@ -85,10 +84,6 @@ def _build(family, base_config, overrides, data):
     return family_class(family)(**config)
 
 
-def _fit_options(model):
-    return {"center": False} if hasattr(model, "center_head") else {}
-
-
 def _compile(model, learning_rate):
     import keras
 
@@ -109,7 +104,7 @@ def train_preset(
     its model card.
 
     Args:
-        name: recipe name (see `glasszoo.zoo.recipes.RECIPES`).
+        name: recipe name (see `glasszoo.zoo.recipes.all_recipes()`).
         out_dir: preset folder to write (config.json, model.weights.h5, metadata.json).
         work_dir: checkpoints, logs and grid results (default `runs/<name>`).
         epochs: final training epochs (recipe default if None).
@@ -194,7 +189,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             _compile(model, point.get("learning_rate", spec["learning_rate"]))
             tick = time.time()
             grid_size = spec.get("grid_train_size") or len(x_fit)
-            history = model.fit(x_fit[:grid_size], y_fit[:grid_size], batch_size=grid_batch_size, epochs=grid_epochs, validation_data=validation, verbose=verbose, **_fit_options(model))
+            history = model.fit(x_fit[:grid_size], y_fit[:grid_size], batch_size=grid_batch_size, epochs=grid_epochs, validation_data=validation, verbose=verbose, **model.fit_arguments())
             result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
             print(f"[grid] {result}", flush=True)
             grid_results.append(result)
@@ -204,9 +199,8 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
 
     keras.utils.set_random_seed(seed)
     model = _build(spec["family"], spec["config"], chosen, data)
-    stages = None
-    if hasattr(model, "fit_schedule"):  # families trained in stages (ProtoPNet): the schedule sets the epochs and rates
-        stages = model.fit_schedule(x_fit, y_fit, work_dir=work_dir, **spec.get("stages", {}))
+    stages = model.training_schedule(x_fit, y_fit, work_dir=work_dir, **spec.get("stages", {}))
+    if stages is not None:  # families trained in stages: the schedule sets the epochs and rates
         epochs = stages.total_epochs
     steps_per_epoch = -(-len(x_fit) // batch_size)
     base_learning_rate = chosen.get("learning_rate", spec["learning_rate"])
@@ -238,7 +232,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         BestCheckpoint(checkpoint, monitor="val_accuracy", best=best_so_far),
         keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
-    if stages is not None:  # it keeps the best epoch after a push itself, and logs stage/pushed for the CSV
+    if stages is not None:  # it keeps its best epoch itself, and logs its stage columns for the CSV
         callbacks = [stages, callbacks[1]]
     elif schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
@@ -246,7 +240,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     callbacks.append(backup)  # last: an epoch counts as done once its checkpoint and log line are written
     fit_arguments = dict(
         epochs=epochs, initial_epoch=initial_epoch, validation_data=validation, callbacks=callbacks, verbose=verbose,
-        **_fit_options(model),
+        **model.fit_arguments(),
     )
     if spec.get("augment") in ("horizontal_flip", "flip_and_crop"):
         from glasszoo.data.augment import FlippedBatches
@@ -260,22 +254,25 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         scope.close()
         model = _build(spec["family"], spec["config"], chosen, data)
         model.set_weights(weights)
-    extra_files = {}
     if stages is not None:
         stages.restore_best(model)
-        extra_files = {"prototypes.npz": model.save_provenance(work_dir / "prototypes.npz")}
     else:
         model.load_weights(str(checkpoint))
-    if hasattr(model, "center_head"):
-        model.center_head(x_fit)
+    model.finish_training(x_fit)
+    extra_files = model.preset_files(work_dir)
     val_loss, val_accuracy = cross_entropy_and_accuracy(model, x_val, y_val)
     test_loss, test_accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test)
     final_weights = work_dir / "final.weights.h5"
     save_inference_weights(model, final_weights)
     log = _read_log(log_path)
-    candidates = [row for row in log if stages is None or row.get("pushed") == 1.0]  # staged: only epochs after a push count
+    candidates = [row for row in log if stages is None or stages.selectable(row)]  # staged: the schedule says which count
     best_epoch = int(max(candidates, key=lambda row: row["val_accuracy"])["epoch"]) if candidates else None
 
+    staging = stages.describe() if stages is not None else {
+        "optimizer": f"Adam(learning_rate={base_learning_rate})" + _schedule_description(schedule, epochs),
+        "stages": None,
+        "checkpoint_selection": "best validation accuracy",
+    }
     metadata = {
         "name": name,
         "family": spec["family"],
@@ -306,18 +303,10 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
                 "per_replica_batch_size": batch_size / replicas if batch_size % replicas else batch_size // replicas,
                 "note": "the recipe's batch size is the global batch (not scaled by the replica count); learning rates unchanged",
             },
-            "optimizer": (
-                f"Adam(learning_rate={base_learning_rate})" + _schedule_description(schedule, epochs)
-                if stages is None
-                else "StagedAdam: per-part rates by stage " + json.dumps(stages.rates) + f"; joint rates x{stages.joint_decay} every {stages.joint_decay_every} joint epochs"
-            ),
-            "stages": None if stages is None else {
-                "warm_epochs": stages.warm_epochs, "joint_epochs": stages.joint_epochs,
-                "last_layer_epochs": stages.last_layer_epochs, "cycles": stages.cycles,
-                "push": "at the start of each last-layer stage, onto the fit split (un-augmented)",
-            },
+            "optimizer": staging["optimizer"],
+            "stages": staging["stages"],
             "augmentation": spec.get("augment") or "none",
-            "checkpoint_selection": "best validation accuracy" + ("" if stages is None else " among epochs after a push"),
+            "checkpoint_selection": staging["checkpoint_selection"],
             "grid": grid_results,
             "grid_batch_size": grid_batch_size,
             "grid_train_images": int(min(spec.get("grid_train_size") or len(x_fit), len(x_fit))),
@@ -341,8 +330,6 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     if getattr(model, "explanation_outputs", None):
         metadata["explanation_outputs"] = model.explanation_outputs
     write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata, extra_files=extra_files)
-    if hasattr(model, "max_responses"):
-        write_feature_sample(model, x_fit, out_dir, seed=seed)
     backup.remove()  # the preset is written: a re-run starts afresh (a run killed before this resumes after training)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
     return metadata
@@ -354,15 +341,6 @@ def _schedule_description(schedule, epochs):
     if schedule == "step":
         return ", divided by 1.5 every 30 epochs"
     return ", ReduceLROnPlateau(val_accuracy, factor 0.3, patience 2)"
-
-
-def save_inference_weights(model, path):
-    """Saves the model's weights without optimizer state (a compiled model's `save_weights` includes it)."""
-    clean = type(model).from_config(model.get_config())
-    clean.set_weights(model.get_weights())
-    with atomic_path(path) as temporary:
-        clean.save_weights(str(temporary))
-    return path
 
 
 def _complete_log_lines(path):

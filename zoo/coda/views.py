@@ -1,5 +1,10 @@
 """Matplotlib views of CoDA contribution maps (seed 002, Figures 2 and 7).
 
+`draw` and `draw_overview` read the explanation outputs alone (NumPy and
+matplotlib), so the same code draws the pictures of `glasszoo explain`
+(Keras) and of `glasszoo predict --out` (ONNX). The other views ask the
+model for the maps of further classes (`explain(..., target=...)`).
+
 Contribution maps are signed: red pixels raise the class logit, blue pixels
 lower it, and the colormap is symmetric around 0. Maps shown side by side
 share one colour scale so that their strengths compare. Every function
@@ -20,7 +25,19 @@ from glasszoo.explain.figures import (
 from glasszoo.explain.localisation import cell_box, localisation_scores
 from matplotlib.patches import Rectangle
 
-__all__ = ["contribution_grid", "contribution_view", "localisation_view", "predicted_and_strongest_other"]
+__all__ = [
+    "REQUIRED_OUTPUTS",
+    "contribution_grid",
+    "contribution_view",
+    "draw",
+    "draw_overview",
+    "localisation_view",
+    "model_views",
+    "predicted_and_strongest_other",
+]
+
+# outputs the pictures read, with their rank (batch axis included)
+REQUIRED_OUTPUTS = {"logits": 2, "contributions": 3}
 
 
 def _sigmoid(values):
@@ -161,3 +178,63 @@ def localisation_view(model, images, labels, rows=3, class_names=None, path=None
         axis.set_title(f"{names[int(label)]}: {scores[cell]:.2f}", fontsize=8)
     figure.suptitle(f"mean localisation {scores.mean():.2f} (random {1 / rows**2:.2f})", fontsize=10)
     return save(figure, path), scores
+
+
+def _overlay_signed(axis, image, values, bound):
+    """The image in gray with the signed map over it, half transparent."""
+    show_image(axis, image.mean(axis=-1, keepdims=True))
+    shown = show_signed(axis, values, bound)
+    shown.set_alpha(0.6)
+    return shown
+
+
+def draw(image, outputs, index, class_names=None):
+    """One explained image: the image, its contribution map (explained class) and the map over the image."""
+    image = np.asarray(image, dtype="float32")
+    logits = np.asarray(outputs["logits"][index], dtype="float64")
+    k = int(np.argmax(logits))
+    names = class_names_or_indices(class_names, len(logits))
+    contributions = np.asarray(outputs["contributions"][index], dtype="float64")
+    bound = float(np.max(np.abs(contributions)))
+    figure, axes = new_figure(1, 3)
+    show_image(axes[0, 0], image)
+    axes[0, 0].set_title("image")
+    shown = show_signed(axes[0, 1], contributions, bound)
+    axes[0, 1].set_title(f"contributions: {names[k]}\n(sum {contributions.sum():.3g})")
+    _overlay_signed(axes[0, 2], image, contributions, bound)
+    axes[0, 2].set_title("overlay")
+    figure.colorbar(shown, ax=axes[0, 1:], shrink=0.8)
+    figure.suptitle(f"predicted: {names[k]} (logit {logits[k]:.3g}, p {_sigmoid(logits[k]):.3f})")
+    return figure
+
+
+def draw_overview(images, outputs, class_names=None, max_images=8):
+    """Several explained images, one row each: the image and its contribution map (each map on its own scale)."""
+    images = np.asarray(images, dtype="float32")
+    rows = min(len(images), int(max_images))
+    if rows < 1:
+        raise ValueError("draw_overview needs at least one image.")
+    logits = np.asarray(outputs["logits"], dtype="float64")
+    names = class_names_or_indices(class_names, logits.shape[1])
+    figure, axes = new_figure(rows, 2, width=PANEL_INCHES * 0.85, height=PANEL_INCHES * 0.9)
+    for row in range(rows):
+        k = int(np.argmax(logits[row]))
+        show_image(axes[row, 0], images[row])
+        axes[row, 0].set_title(f"{names[k]} (p {_sigmoid(logits[row, k]):.2f})", fontsize=8)
+        show_signed(axes[row, 1], np.asarray(outputs["contributions"][row], dtype="float64"))
+        axes[row, 1].set_title("contributions", fontsize=8)
+    return figure
+
+
+def model_views(model, images, stems, explanation, labels, out):
+    """The maps of the predicted and the strongest other class of every image and, given labels of at least
+    9 classes, a 3x3 localisation grid. Returns `{"localisation_3x3_mean": ...}` when the grid was drawn."""
+    contribution_grid(model, images, path=out / "classes_grid.png")
+    summary = {}
+    if labels is not None:
+        labels = np.asarray(labels)
+        cells = [int(np.flatnonzero(labels == c)[0]) for c in sorted(set(labels.tolist()))][:9]
+        if len(cells) == 9:
+            _, scores = localisation_view(model, images[cells], labels[cells], rows=3, path=out / "localisation_grid.png")
+            summary["localisation_3x3_mean"] = round(float(scores.mean()), 4)
+    return summary

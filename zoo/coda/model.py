@@ -5,9 +5,8 @@ import numpy as np
 from glasszoo.layers.complement_encoding import ComplementEncoding
 from glasszoo.layers.dynamic_alignment import DAUConv2D
 from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
-from glasszoo.zoo.inputs import validate_images
+from glasszoo.zoo.base import ZooModel, class_selection
 from glasszoo.zoo.losses import OneHotBinaryCrossentropy
-from glasszoo.zoo.model_api import ZooModelMethods
 from keras import ops
 
 EXPLANATION_OUTPUTS = {
@@ -36,14 +35,8 @@ ARCHITECTURES = {
 }
 
 
-def first_max_one_hot(scores):
-    """One-hot `(B, K)` of each row's first maximum, without ArgMax (exports to any ONNX runtime)."""
-    is_max = ops.cast(scores >= ops.max(scores, axis=-1, keepdims=True), scores.dtype)
-    return is_max * ops.cast(ops.cumsum(is_max, axis=-1) <= 1.0, scores.dtype)
-
-
 @keras.saving.register_keras_serializable(package="glasszoo")
-class CoDA(ZooModelMethods, keras.Model):
+class CoDA(ZooModel):
     """Convolutional Dynamic Alignment Network (Böhle et al., seed 002).
 
     `images -> [x, 1 - x] -> DAUConv2D x L (no other non-linearity, no
@@ -76,6 +69,7 @@ class CoDA(ZooModelMethods, keras.Model):
     family = "coda"
     output_activation = "sigmoid"
     explanation_outputs = EXPLANATION_OUTPUTS
+    attribution_output = "contributions"
 
     def __init__(
         self,
@@ -91,9 +85,7 @@ class CoDA(ZooModelMethods, keras.Model):
         **kwargs,
     ):
         kwargs.setdefault("name", "coda")
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.image_shape = tuple(int(s) for s in input_shape)
+        super().__init__(num_classes=num_classes, input_shape=input_shape, class_names=class_names, **kwargs)
         self.kernel_sizes = [int(k) for k in kernel_sizes]
         self.layer_strides = [int(s) for s in strides]
         self.filters = [int(f) for f in filters]
@@ -106,9 +98,6 @@ class CoDA(ZooModelMethods, keras.Model):
                 f"kernel_sizes, strides and ranks need one entry per layer and filters one fewer (the last layer "
                 f"has num_classes filters); got {depth}, {len(self.layer_strides)}, {len(self.ranks)} and {len(self.filters)}."
             )
-        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(self.num_classes)]
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes.")
         self.encoding = ComplementEncoding(name="complement_encoding")
         self.dau_layers = [
             DAUConv2D(
@@ -165,7 +154,7 @@ class CoDA(ZooModelMethods, keras.Model):
             states.append(state)
             activations = state["outputs"]
         logits = self.head(activations)
-        selection = first_max_one_hot(logits) if target is None else ops.cast(target, logits.dtype)
+        selection = class_selection(logits, target)
         relevance = ops.ones_like(activations) * selection[:, None, None, :]
         for layer, state, shape in zip(reversed(self.dau_layers), reversed(states), reversed(shapes)):
             relevance = layer.explain_backward(state, relevance, shape)
@@ -179,37 +168,14 @@ class CoDA(ZooModelMethods, keras.Model):
         return activations, self.head(self.dau_layers[-1](activations))
 
     # -- user API ----------------------------------------------------------------------
-    def explain(self, images, target=None, batch_size=32):
-        """Logits and the contribution map of a class per image, as NumPy arrays.
-
-        Args:
-            images: float array `(B, H, W, C)` (or one `(H, W, C)` image) in [0, 1].
-            target: None (each image's predicted class), one class index for
-                all images, or one index per image.
-            batch_size: images per pass.
-
-        Returns:
-            dict: `logits` `(B, K)`, `contributions` `(B, H, W)` and `target` `(B,)`
-            (the explained class of each image).
-        """
-        images = validate_images(images, self.image_shape)
-        targets = None
-        if target is not None:
-            targets = np.broadcast_to(np.asarray(target), (len(images),)).astype("int64")
-            if targets.min() < 0 or targets.max() >= self.num_classes:
-                raise ValueError(f"target must be class indices in [0, {self.num_classes}); got {np.unique(targets)}.")
-        parts = []
-        for start in range(0, len(images), batch_size):
-            batch = ops.convert_to_tensor(images[start : start + batch_size])
-            selection = None
-            if targets is not None:
-                selection = ops.convert_to_tensor(np.eye(self.num_classes, dtype="float32")[targets[start : start + batch_size]])
-            parts.append({k: ops.convert_to_numpy(v) for k, v in self.explanation_graph(batch, selection).items()})
-        if not parts:
-            raise ValueError("No images to explain: got an empty batch.")
-        result = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        result["target"] = result["logits"].argmax(axis=-1) if targets is None else targets
-        return result
+    def self_checks(self, images, explanation):
+        """Adds completeness: the explained logit = sum of the contribution map / T + b0."""
+        checks = super().self_checks(images, explanation)
+        logits = explanation["logits"].astype("float64")
+        explained = logits[np.arange(len(logits)), logits.argmax(-1)]
+        rebuilt = explanation["contributions"].astype("float64").sum(axis=(1, 2)) / self.temperature + PRIOR_BIAS
+        checks["logit = sum(contributions) / T + b0"] = float(np.max(np.abs(rebuilt - explained)))
+        return checks
 
     def contribution_maps(self, images, classes, batch_size=32):
         """Contribution maps `(B, len(classes), H, W)` of several classes per image."""
@@ -230,33 +196,14 @@ class CoDA(ZooModelMethods, keras.Model):
             kwargs.setdefault("jit_compile", not tf.distribute.has_strategy())
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
-    def resized(self, input_shape):
-        """The same network (weights copied) for another image size (see `glasszoo.zoo.resize.resized`)."""
-        from glasszoo.zoo.resize import resized
-
-        return resized(self, input_shape)
-
-    def transfer_weights_from(self, source):
-        """Copies every DAU layer whose weights fit (fine-tuning); a new class count re-initialises the last."""
-        for target_layer, source_layer in zip(self.dau_layers, source.dau_layers):
-            if [tuple(w.shape) for w in target_layer.weights] == [tuple(w.shape) for w in source_layer.weights]:
-                for target_var, source_var in zip(target_layer.weights, source_layer.weights):
-                    target_var.assign(source_var)
-
     def get_config(self):
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.image_shape),
-            "kernel_sizes": list(self.kernel_sizes),
-            "strides": list(self.layer_strides),
-            "filters": list(self.filters),
-            "ranks": list(self.ranks),
-            "temperature": self.temperature,
-            "normalization": self.normalization,
-            "class_names": list(self.class_names),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        config = super().get_config()
+        config.update(
+            kernel_sizes=list(self.kernel_sizes),
+            strides=list(self.layer_strides),
+            filters=list(self.filters),
+            ranks=list(self.ranks),
+            temperature=self.temperature,
+            normalization=self.normalization,
+        )
+        return config

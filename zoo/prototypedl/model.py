@@ -5,8 +5,8 @@ import math
 import keras
 import numpy as np
 from glasszoo.layers.latent_prototypes import LatentPrototypes
+from glasszoo.zoo.base import ZooModel
 from glasszoo.zoo.inputs import validate_images
-from glasszoo.zoo.model_api import ZooModelMethods
 from keras import layers, ops
 
 EXPLANATION_OUTPUTS = {
@@ -30,7 +30,7 @@ def encoder_sizes(size, depth):
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
-class PrototypeDL(ZooModelMethods, keras.Model):
+class PrototypeDL(ZooModel):
     """Case-based classifier with prototypes in an autoencoder's latent space (Li et al. 2018).
 
     `images -> encoder (3x3 stride-2 convolutions) -> latent z -> squared
@@ -104,9 +104,7 @@ class PrototypeDL(ZooModelMethods, keras.Model):
         **kwargs,
     ):
         kwargs.setdefault("name", "prototypedl")
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.image_shape = tuple(int(s) for s in input_shape)
+        super().__init__(num_classes=num_classes, input_shape=input_shape, class_names=class_names, **kwargs)
         self.filters = [int(f) for f in filters]
         self.num_prototypes = int(num_prototypes)
         self.classification_weight = float(classification_weight)
@@ -114,8 +112,6 @@ class PrototypeDL(ZooModelMethods, keras.Model):
         self.r1_weight = float(r1_weight)
         self.r2_weight = float(r2_weight)
         self.activation = activation
-        if len(self.image_shape) != 3:
-            raise ValueError(f"input_shape must be (H, W, C); got {input_shape!r}.")
         if not self.filters or min(self.filters) < 1:
             raise ValueError(f"filters needs at least one positive entry (one per encoder layer); got {list(filters)!r}.")
         if self.num_prototypes < 1:
@@ -123,9 +119,6 @@ class PrototypeDL(ZooModelMethods, keras.Model):
         for weight_name in ("classification_weight", "reconstruction_weight", "r1_weight", "r2_weight"):
             if getattr(self, weight_name) < 0:
                 raise ValueError(f"{weight_name} must be non-negative; got {getattr(self, weight_name)}.")
-        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(self.num_classes)]
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes.")
 
         depth = len(self.filters)
         self.heights = encoder_sizes(self.image_shape[0], depth)
@@ -209,8 +202,11 @@ class PrototypeDL(ZooModelMethods, keras.Model):
             maps = layer(maps)
         return maps, self.classifier(self.prototype_layer(ops.reshape(maps, (-1, self.latent_dim))))
 
-    def explanation_graph(self, images):
-        """Logits, prototype distances, class evidence and reconstruction, forward ops only (exports)."""
+    def explanation_graph(self, images, target=None):
+        """Logits, prototype distances, class evidence and reconstruction, forward ops only (exports).
+
+        `target` is unused: the class evidence of every class is an output.
+        """
         latent = self.encode(images)
         distances = self.prototype_layer(latent)
         logits = self.classifier(distances)
@@ -223,22 +219,12 @@ class PrototypeDL(ZooModelMethods, keras.Model):
         }
 
     # -- user API ----------------------------------------------------------------------
-    def explain(self, images, batch_size=64):
-        """The explanation outputs (see `EXPLANATION_OUTPUTS`) of a batch, as NumPy arrays.
-
-        Args:
-            images: float array `(B, H, W, C)` (or one `(H, W, C)` image) in [0, 1].
-            batch_size: images per pass.
-
-        Returns:
-            dict: `logits` `(B, K)`, `prototype_distances` `(B, P)`,
-            `class_evidence` `(B, P, K)` and `reconstruction` `(B, H, W, C)`.
-
-        Example:
-        >>> out = model.explain(test_images[:4])  # doctest: +SKIP
-        >>> nearest = out["prototype_distances"].argmin(-1)  # doctest: +SKIP
-        """
-        return self.explain_in_batches(images, batch_size)
+    def self_checks(self, images, explanation):
+        """Adds: logits = class evidence summed over prototypes."""
+        checks = super().self_checks(images, explanation)
+        rebuilt = explanation["class_evidence"].astype("float64").sum(axis=1)
+        checks["logits = sum of class evidence"] = float(np.max(np.abs(rebuilt - explanation["logits"])))
+        return checks
 
     def decoded_prototypes(self):
         """The prototypes decoded to images, `(P, H, W, C)` NumPy (a property of the model, not of an input)."""
@@ -278,34 +264,15 @@ class PrototypeDL(ZooModelMethods, keras.Model):
             kwargs.setdefault("loss_weights", [self.classification_weight])
         super().compile(optimizer=optimizer, loss=loss, metrics=["accuracy"] if metrics is None else metrics, **kwargs)
 
-    def transfer_weights_from(self, source):
-        """Copies every layer whose weights fit (fine-tuning); a new class count re-initialises the classifier."""
-        for target_layer in self._zoo_layers():
-            source_layer = {layer.name: layer for layer in source._zoo_layers()}.get(target_layer.name)
-            if source_layer is None:
-                continue
-            if [tuple(w.shape) for w in target_layer.weights] == [tuple(w.shape) for w in source_layer.weights]:
-                for target_var, source_var in zip(target_layer.weights, source_layer.weights):
-                    target_var.assign(source_var)
-
-    def _zoo_layers(self):
-        return self.encoder_layers + [self.prototype_layer, self.classifier] + self.decoder_layers
-
     def get_config(self):
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.image_shape),
-            "filters": list(self.filters),
-            "num_prototypes": self.num_prototypes,
-            "classification_weight": self.classification_weight,
-            "reconstruction_weight": self.reconstruction_weight,
-            "r1_weight": self.r1_weight,
-            "r2_weight": self.r2_weight,
-            "activation": self.activation,
-            "class_names": list(self.class_names),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        config = super().get_config()
+        config.update(
+            filters=list(self.filters),
+            num_prototypes=self.num_prototypes,
+            classification_weight=self.classification_weight,
+            reconstruction_weight=self.reconstruction_weight,
+            r1_weight=self.r1_weight,
+            r2_weight=self.r2_weight,
+            activation=self.activation,
+        )
+        return config

@@ -1,8 +1,7 @@
-"""Matplotlib views of INAM explanations (seed 000, Figures 2 and 3).
+"""Global views of an INAM (seed 000, Figure 2): what a kernel is and how its maximal response moves every class logit.
 
-Global views show what a kernel is and how its maximal response moves every
-class logit; local views show the decision images of one prediction. Every
-function builds a `matplotlib.figure.Figure` directly (no pyplot state, no
+They read the model's weights (Keras); the per-image views that need only the
+explanation outputs are in `views`. Every function builds a `matplotlib.figure.Figure` directly (no pyplot state, no
 GUI backend needed), optionally saves it as a png and returns it.
 """
 
@@ -20,14 +19,7 @@ from glasszoo.explain.figures import (
 from keras import ops
 from matplotlib.figure import Figure
 
-__all__ = [
-    "compute_feature_values",
-    "explanation_grid",
-    "kernel_global_view",
-    "kernel_influence",
-    "local_view",
-    "strongest_kernels",
-]
+__all__ = ["compute_feature_values", "kernel_global_view", "kernel_influence", "strongest_kernels"]
 
 GRID_POINTS = 200
 DENSITY_BINS = 30
@@ -100,20 +92,6 @@ def _check_feature_values(model, feature_values):
 _check_index = check_index
 
 
-def _softmax(logits):
-    shifted = np.exp(logits - np.max(logits))
-    return shifted / shifted.sum()
-
-
-def _two_classes(logits, classes):
-    """The given pair of class indices, else the two largest logits."""
-    if classes is not None:
-        first, second = classes
-        return _check_index(first, len(logits), "class"), _check_index(second, len(logits), "class")
-    order = np.argsort(-logits, kind="stable")
-    return int(order[0]), int(order[min(1, len(order) - 1)])
-
-
 def _feature_grid(values):
     """`GRID_POINTS` strengths spanning the data range (widened if it is a point)."""
     low, high = float(np.min(values)), float(np.max(values))
@@ -124,7 +102,7 @@ def _feature_grid(values):
 
 def _kernel(model, kernel_index):
     """Kernel `l` as `(n, n, C)` NumPy."""
-    return model.conv.kernel.numpy()[..., kernel_index]
+    return ops.convert_to_numpy(model.conv.kernel)[..., kernel_index]
 
 
 _names = class_names_or_indices
@@ -141,20 +119,6 @@ def _show_kernel(axis, kernel):
         _bare(axis)
         return axis.imshow((kernel - low) / max(high - low, 1e-12))
     return _show_signed(axis, kernel.sum(axis=-1))
-
-
-def _draw_explanation_row(figure, axes, image, explanation, index, classes, class_names, colorbars):
-    """Image | decision image of class A | of class B, on three axes."""
-    logits = np.asarray(explanation["logits"][index])
-    names = _names(class_names, len(logits))
-    probabilities = _softmax(logits)
-    _show_image(axes[0], image)
-    axes[0].set_title("input")
-    for axis, k in zip(axes[1:], _two_classes(logits, classes)):
-        artist = _show_signed(axis, np.asarray(explanation["decision_images"][index, k]).sum(axis=-1))
-        axis.set_title(f"{names[k]}\nlogit {logits[k]:.2f}, p {probabilities[k]:.2f}", fontsize=9)
-        if colorbars:
-            figure.colorbar(artist, ax=axis, shrink=0.8)
 
 
 # -- public views -------------------------------------------------------------
@@ -250,67 +214,4 @@ def strongest_kernels(model, class_index, feature_values, top=8, path=None):
     figure.suptitle(f"strongest kernels for class {model.class_names[class_index]}")
     figure.kernel_indices = chosen
     figure.influence = influence[chosen]
-    return _save(figure, path)
-
-
-def local_view(image, explanation, index=0, classes=None, class_names=None, path=None):
-    """Local view of one prediction (seed 000, Figure 3).
-
-    The input image and the decision images (summed over channels, diverging
-    colormap symmetric around 0, with colorbars) of two classes: by default
-    the predicted class and the runner-up. Titles give each class's logit and
-    softmax probability.
-
-    Args:
-        image: the image `(H, W, C)` in [0, 1], or the batch `(B, H, W, C)`
-            that was explained (then `index` selects it).
-        explanation: dict returned by `model.explain` for the batch.
-        index: int, which image of the explained batch.
-        classes: optional pair of class indices to show instead.
-        class_names: optional list of `K` names.
-        path: optional png file to save the figure to.
-
-    Returns:
-        `matplotlib.figure.Figure`.
-
-    Example:
-    >>> explanation = model.explain(test_images[:4])
-    >>> fig = local_view(test_images[2], explanation, index=2, class_names=model.class_names)
-    """
-    index = _check_index(index, len(explanation["logits"]), "index")
-    image = np.asarray(image, dtype="float32")
-    image = image[index] if image.ndim == 4 else image
-    figure, axes = _new_figure(1, 3, width=PANEL_INCHES * 1.2)
-    _draw_explanation_row(figure, axes[0], image, explanation, index, classes, class_names, colorbars=True)
-    return _save(figure, path)
-
-
-def explanation_grid(images, explanation, class_names=None, max_images=8, path=None):
-    """Overview of several predictions: one row per image.
-
-    Each row shows the image and the decision images of its predicted and
-    runner-up class (summed over channels, symmetric diverging colormap).
-
-    Args:
-        images: float array `(B, H, W, C)` in [0, 1], the explained batch.
-        explanation: dict returned by `model.explain(images)`.
-        class_names: optional list of `K` names.
-        max_images: int, at most this many rows.
-        path: optional png file to save the figure to.
-
-    Returns:
-        `matplotlib.figure.Figure`.
-
-    Example:
-    >>> fig = explanation_grid(test_images[:8], model.explain(test_images[:8]),
-    ...                        class_names=model.class_names, path="overview.png")
-    """
-    images = np.asarray(images, dtype="float32")
-    rows = min(len(images), len(explanation["logits"]), int(max_images))
-    if rows < 1:
-        raise ValueError("explanation_grid needs at least one image.")
-    figure, axes = _new_figure(rows, 3, width=PANEL_INCHES * 0.8, height=PANEL_INCHES * 0.9)
-    for row in range(rows):
-        _draw_explanation_row(figure, axes[row], images[row], explanation, row, None, class_names, colorbars=False)
-        axes[row, 0].set_title(f"image {row}")
     return _save(figure, path)

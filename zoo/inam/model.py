@@ -1,5 +1,6 @@
 """INAM: interpretable convolution + global max-pooling + neural additive head (seed 000)."""
 
+import pathlib
 import warnings
 
 import keras
@@ -10,8 +11,8 @@ from glasszoo.layers import (
     NeuralAdditiveHead,
     location_one_hot,
 )
-from glasszoo.zoo.inputs import validate_images
-from glasszoo.zoo.model_api import ZooModelMethods
+from glasszoo.zoo.base import ZooModel
+from glasszoo.zoo.inam.feature_sample import FEATURE_SAMPLE_FILE
 from keras import ops
 
 EXPLANATION_OUTPUTS = {
@@ -24,7 +25,7 @@ EXPLANATION_OUTPUTS = {
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
-class INAM(ZooModelMethods, keras.Model):
+class INAM(ZooModel):
     """Image-scale neural additive model (Hüls et al., seed 000).
 
     `x -> InterpretableConv2D (N kernels n x n x c, no bias) -> global max
@@ -56,6 +57,7 @@ class INAM(ZooModelMethods, keras.Model):
 
     family = "inam"
     explanation_outputs = EXPLANATION_OUTPUTS
+    attribution_output = "decision_images"  # (B, K, H, W, C): the target class's image, channels summed
 
     def __init__(
         self,
@@ -70,18 +72,14 @@ class INAM(ZooModelMethods, keras.Model):
         class_names=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.image_shape = tuple(input_shape)
+        super().__init__(num_classes=num_classes, input_shape=input_shape, class_names=class_names, **kwargs)
         self.num_kernels = int(num_kernels)
         self.kernel_size = int(kernel_size)
         self.tv_weight = float(tv_weight)
         self.ortho_weight = float(ortho_weight)
         self.padding = padding
         self.hidden_units = tuple(hidden_units)
-        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes.")
+        self.feature_sample = None  # max responses of training images (density shading in the kernel views)
         self.conv = InterpretableConv2D(
             self.num_kernels,
             self.kernel_size,
@@ -105,11 +103,12 @@ class INAM(ZooModelMethods, keras.Model):
         values, _ = self.pool(self.conv(images))
         return self.head.logits(self.head(values))
 
-    def explanation_graph(self, images):
+    def explanation_graph(self, images, target=None):
         """All explanation tensors from forward ops only (so they export).
 
         Args:
             images: tensor `(B, H, W, C)` in [0, 1] (symbolic or eager).
+            target: unused: the decision images of every class are outputs.
 
         Returns:
             dict with the keys of `EXPLANATION_OUTPUTS`.
@@ -146,32 +145,25 @@ class INAM(ZooModelMethods, keras.Model):
         return ops.reshape(images, (-1, self.num_classes, height, width, channels))
 
     # -- user API ----------------------------------------------------------
-    def explain(self, images, batch_size=32):
-        """Logits and explanations of `images` as NumPy arrays.
+    def attribution_map(self, images, targets=None, batch_size=32):
+        """The decision image of each image's target class (None: the predicted one), summed over channels: `(B, H, W)`."""
+        explained = self.explain(images, batch_size=batch_size)
+        targets = explained["logits"].argmax(-1) if targets is None else np.broadcast_to(np.asarray(targets), (len(explained["logits"]),))
+        return explained["decision_images"][np.arange(len(targets)), targets].sum(axis=-1)
 
-        Args:
-            images: float array `(B, H, W, C)` (or one `(H, W, C)` image) in [0, 1].
-            batch_size: images per forward pass.
+    def self_checks(self, images, explanation):
+        """Adds: logits = contributions summed over features + bias."""
+        checks = super().self_checks(images, explanation)
+        bias = ops.convert_to_numpy(self.head.bias).astype("float64")
+        rebuilt = explanation["contributions"].astype("float64").sum(axis=1) + bias
+        checks["logits = sum of contributions + bias"] = float(np.max(np.abs(rebuilt - explanation["logits"])))
+        return checks
 
-        Returns:
-            dict of arrays; keys and shapes in `EXPLANATION_OUTPUTS`.
-        """
-        images = validate_images(images, self.image_shape)
-        parts = []
-        for start in range(0, len(images), batch_size):
-            batch = ops.convert_to_tensor(images[start : start + batch_size])
-            parts.append({k: ops.convert_to_numpy(v) for k, v in self.explanation_graph(batch).items()})
-        if not parts:
-            raise ValueError("No images to explain: got an empty batch.")
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    def family_metrics(self, images, batch_size=64):
+        """The seed's decision-image consistency: share of images whose positive decision image keeps the class."""
+        from glasszoo.zoo.inam.consistency import decision_image_consistency
 
-    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
-        """Keras `compile` with the family's defaults: Adam, sparse CE on logits, accuracy."""
-        if loss is None:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if metrics is None:
-            metrics = ["accuracy"]
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        return {"decision_image_consistency": round(decision_image_consistency(self, images, batch_size=batch_size)["consistency"], 4)}
 
     def fit(self, x=None, y=None, batch_size=None, *args, center=True, **kwargs):
         """Keras `fit`, then centring of the additive head on the training data.
@@ -240,36 +232,42 @@ class INAM(ZooModelMethods, keras.Model):
             raise ValueError("center_head needs at least one training image.")
         self.head.set_feature_means(total / count)
 
-    def transfer_weights_from(self, source):
-        """Copies the weights of another INAM that fit this one (fine-tuning).
+    # -- training hooks ----------------------------------------------------------
+    def fit_arguments(self):
+        """`glasszoo train` centres the head once, on the best weights (`finish_training`), not after each fit."""
+        return {"center": False}
 
-        The kernels are copied when their shape fits (same kernel size and
-        channels); the additive head only when the class count is the same,
-        else it keeps its fresh initialisation (a new task gets a new head).
-        """
-        if tuple(self.conv.kernel.shape) == tuple(source.conv.kernel.shape):
-            self.conv.kernel.assign(source.conv.kernel)
-        if self.num_classes == source.num_classes and self.num_kernels == source.num_kernels:
-            for target_var, source_var in zip(self.head.weights, source.head.weights):
-                target_var.assign(source_var)
+    def finish_training(self, images):
+        """Centres the additive head on the fit split and keeps a sample of feature values for the kernel views."""
+        self.center_head(images)
+        rng = np.random.default_rng(0)
+        chosen = np.sort(rng.choice(len(images), min(2000, len(images)), replace=False))
+        self.feature_sample = self.max_responses(images[chosen])
+
+    def preset_files(self, directory):
+        """The feature-value sample (`feature_sample.npz`), when the model has one."""
+        if self.feature_sample is None:
+            return {}
+        from glasszoo.zoo.inam.feature_sample import write_feature_values
+
+        return {FEATURE_SAMPLE_FILE: write_feature_values(self.feature_sample, pathlib.Path(directory) / FEATURE_SAMPLE_FILE)}
+
+    def load_preset_files(self, folder, metadata):
+        from glasszoo.zoo.inam.feature_sample import read_feature_sample
+
+        self.feature_sample = read_feature_sample(folder)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.image_shape),
-            "num_kernels": self.num_kernels,
-            "kernel_size": self.kernel_size,
-            "tv_weight": self.tv_weight,
-            "ortho_weight": self.ortho_weight,
-            "padding": self.padding,
-            "hidden_units": list(self.hidden_units),
-            "class_names": list(self.class_names),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        config = super().get_config()
+        config.update(
+            num_kernels=self.num_kernels,
+            kernel_size=self.kernel_size,
+            tv_weight=self.tv_weight,
+            ortho_weight=self.ortho_weight,
+            padding=self.padding,
+            hidden_units=list(self.hidden_units),
+        )
+        return config
 
 
 def _is_endless(data):

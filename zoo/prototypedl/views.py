@@ -1,5 +1,9 @@
 """Matplotlib views of PrototypeDL: the decoded prototypes and why one image got its class (Li et al. 2018).
 
+`draw` reads the explanation outputs alone (NumPy and matplotlib): the same
+code draws `glasszoo explain` (Keras) and `glasszoo predict --out` (ONNX)
+pictures. The prototype views decode the prototypes with the model.
+
 A PrototypeDL logit is a weighted sum of squared latent distances,
 `logit_k = sum_j d_j W[j, k]`, so a prototype speaks for the class with its
 most negative weight: the nearer an image is to it, the less that class is
@@ -17,13 +21,10 @@ from glasszoo.explain.figures import (
 )
 from matplotlib.figure import Figure
 
-__all__ = [
-    "prototype_evidence_difference",
-    "prototype_grid",
-    "prototype_view",
-    "prototype_views",
-    "write_prototypedl_explanations",
-]
+__all__ = ["REQUIRED_OUTPUTS", "draw", "model_views", "prototype_evidence_difference", "prototype_grid", "prototype_view", "prototype_views"]
+
+# outputs the pictures read, with their rank (batch axis included)
+REQUIRED_OUTPUTS = {"logits": 2, "reconstruction": 4, "class_evidence": 3}
 
 
 def _softmax(logits):
@@ -168,44 +169,32 @@ def prototype_views(model, images, nearest=3, class_names=None, max_images=8, pa
     return save(figure, path)
 
 
+def draw(image, outputs, index, class_names=None):
+    """One explained image: the image, its reconstruction and each prototype's evidence for the predicted class."""
+    image = np.asarray(image, dtype="float32")
+    logits = np.asarray(outputs["logits"][index], dtype="float64")
+    k = int(np.argmax(logits))
+    names = class_names_or_indices(class_names, len(logits))
+    figure, axes = new_figure(1, 3)
+    show_image(axes[0, 0], image)
+    axes[0, 0].set_title("image")
+    show_image(axes[0, 1], np.asarray(outputs["reconstruction"][index], dtype="float64"))
+    axes[0, 1].set_title("reconstruction")
+    evidence = np.asarray(outputs["class_evidence"][index, :, k], dtype="float64")
+    axis = axes[0, 2]
+    axis.bar(np.arange(len(evidence)), evidence, color=np.where(evidence >= 0, "tab:red", "tab:blue"))
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    axis.set_xlabel("prototype")
+    axis.set_title(f"evidence for {names[k]}\n(sum = logit {evidence.sum():.3g})", fontsize=9)
+    figure.suptitle(f"predicted: {names[k]} (p = {_softmax(logits)[k]:.3f})")
+    return figure
 
-def write_prototypedl_explanations(model, images, stems, out):
-    """Writes the PrototypeDL pictures and arrays of `images` into folder `out`; returns the explanation.
 
-    Files: `local_<stem>.png` (`prototype_view` of each image),
-    `explanation_grid.png` (`prototype_views` of the first 8),
-    `prototypes.png` (`prototype_grid`), `explanations.npz` (images and
-    every explanation output) and `predictions.json`.
-
-    Example:
-    >>> write_prototypedl_explanations(model, images, ["a", "b"], "out/")  # doctest: +SKIP
-    """
-    import json
-    import pathlib
-
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    images = np.asarray(images, dtype="float32")
-    explanation = model.explain(images)
-    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
+def model_views(model, images, stems, explanation, labels, out):
+    """With the decoded prototypes: a view per image (`prototypes_<stem>.png`), rows of the first 8 images
+    (`prototype_rows.png`) and the prototype grid (`prototypes.png`). Returns `{}`."""
     for image, stem in zip(images, stems):
-        prototype_view(model, image, path=out / f"local_{stem}.png")
-    prototype_views(model, images, path=out / "explanation_grid.png")
+        prototype_view(model, image, path=out / f"prototypes_{stem}.png")
+    prototype_views(model, images, path=out / "prototype_rows.png")
     prototype_grid(model, path=out / "prototypes.png")
-    names = model.class_names
-    predicted = explanation["logits"].argmax(-1)
-    nearest = explanation["prototype_distances"].argmin(-1)
-    classes = model.prototype_classes()
-    summary = [
-        {
-            "image": stem,
-            "predicted": names[p],
-            "logit": float(explanation["logits"][i, p]),
-            "nearest_prototype": int(nearest[i]),
-            "nearest_prototype_class": names[classes[nearest[i]]],
-            "nearest_distance": float(explanation["prototype_distances"][i, nearest[i]]),
-        }
-        for i, (stem, p) in enumerate(zip(stems, predicted))
-    ]
-    (out / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return explanation
+    return {}

@@ -5,18 +5,18 @@ import threading
 import keras
 import numpy as np
 from glasszoo.layers.prototype_layer import PrototypeLayer, log_similarity
-from glasszoo.zoo import protopnet_push
+from glasszoo.zoo.base import ZooModel, class_selection
 from glasszoo.zoo.inputs import validate_images
-from glasszoo.zoo.model_api import ZooModelMethods
-from glasszoo.zoo.protopnet_backbones import (
+from glasszoo.zoo.protopnet import push as protopnet_push
+from glasszoo.zoo.protopnet.backbones import (
     DEFAULT_SMALL_CNN_STAGES,
     SMALL_CNN,
     add_on_layers,
     applications_backbone,
     small_cnn,
 )
-from glasszoo.zoo.protopnet_optimizer import StagedAdam
-from glasszoo.zoo.protopnet_schedule import DEFAULT_RATES
+from glasszoo.zoo.protopnet.optimizer import StagedAdam
+from glasszoo.zoo.protopnet.schedule import DEFAULT_RATES
 from glasszoo.zoo.receptive_field import receptive_field
 from keras import ops
 
@@ -26,6 +26,7 @@ EXPLANATION_OUTPUTS = {
     "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
     "upsampled_similarity_maps": "(B, H, W, P) similarity maps bilinearly upsampled to the input: where each prototype is found",
     "prototype_contributions": "(B, P, K) similarity times last-layer weight: what each prototype adds to each class logit",
+    "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: the upsampled similarity maps weighted by the class's centred last-layer weights",
 }
 PROVENANCE_FILE = "prototypes.npz"
 
@@ -49,7 +50,7 @@ def _per_replica(value):
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
-class ProtoPNet(ZooModelMethods, keras.Model):
+class ProtoPNet(ZooModel):
     """Prototypical part network: a class is scored by how much image parts look like its prototypes.
 
     `images -> backbone -> add-on 1x1 convs (sigmoid) -> latent z (h, w, D)
@@ -73,7 +74,7 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         num_classes: int `K`.
         input_shape: `(H, W, C)` of float images in [0, 1].
         backbone: `"small_cnn"` (trained from scratch) or a keras.applications
-            name from `glasszoo.zoo.protopnet_backbones.APPLICATIONS`
+            name from `glasszoo.zoo.protopnet.backbones.APPLICATIONS`
             (`"vgg19"`, `"resnet50"`, `"densenet121"`, ...).
         backbone_stages: channel lists of the small CNN's stages.
         backbone_weights: `"imagenet"` to start a keras.applications backbone
@@ -96,6 +97,7 @@ class ProtoPNet(ZooModelMethods, keras.Model):
 
     family = "protopnet"
     explanation_outputs = EXPLANATION_OUTPUTS
+    attribution_output = "class_evidence_map"
 
     def __init__(
         self,
@@ -114,9 +116,7 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         **kwargs,
     ):
         kwargs.setdefault("name", "protopnet")
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.image_shape = tuple(int(s) for s in input_shape)
+        super().__init__(num_classes=num_classes, input_shape=input_shape, class_names=class_names, **kwargs)
         self.backbone_name = str(backbone)
         self.backbone_stages = [[int(c) for c in stage] for stage in backbone_stages]
         self.prototype_channels = int(prototype_channels)
@@ -124,9 +124,6 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         self.cluster_weight, self.separation_weight, self.l1_weight = float(cluster_weight), float(separation_weight), float(l1_weight)
         if self.num_classes < 2 or self.prototypes_per_class < 1:
             raise ValueError(f"Need at least 2 classes and 1 prototype per class; got {num_classes} and {prototypes_per_class}.")
-        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(self.num_classes)]
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes.")
         if self.backbone_name == SMALL_CNN:
             self.backbone = small_cnn(self.image_shape, self.backbone_stages)
         else:
@@ -207,7 +204,7 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         return latent, self.last_layer(log_similarity(min_distances))
 
     def class_evidence_maps(self, images, targets, batch_size=32):
-        """`(B, H, W)`: where the evidence for each image's target class lies.
+        """`(B, H, W)`: where the evidence for each image's target class lies (the `class_evidence_map` output).
 
         The upsampled similarity maps weighted by each prototype's last-layer
         weight for the target class minus its mean weight over all classes:
@@ -216,39 +213,45 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         softmax sees. (Raw weights would add the same large negative term,
         -0.5 x the other classes' prototypes, to every class's map.)
         """
-        explained = self.explain(images, batch_size=batch_size)
-        kernel = ops.convert_to_numpy(self.last_layer.kernel)
-        centred = kernel - kernel.mean(axis=1, keepdims=True)  # (P, K)
-        weights = centred[:, np.broadcast_to(np.asarray(targets).reshape(-1), (len(images),))].T  # (B, P)
-        return np.einsum("bhwp,bp->bhw", explained["upsampled_similarity_maps"], weights)
+        return self.attribution_map(images, targets, batch_size=batch_size)
 
-    def explanation_graph(self, images):
-        """Logits, similarities, similarity maps and contributions, forward ops only (so they export)."""
+    def explanation_graph(self, images, target=None):
+        """Logits, similarities, similarity maps, contributions and the class evidence map, forward ops only (exports).
+
+        Args:
+            images: tensor `(B, H, W, C)` in [0, 1].
+            target: optional one-hot `(B, K)` of the class whose evidence map
+                is drawn; the predicted class when None.
+        """
         distances = self.prototype_layer(self.latent(images, training=False))
         similarity_maps = log_similarity(distances)
         similarity = log_similarity(ops.min(distances, axis=(1, 2)))
         weights = self.last_layer.kernel  # (P, K)
         contributions = similarity[:, :, None] * weights[None, :, :]
+        logits = ops.matmul(similarity, weights)
         height, width = self.image_shape[:2]
+        upsampled = ops.image.resize(similarity_maps, (height, width), interpolation="bilinear")
+        centred = weights - ops.mean(weights, axis=1, keepdims=True)  # (P, K)
+        class_weights = ops.matmul(class_selection(logits, target), ops.transpose(centred))  # (B, P)
+        evidence = ops.sum(upsampled * ops.cast(class_weights, upsampled.dtype)[:, None, None, :], axis=-1)
         return {
-            "logits": ops.matmul(similarity, weights),
+            "logits": logits,
             "prototype_similarity": similarity,
             "similarity_maps": similarity_maps,
-            "upsampled_similarity_maps": ops.image.resize(similarity_maps, (height, width), interpolation="bilinear"),
+            "upsampled_similarity_maps": upsampled,
             "prototype_contributions": contributions,
+            "class_evidence_map": evidence,
         }
 
     # -- user API ----------------------------------------------------------------------------
-    def explain(self, images, batch_size=32):
-        """The explanation outputs (see `EXPLANATION_OUTPUTS`) as NumPy arrays, plus `prediction` (B,).
-
-        Args:
-            images: float array `(B, H, W, C)` (or one image) in [0, 1].
-            batch_size: images per pass.
-        """
-        result = self.explain_in_batches(images, batch_size)
-        result["prediction"] = result["logits"].argmax(axis=-1)
-        return result
+    def self_checks(self, images, explanation):
+        """Adds: logits = contributions summed over prototypes = similarity @ last-layer weights."""
+        checks = super().self_checks(images, explanation)
+        kernel = ops.convert_to_numpy(self.last_layer.kernel).astype("float64")
+        logits = explanation["logits"].astype("float64")
+        checks["logits = sum of prototype contributions"] = float(np.max(np.abs(explanation["prototype_contributions"].astype("float64").sum(axis=1) - logits)))
+        checks["logits = similarity @ W"] = float(np.max(np.abs(explanation["prototype_similarity"].astype("float64") @ kernel - logits)))
+        return checks
 
     def push_prototypes(self, images, labels, batch_size=128, distinct=False):
         """Projects every prototype onto its nearest latent patch of its own class (see `protopnet_push`).
@@ -260,7 +263,7 @@ class ProtoPNet(ZooModelMethods, keras.Model):
 
     def fit_schedule(self, push_images, push_labels, work_dir=None, **options):
         """A `ProtoPNetSchedule` for this model (used by `glasszoo train`; see its Args for `options`)."""
-        from glasszoo.zoo.protopnet_schedule import ProtoPNetSchedule
+        from glasszoo.zoo.protopnet.schedule import ProtoPNetSchedule
 
         return ProtoPNetSchedule(push_images, push_labels, work_dir=work_dir, **options)
 
@@ -291,14 +294,15 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         super().compile(optimizer=optimizer, loss=loss, metrics=["accuracy"] if metrics is None else metrics, **kwargs)
 
     def transfer_weights_from(self, source):
-        """Copies the backbone and add-on; prototypes and last layer too when their shapes fit."""
-        for part in ("backbone", "add_on", "prototype_layer", "last_layer"):
-            target_part, source_part = getattr(self, part), getattr(source, part)
-            if [tuple(w.shape) for w in target_part.weights] == [tuple(w.shape) for w in source_part.weights]:
-                for target_var, source_var in zip(target_part.weights, source_part.weights):
-                    target_var.assign(source_var)
-                if part == "prototype_layer":
-                    self.prototype_provenance = source.prototype_provenance
+        """Copies every layer whose weights fit (`ZooModel.transfer_weights_from`); the provenance with the prototypes."""
+        copied = super().transfer_weights_from(source)
+        if any(path[0] == self.prototype_layer.name for path in copied):
+            self.prototype_provenance = source.prototype_provenance
+        return copied
+
+    def training_schedule(self, images, labels, work_dir=None, **options):
+        """The staged training of `glasszoo train` (warm-up, joint, push, last layer): `fit_schedule`."""
+        return self.fit_schedule(images, labels, work_dir=work_dir, **options)
 
     # -- provenance files --------------------------------------------------------------------
     def save_provenance(self, path):
@@ -311,6 +315,14 @@ class ProtoPNet(ZooModelMethods, keras.Model):
         """Reads a provenance `.npz` written by `save_provenance`."""
         self.prototype_provenance = protopnet_push.load_provenance(path, self.prototype_layer.num_prototypes)
         return self.prototype_provenance
+
+    def preset_files(self, directory):
+        """The provenance of the last push (`prototypes.npz`), when the prototypes were pushed."""
+        if self.prototype_provenance is None:
+            return {}
+        import os
+
+        return {PROVENANCE_FILE: self.save_provenance(os.path.join(directory, PROVENANCE_FILE))}
 
     def load_preset_files(self, folder, metadata):
         """Loads the preset's verified provenance file if it has one (called by `glasszoo.load`)."""
@@ -335,22 +347,16 @@ class ProtoPNet(ZooModelMethods, keras.Model):
             self.load_provenance(path)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.image_shape),
-            "backbone": self.backbone_name,
-            "backbone_stages": [list(s) for s in self.backbone_stages],
-            "backbone_weights": None,
-            "prototype_channels": self.prototype_channels,
-            "prototypes_per_class": self.prototypes_per_class,
-            "prototype_size": self.prototype_layer.prototype_size,
-            "cluster_weight": self.cluster_weight,
-            "separation_weight": self.separation_weight,
-            "l1_weight": self.l1_weight,
-            "class_names": list(self.class_names),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        config = super().get_config()
+        config.update(
+            backbone=self.backbone_name,
+            backbone_stages=[list(stage) for stage in self.backbone_stages],
+            backbone_weights=None,
+            prototype_channels=self.prototype_channels,
+            prototypes_per_class=self.prototypes_per_class,
+            prototype_size=self.prototype_layer.prototype_size,
+            cluster_weight=self.cluster_weight,
+            separation_weight=self.separation_weight,
+            l1_weight=self.l1_weight,
+        )
+        return config

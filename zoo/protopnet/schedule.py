@@ -6,7 +6,7 @@ import pathlib
 
 import keras
 import numpy as np
-from glasszoo.zoo.protopnet_optimizer import StagedAdam
+from glasszoo.zoo.protopnet.optimizer import StagedAdam
 
 DEFAULT_RATES = {
     "warm": {"backbone": 0.0, "add_on": 3e-3, "prototypes": 3e-3, "last_layer": 0.0},
@@ -172,3 +172,23 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         model.load_weights(str(self.best_weights_path))
         model.load_provenance(self._path("best_provenance.npz"))
         return model
+
+    # -- what `glasszoo train` records and selects -------------------------------------
+    def describe(self):
+        """The model card's description of the staged training: optimizer, stages, checkpoint selection."""
+        return {
+            "optimizer": "StagedAdam: per-part rates by stage " + json.dumps(self.rates)
+            + f"; joint rates x{self.joint_decay} every {self.joint_decay_every} joint epochs",
+            "stages": {
+                "warm_epochs": self.warm_epochs, "joint_epochs": self.joint_epochs,
+                "last_layer_epochs": self.last_layer_epochs, "cycles": self.cycles,
+                "push": "at the start of each last-layer stage, onto the fit split (un-augmented)",
+            },
+            "checkpoint_selection": "best validation accuracy among epochs after a push",
+        }
+
+    @staticmethod
+    def selectable(row):
+        """Whether an epoch of the training log may be chosen as the best one: only epochs after a push."""
+        return row.get("pushed") == 1.0
+

@@ -1,5 +1,9 @@
 """Matplotlib views of ProtoPNet explanations: "this looks like that" and the pushed prototypes.
 
+`draw` reads the explanation outputs alone (NumPy and matplotlib), so the
+same code draws `glasszoo explain` (Keras) and `glasszoo predict --out`
+(ONNX) pictures; the prototype views also read the push provenance.
+
 Boxes are `[top, bottom, left, right)` in input pixels. The high-activation
 box (yellow) covers the pixels where a prototype's upsampled similarity map
 reaches its 95th percentile; the receptive-field box (cyan) is the input
@@ -7,13 +11,30 @@ window the prototype's latent patch sees. Every function builds a
 `matplotlib.figure.Figure` (no pyplot), optionally saves it and returns it.
 """
 
-import keras
 import numpy as np
-from glasszoo.explain.figures import bare, check_index, new_figure, save, show_image
-from glasszoo.zoo.protopnet_push import high_activation_box
+from glasszoo.explain.figures import (
+    bare,
+    check_index,
+    class_names_or_indices,
+    new_figure,
+    save,
+    show_image,
+    show_signed,
+)
+from glasszoo.zoo.protopnet.push import high_activation_box
 from matplotlib.patches import Rectangle
 
-__all__ = ["prototype_grid", "this_looks_like_that", "top_prototypes"]
+__all__ = ["REQUIRED_OUTPUTS", "draw", "model_views", "prototype_grid", "this_looks_like_that", "top_prototypes"]
+
+# outputs the pictures read, with their rank (batch axis included)
+REQUIRED_OUTPUTS = {
+    "logits": 2,
+    "prototype_similarity": 2,
+    "upsampled_similarity_maps": 4,
+    "prototype_contributions": 3,
+    "class_evidence_map": 3,
+}
+TOP_PROTOTYPES = 3
 
 HIGH_ACTIVATION_COLOUR = "yellow"
 RECEPTIVE_FIELD_COLOUR = "cyan"
@@ -64,7 +85,7 @@ def this_looks_like_that(model, image, top=3, target=None, path=None, explained=
     target = int(np.argmax(logits)) if target is None else check_index(target, model.num_classes, "target")
     chosen = top_prototypes(explained, 0, target, min(int(top), model.prototype_layer.num_prototypes))
     names = model.class_names
-    weights = keras.ops.convert_to_numpy(model.last_layer.kernel)
+    weights = np.asarray(model.last_layer.get_weights()[0])
     figure, axes = new_figure(len(chosen), 3, width=2.6, height=2.4)
     heading = f"predicted {names[int(np.argmax(logits))]}; explaining {names[target]} (logit {logits[target]:.2f})"
     figure.suptitle(heading, fontsize=10)
@@ -120,3 +141,48 @@ def prototype_grid(model, path=None, classes=None, per_class=None):
             if col == 0:
                 axis.set_ylabel(model.class_names[k], fontsize=8)
     return save(figure, path)
+
+
+def draw(image, outputs, index, class_names=None):
+    """One explained image: its class evidence map and where its most contributing prototypes are found.
+
+    The evidence map is the `class_evidence_map` output (the model's own
+    map, centred last-layer weights), so this picture and the Keras one agree.
+    """
+    image = np.asarray(image, dtype="float32")
+    logits = np.asarray(outputs["logits"][index], dtype="float64")
+    k = int(np.argmax(logits))
+    names = class_names_or_indices(class_names, len(logits))
+    contributions = np.asarray(outputs["prototype_contributions"][index, :, k], dtype="float64")
+    similarity = np.asarray(outputs["prototype_similarity"][index], dtype="float64")
+    maps = np.asarray(outputs["upsampled_similarity_maps"][index], dtype="float64")
+    top = np.argsort(-contributions, kind="stable")[: min(TOP_PROTOTYPES, len(contributions))]
+    figure, axes = new_figure(1, 2 + len(top))
+    show_image(axes[0, 0], image)
+    axes[0, 0].set_title("image")
+    show_image(axes[0, 1], image.mean(axis=-1, keepdims=True))
+    shown = show_signed(axes[0, 1], np.asarray(outputs["class_evidence_map"][index], dtype="float64"))
+    shown.set_alpha(0.6)
+    axes[0, 1].set_title(f"evidence for {names[k]}")
+    figure.colorbar(shown, ax=axes[0, 1], shrink=0.8)
+    for axis, p in zip(axes[0, 2:], top):
+        show_image(axis, image.mean(axis=-1, keepdims=True))
+        axis.imshow(maps[..., p], cmap="jet", alpha=0.5)
+        axis.set_title(f"prototype {p}\nsim {similarity[p]:.3g}, contrib {contributions[p]:.3g}", fontsize=9)
+    figure.suptitle(f"predicted: {names[k]} (logit {logits[k]:.3g})")
+    return figure
+
+
+def model_views(model, images, stems, explanation, labels, out):
+    """A "this looks like that" panel per image (`prototypes_<stem>.png`) and the grid of pushed prototypes.
+
+    Needs pushed prototypes (provenance); without them nothing is drawn.
+    Returns `{"pushed": bool}`.
+    """
+    if model.prototype_provenance is None:
+        return {"pushed": False}
+    for index, (image, stem) in enumerate(zip(images, stems)):
+        one = {key: value[index : index + 1] for key, value in explanation.items()}
+        this_looks_like_that(model, image, top=TOP_PROTOTYPES, explained=one, path=out / f"prototypes_{stem}.png")
+    prototype_grid(model, path=out / "prototypes.png")
+    return {"pushed": True}

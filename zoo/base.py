@@ -1,0 +1,384 @@
+"""`ZooModel`: the contract every glasszoo family keeps, with its shared implementation.
+
+A family subclasses `ZooModel` and supplies its layers, `call` and
+`explanation_graph(images, target=None)` (forward ops only, so it exports to
+ONNX), plus the class attributes `family` and `explanation_outputs`. The base
+class gives every family the same user API:
+
+- `explain(images, target=None, batch_size=32)`: validated input, batches,
+  exactly the keys of `explanation_outputs` (the ONNX output names);
+- `attribution_map(images, targets)`: the model's own pixel map `(B, H, W)`
+  of the given classes, where the family has one (`attribution_output`);
+- `self_checks(images, explanation)`: the largest error of each identity the
+  explanation must satisfy (completeness, additivity, ...);
+- `predict_classes`, `transfer_weights_from` (fine-tuning and resizing),
+  `resized`, `save_preset`, `get_config` on top of `super().get_config()`
+  (name, trainable and dtype policy kept), `class_names` handling;
+- training hooks with no-op defaults, which `glasszoo train` calls:
+  `fit_arguments`, `training_schedule`, `finish_training`, `preset_files`,
+  `load_preset_files`, `family_metrics`.
+"""
+
+import pathlib
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+from glasszoo.zoo.inputs import validate_images
+from keras import ops
+
+BACKEND_MODULE_PREFIX = "keras.src.backend."
+
+
+def first_max_one_hot(scores):
+    """One-hot `(B, K)` of each row's first maximum, without ArgMax (exports to any ONNX runtime)."""
+    is_max = ops.cast(scores >= ops.max(scores, axis=-1, keepdims=True), scores.dtype)
+    return is_max * ops.cast(ops.cumsum(is_max, axis=-1) <= 1.0, scores.dtype)
+
+
+def class_selection(logits, target):
+    """The `(B, K)` weighting of the classes to explain: `target` when given, else each row's predicted class."""
+    return first_max_one_hot(logits) if target is None else ops.cast(target, logits.dtype)
+
+
+def validate_targets(target, count, num_classes):
+    """`target` as int64 class indices `(count,)`, or None; a ValueError naming the problem otherwise.
+
+    Args:
+        target: None (each image's predicted class), one class index for
+            every image, or one index per image.
+        count: number of images.
+        num_classes: `K`.
+
+    Example:
+    >>> validate_targets(3, 2, 10)
+    array([3, 3])
+    """
+    if target is None:
+        return None
+    values = np.asarray(target)
+    if values.dtype == np.bool_ or not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"target must be class indices (integers); got {values.dtype} {target!r}.")
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            raise ValueError(f"target must be whole class indices; got {values.tolist()!r}.")
+    if values.ndim > 1:
+        raise ValueError(f"target must be one class index or one per image; got shape {values.shape}.")
+    if values.ndim == 1 and len(values) != count:
+        raise ValueError(f"target has {len(values)} class indices for {count} image(s); give one index, or one per image.")
+    values = np.broadcast_to(values.astype("int64"), (count,)).copy()
+    if count and (values.min() < 0 or values.max() >= num_classes):
+        bad = sorted(set(values[(values < 0) | (values >= num_classes)].tolist()))
+        raise ValueError(f"target must be class indices in [0, {num_classes}); got {bad}.")
+    return values
+
+
+def portable_compile_config(config):
+    """A compile config whose Keras objects are named by their public module, not a backend's private one.
+
+    On the PyTorch backend, `keras.optimizers.Adam` serialises with the module
+    `keras.src.backend.torch.optimizers.torch_adam`; loading that file on
+    another backend would import PyTorch. Public names load on every backend.
+    """
+    if isinstance(config, dict):
+        config = {key: portable_compile_config(value) for key, value in config.items()}
+        module = config.get("module")
+        if isinstance(module, str) and module.startswith(BACKEND_MODULE_PREFIX) and ".optimizers" in module:
+            config["module"] = "keras.optimizers"
+        return config
+    if isinstance(config, list):
+        return [portable_compile_config(value) for value in config]
+    return config
+
+
+def _own_variables(layer):
+    return list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
+
+
+def _child_layers(layer):
+    return [child for child in layer._flatten_layers(include_self=False, recursive=False)]
+
+
+def weight_units(model):
+    """`{path: variables}`: the layers whose weights are copied together, keyed by their path of names.
+
+    A unit is a layer without sub-layers (all its weights), or the own
+    weights of a layer that also has sub-layers.
+    """
+    units = {}
+
+    def walk(layer, path):
+        children = _child_layers(layer)
+        if not children:
+            if layer.weights:
+                units[path] = list(layer.weights)
+            return
+        own = _own_variables(layer)
+        if own:
+            units[path + ("<own>",)] = own
+        for child in children:
+            walk(child, path + (child.name,))
+
+    for child in _child_layers(model):
+        walk(child, (child.name,))
+    own = _own_variables(model)
+    if own:
+        units[("<own>",)] = own
+    return units
+
+
+class ZooModel(keras.Model):
+    """Base class of the zoo's models: the family protocol and its shared implementation.
+
+    Subclasses call `super().__init__(num_classes=..., input_shape=...,
+    class_names=..., **kwargs)` first, create their layers, and define
+    `call(images)` (logits) and `explanation_graph(images, target=None)`
+    (a dict with the keys of `explanation_outputs`, forward ops only; `target`
+    is None for each image's predicted class, or a `(B, K)` one-hot).
+
+    Class attributes:
+        family: the family name of the `Family` record.
+        explanation_outputs: `{name: meaning}` of the outputs of `explain`
+            (and of the ONNX export), `"logits"` first.
+        output_activation: `"softmax"` or `"sigmoid"` (one per class).
+        attribution_output: the output that is a `(B, H, W)` pixel map of the
+            explained class (the model's own map for evaluation), or None.
+        self_check_tolerance: the largest error `self_checks` may report,
+            relative to the size of the logits (at least 1).
+
+    Args:
+        num_classes: int `K`.
+        input_shape: `(H, W, C)` of float images in [0, 1].
+        class_names: optional `K` names (default "0", "1", ...).
+        **kwargs: `keras.Model` arguments (`name`, `dtype`, `trainable`).
+
+    Example:
+    >>> model = glasszoo.load("coda_fashion_mnist")  # doctest: +SKIP
+    >>> out = model.explain(images, target=3)  # doctest: +SKIP
+    >>> sorted(out) == sorted(model.explanation_outputs)  # doctest: +SKIP
+    True
+    """
+
+    family = None
+    explanation_outputs = {"logits": "(B, K) class scores"}
+    output_activation = "softmax"
+    attribution_output = None
+    self_check_tolerance = 1e-4
+
+    def __init__(self, num_classes=10, input_shape=(28, 28, 1), class_names=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1; got {num_classes!r}.")
+        self.image_shape = tuple(int(s) for s in input_shape)
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            raise ValueError(f"input_shape must be (H, W, C) with positive sizes; got {input_shape!r}.")
+        self.class_names = [str(n) for n in class_names] if class_names is not None else [str(k) for k in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes.")
+        self.preset_metadata, self.preset_dir = {}, None
+
+    # -- serialisation -------------------------------------------------------------------
+    def get_config(self):
+        """`super().get_config()` (name, trainable, dtype policy) with the task: classes, input shape, class names.
+
+        Subclasses add their own constructor arguments to this dict.
+        """
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, input_shape=list(self.image_shape), class_names=list(self.class_names))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def get_compile_config(self):
+        """The compile config with public Keras names (a file saved on one backend compiles on the others)."""
+        return portable_compile_config(super().get_compile_config())
+
+    def compile_from_config(self, config):
+        """Restores the compile arguments saved in a `.keras` file through the family's own `compile`."""
+        config = keras.saving.deserialize_keras_object(portable_compile_config(config))
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """Keras `compile` with the family's defaults: Adam, softmax cross-entropy on logits, accuracy."""
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if loss is None else loss
+        super().compile(optimizer=optimizer, loss=loss, metrics=["accuracy"] if metrics is None else metrics, **kwargs)
+
+    # -- explanations --------------------------------------------------------------------
+    def explanation_graph(self, images, target=None):  # pragma: no cover - every family defines it
+        raise NotImplementedError(f"{type(self).__name__} must define explanation_graph(images, target=None).")
+
+    def explain(self, images, target=None, batch_size=32):
+        """Logits and explanations of `images` as NumPy arrays: exactly the keys of `explanation_outputs`.
+
+        Args:
+            images: float array `(B, H, W, C)` (or one `(H, W, C)` image) in [0, 1].
+            target: None (each image's predicted class), one class index for
+                all images, or one index per image: the class that the
+                class-specific outputs explain.
+            batch_size: images per forward pass.
+
+        Returns:
+            dict of arrays with the batch axis first (see `explanation_outputs`).
+
+        Raises:
+            ValueError: bad images (see `validate_images`), an empty batch or bad targets.
+        """
+        images = validate_images(images, self.image_shape)
+        if not len(images):
+            raise ValueError("No images to explain: got an empty batch.")
+        targets = validate_targets(target, len(images), self.num_classes)
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+        identity = np.eye(self.num_classes, dtype="float32")
+        parts = []
+        for start in range(0, len(images), batch_size):
+            batch = ops.convert_to_tensor(images[start : start + batch_size])
+            selection = None if targets is None else ops.convert_to_tensor(identity[targets[start : start + batch_size]])
+            outputs = self.explanation_graph(batch, target=selection)
+            parts.append({key: ops.convert_to_numpy(value) for key, value in outputs.items()})
+        result = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        if sorted(result) != sorted(self.explanation_outputs):
+            raise RuntimeError(
+                f"{type(self).__name__}.explanation_graph returned {sorted(result)}, not the declared explanation outputs {sorted(self.explanation_outputs)}."
+            )
+        return {key: result[key] for key in self.explanation_outputs}
+
+    @property
+    def has_attribution_map(self):
+        """Whether the family has its own pixel map (`attribution_map`)."""
+        return self.attribution_output is not None
+
+    def attribution_map(self, images, targets=None, batch_size=32):
+        """The model's own pixel map `(B, H, W)` of the `targets` classes (None: the predicted ones).
+
+        Raises:
+            NotImplementedError: the family explains without a pixel map.
+        """
+        if not self.has_attribution_map:
+            raise NotImplementedError(f"The {self.family} family has no pixel attribution map.")
+        maps = self.explain(images, target=targets, batch_size=batch_size)[self.attribution_output]
+        return maps.sum(axis=-1) if maps.ndim == 4 else maps
+
+    def self_checks(self, images, explanation):
+        """`{identity: largest absolute error}` of the identities the explanation satisfies.
+
+        The base check: `explain`'s logits equal the model's forward pass.
+        Families add their completeness or additivity identities.
+
+        Args:
+            images: the images `explanation` was computed from.
+            explanation: `self.explain(images)` (for the predicted classes).
+        """
+        images = validate_images(images, self.image_shape)
+        logits = np.asarray(self.predict(images, batch_size=256, verbose=0), dtype="float64")
+        return {"logits = forward pass": float(np.max(np.abs(logits - explanation["logits"])))}
+
+    def self_check_errors(self, images, explanation=None):
+        """The `self_checks` whose error exceeds `self_check_tolerance` x max(1, |logits|); empty when all hold."""
+        explanation = self.explain(images) if explanation is None else explanation
+        scale = max(1.0, float(np.max(np.abs(explanation["logits"]))))
+        return {name: error for name, error in self.self_checks(images, explanation).items() if not error <= self.self_check_tolerance * scale}
+
+    def predict_classes(self, images, batch_size=256):
+        """Predicted class index per image (validated input)."""
+        images = validate_images(images, self.image_shape)
+        return np.argmax(self.predict(images, batch_size=batch_size, verbose=0), axis=-1)
+
+    # -- weights -------------------------------------------------------------------------
+    def transfer_weights_from(self, source):
+        """Copies every weight unit (a layer's weights) of `source` whose shapes fit; returns the paths copied.
+
+        Layers are matched by their path of names; a layer whose weights
+        differ in shape (a new class count, another channel count) keeps its
+        fresh initialisation. Used for fine-tuning and `resized`.
+        """
+        theirs = weight_units(source)
+        copied = []
+        for path, variables in weight_units(self).items():
+            others = theirs.get(path)
+            if others is None or [tuple(v.shape) for v in variables] != [tuple(v.shape) for v in others]:
+                continue
+            for variable, other in zip(variables, others):
+                variable.assign(other)
+            copied.append(path)
+        return copied
+
+    def resized(self, input_shape):
+        """The same network (weights copied) for images of another size (localisation grids)."""
+        config = dict(self.get_config(), input_shape=[int(s) for s in input_shape])
+        config["name"] = f"{self.name}_{input_shape[0]}x{input_shape[1]}"
+        clone = type(self).from_config(config)
+        clone.transfer_weights_from(self)
+        return clone
+
+    # -- presets -------------------------------------------------------------------------
+    def save_preset(self, folder, metadata=None):
+        """Writes a preset folder (config.json, model.weights.h5, metadata.json with sha256, family files).
+
+        Every command that takes a preset name also takes this folder.
+
+        Args:
+            folder: destination folder (created).
+            metadata: optional model card fields (name, data, metrics, ...).
+
+        Example:
+        >>> model.save_preset("my_preset")  # doctest: +SKIP
+        >>> glasszoo.load("my_preset").explain(images)  # doctest: +SKIP
+        """
+        from glasszoo.zoo.presets import save_inference_weights, write_preset
+
+        folder = pathlib.Path(folder)
+        card = {"name": folder.name, "family": self.family}
+        card.update(self.preset_metadata or {})
+        card.update(metadata or {})
+        card.update(
+            class_names=list(self.class_names),
+            input={"shape": list(self.image_shape), "dtype": "float32", "range": [0.0, 1.0], "layout": "NHWC"},
+            parameters=int(self.count_params()),
+            explanation_outputs=dict(self.explanation_outputs),
+        )
+        for key in ("weights_file", "weights_sha256", "files"):
+            card.pop(key, None)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=".preset-"))
+        try:
+            weights = save_inference_weights(self, staging / "model.weights.h5")
+            extra = self.preset_files(staging)
+            write_preset(folder, self.family, self.get_config(), weights, card, extra_files=extra)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
+
+    # -- training hooks (no-op defaults) -------------------------------------------------
+    def fit_arguments(self):
+        """Extra keyword arguments `glasszoo train` passes to `fit`."""
+        return {}
+
+    def training_schedule(self, images, labels, work_dir=None, **options):
+        """A callback that trains the family in stages (it sets `total_epochs`, rates and checkpoints), or None."""
+        return None
+
+    def finish_training(self, images):
+        """Called by `glasszoo train` on the fit split once the best weights are loaded (INAM centres its head)."""
+
+    def preset_files(self, directory):
+        """`{file name: path}` of the files the model carries besides its weights, written into `directory`."""
+        return {}
+
+    def load_preset_files(self, folder, metadata):
+        """Reads the files `preset_files` wrote from a preset folder (their sha256 checked by the caller's card)."""
+
+    def family_metrics(self, images, batch_size=64):
+        """`{name: value}` of the family's own explanation metrics on test images (evaluate)."""
+        return {}
+
+
+from glasszoo.zoo.families import register_keras_classes  # noqa: E402  (every family's classes, now that ZooModel exists)
+
+register_keras_classes()

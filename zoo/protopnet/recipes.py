@@ -1,0 +1,38 @@
+"""Training recipes of the protopnet presets: data, split, grid, epochs (`glasszoo train NAME`)."""
+
+RECIPES = {
+    "protopnet_fashion_mnist": {
+        "family": "protopnet",
+        "dataset": "fashion_mnist",
+        "description": "ProtoPNet (small CNN backbone from scratch, 7x7x128 latent, 10 prototypes of 1x1 per class) on Fashion-MNIST.",
+        "config": {
+            "backbone": "small_cnn",
+            "backbone_stages": [[32, 32], [64, 64], [128]],
+            "prototype_channels": 128,
+            "prototypes_per_class": 10,
+            "prototype_size": 1,
+        },
+        # ProtoPNetSchedule options: the reference's stages, shortened for two CPU cores
+        "stages": {
+            "warm_epochs": 1,
+            "joint_epochs": 5,
+            "last_layer_epochs": 2,
+            "cycles": 2,
+            "joint_decay_every": 5,
+            "rates": {"joint": {"backbone": 1e-3}, "last_layer": {"last_layer": 1e-3}},
+        },
+        "grid": [],
+        "validation_size": 6000,
+        "notes": (
+            "Reference stages (warm-up, joint with step decay x0.1 every 5 joint epochs, push, last layer) shortened for "
+            "two CPU cores: 1 warm-up epoch, then twice 5 joint epochs and a push followed by 2 last-layer epochs. "
+            "Deviations from the reference rates: the backbone is trained from scratch, so it gets 1e-3 in the joint "
+            "stage instead of 1e-4, and the last layer 1e-3 instead of 1e-4 because it has 2 epochs instead of 20."
+        ),
+        "batch_size": 64,
+        "grid_batch_size": 64,
+        "epochs": 15,
+        "grid_epochs": 0,
+        "learning_rate": 1e-3,
+    },
+}
