@@ -341,7 +341,7 @@ def cmd_predict(args):
         if names:
             notes.append(f"the metadata names {len(names)} classes but the model has {logits.shape[-1]}: classes shown as indices")
         names = [str(k) for k in range(logits.shape[-1])]
-    from glasszoo.explain.explanation_files import probabilities_of
+    from glasszoo.explain.probabilities import probabilities_of
 
     activation = served.metadata.get("output_activation", "softmax")
     probabilities = probabilities_of(logits, activation)

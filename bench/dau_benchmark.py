@@ -1,12 +1,16 @@
 """DAUConv2D speed and memory: low-rank formulation vs materialised per-position weights.
 
-Compares `glasszoo.layers.DAUConv2D` (never materialises the dynamic weights)
-with `reference_dau_outputs` (the seed paper's formulation: a weight vector
-per output channel and position) on the layers of the paper's 9-layer S-CoDA
-for 32 x 32 x 3 CIFAR-10 images encoded to 6 channels, one row per layer and
-one for the whole stack. A step is forward + backward: the gradient of
-`sum(outputs * cotangent)` (fixed random cotangent) with respect to the inputs
-and all weights, in a `tf.function` (graph mode; `--jit` compiles it with XLA).
+Compares the dynamic alignment unit layer `glasszoo.layers.DAUConv2D`
+(`glasszoo.layers.dynamic_alignment`; it never materialises the dynamic
+weights) with `reference_dau_outputs`
+(`glasszoo.layers.dynamic_alignment_reference`, the seed paper's
+formulation: a weight vector per output channel and position) on the shapes
+of the nine DAU layers of that paper's small CIFAR-10 network (32 x 32 x 3
+images complement-encoded to 6 channels), one row per layer and one for the
+whole stack: a benchmark of the layer, whichever model uses it. A step is
+forward + backward: the gradient of `sum(outputs * cotangent)` (fixed random
+cotangent) with respect to the inputs and all weights, in a `tf.function`
+(graph mode; `--jit` compiles it with XLA).
 
 Time: median over `--repeats` steps, the two formulations interleaved in one
 process. Peak memory: on a GPU, `tf.config.experimental.get_memory_info`'s
@@ -44,7 +48,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-# the paper's S-CoDA for 32 x 32 x 3 inputs, complement-encoded to 6 channels (zoo/coda.py, "s_coda")
+# the nine DAU layers of the dynamic alignment paper's small CIFAR-10 network: 32 x 32 x 3 inputs,
+# complement-encoded to 6 channels
 INPUT_SHAPE = (32, 32, 6)
 KERNEL_SIZES = [3, 3, 3, 3, 3, 3, 3, 3, 1]
 STRIDES = [1, 1, 2, 1, 1, 2, 1, 1, 1]
@@ -333,7 +338,7 @@ def print_table(rows, args):
     print(f"formulations agree to 1e-5: {'yes' if worst <= 1e-5 else 'NO'} (worst {worst:.1e})")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5,
@@ -352,7 +357,7 @@ def main():
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--worker-row", type=parse_row, help=argparse.SUPPRESS)
     parser.add_argument("--worker-formulation", choices=FORMULATIONS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     check_backend()
     configure(args)
@@ -368,7 +373,7 @@ def main():
     if args.memory == "none":
         memory_method = "none"
     print(
-        f"DAUConv2D low-rank vs reference (materialised weights): S-CoDA layers, batch {args.batch}, "
+        f"DAUConv2D low-rank vs reference (materialised weights): the paper's 9 CIFAR-10 DAU layers, batch {args.batch}, "
         f"normalization {args.normalization!r}, TensorFlow {tf.__version__} on {device}"
         f"{', XLA' if args.jit else ''}; {args.repeats} interleaved repeats; memory: {memory_method}\n"
     )
@@ -400,6 +405,7 @@ def main():
                 indent=2,
             )
         print(f"results written to {args.json}")
+    return rows
 
 
 if __name__ == "__main__":

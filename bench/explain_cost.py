@@ -1,11 +1,13 @@
 """The price of an explanation, per family: Keras `explain` vs `predict`, and Integrated Gradients vs `explain`.
 
-For each family's Fashion-MNIST preset, on shipped sample images (repeated
-to the batch), in Keras (TensorFlow backend, CPU):
+For each preset (by default each family's demo preset and the black-box
+baseline's, from the registry of families: see `bench_common.py`), on the
+shipped test samples of the preset's dataset (repeated to the batch), in
+Keras (TensorFlow backend, CPU):
 
 1. inherent explanation against prediction, at each `--batches` size:
-   `model.explain(images, batch_size=batch)` (logits and every explanation
-   output) against `model.predict(images, batch_size=batch)`; and, for
+   `model.explain(images, batch_size=batch)` (every output of
+   `model.explanation_outputs`) against `model.predict(images, batch_size=batch)`; and, for
    reference, against a direct call `model(images)` (`predict` pays a fixed
    cost per call for its data pipeline, which dominates at batch 1). Ratio
    = explain time / predict time: how many predictions one explanation
@@ -22,7 +24,7 @@ Timing: one warm-up each, then the compared variants run in turn for
 rounds); the best time of each is kept. Shared machines are noisy: read the
 ratios, not the absolute numbers.
 
-    python3 bench/explain_cost.py [--families inam coda protopnet prototypedl cnn] [--batches 1 256]
+    python3 bench/explain_cost.py [--families FAMILY ...] [--models PRESET ...] [--batches 1 256]
                                   [--ig-images 32] [--ig-steps 50] [--ig-batch 255]
                                   [--repeats 5] [--budget 20] [--json results.json]
 """
@@ -34,25 +36,25 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import (
-    FAMILY_PRESETS,
-    check_families,
+    add_selection_arguments,
     interleaved_best,
     markdown_table,
+    model_images,
     rate,
     ratio,
-    sample_images,
+    select_presets,
     write_json,
 )
 
 
-def bench_family(family, args):
+def bench_preset(preset, family, args):
     import glasszoo
     from glasszoo.explain.posthoc import integrated_gradients
 
-    model = glasszoo.load(FAMILY_PRESETS[family])
+    model = glasszoo.load(preset)
     rows = []
     for batch in args.batches:
-        images = sample_images(batch)
+        images = model_images(model, preset, batch)
         best = interleaved_best(
             {
                 "predict": lambda images=images, batch=batch: model.predict(images, batch_size=batch, verbose=0),
@@ -65,7 +67,7 @@ def bench_family(family, args):
         rows.append(
             {
                 "family": family,
-                "preset": FAMILY_PRESETS[family],
+                "preset": preset,
                 "comparison": "explain_vs_predict",
                 "batch": batch,
                 "predict_images_per_s": batch / best["predict"]["best_s"],
@@ -76,8 +78,8 @@ def bench_family(family, args):
                 "runs": best["explain"]["runs"],
             }
         )
-        print(f"  {family} batch {batch}: explain / predict {rows[-1]['explain_over_predict']:.2f}x", flush=True)
-    images = sample_images(args.ig_images)
+        print(f"  {preset} batch {batch}: explain / predict {rows[-1]['explain_over_predict']:.2f}x", flush=True)
+    images = model_images(model, preset, args.ig_images)
     best = interleaved_best(
         {
             "explain": lambda: model.explain(images, batch_size=len(images)),
@@ -88,7 +90,7 @@ def bench_family(family, args):
     )
     ig = {
         "family": family,
-        "preset": FAMILY_PRESETS[family],
+        "preset": preset,
         "comparison": "integrated_gradients_vs_explain",
         "images": len(images),
         "ig_steps": args.ig_steps,
@@ -97,16 +99,17 @@ def bench_family(family, args):
         "ig_over_explain": best["integrated_gradients"]["best_s"] / best["explain"]["best_s"],
         "runs": best["integrated_gradients"]["runs"],
     }
-    print(f"  {family} IG ({args.ig_steps} steps) / explain on {len(images)} images: {ig['ig_over_explain']:.1f}x", flush=True)
+    print(f"  {preset} IG ({args.ig_steps} steps) / explain on {len(images)} images: {ig['ig_over_explain']:.1f}x", flush=True)
     return rows, ig
 
 
 def tables(price_rows, ig_rows):
     first = markdown_table(
-        ["family", "batch", "predict img/s", "model(x) img/s", "explain img/s", "explain / predict", "explain / model(x)"],
+        ["family", "preset", "batch", "predict img/s", "model(x) img/s", "explain img/s", "explain / predict", "explain / model(x)"],
         [
             [
                 r["family"],
+                r["preset"],
                 r["batch"],
                 rate(r["predict_images_per_s"]),
                 rate(r["call_images_per_s"]),
@@ -118,15 +121,15 @@ def tables(price_rows, ig_rows):
         ],
     )
     second = markdown_table(
-        ["family", "images", "explain img/s", "IG img/s", "IG / explain"],
-        [[r["family"], r["images"], rate(r["explain_images_per_s"]), rate(r["ig_images_per_s"]), ratio(r["ig_over_explain"])] for r in ig_rows],
+        ["family", "preset", "images", "explain img/s", "IG img/s", "IG / explain"],
+        [[r["family"], r["preset"], r["images"], rate(r["explain_images_per_s"]), rate(r["ig_images_per_s"]), ratio(r["ig_over_explain"])] for r in ig_rows],
     )
     return first, second
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", default=list(FAMILY_PRESETS), help="families to run (default: all)")
+    add_selection_arguments(parser)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     parser.add_argument("--ig-images", type=int, default=32, help="images explained by both IG and explain")
     parser.add_argument("--ig-steps", type=int, default=50)
@@ -135,12 +138,12 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=20.0, help="seconds of timed rounds per comparison after which no round starts")
     parser.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    families = check_families(args.families)
+    presets = select_presets(args.families, args.models)
 
     print(f"Keras explain vs predict, and Integrated Gradients ({args.ig_steps} steps) vs explain; best of up to {args.repeats} interleaved rounds", flush=True)
     price_rows, ig_rows = [], []
-    for family in families:
-        rows, ig = bench_family(family, args)
+    for preset, family in presets.items():
+        rows, ig = bench_preset(preset, family, args)
         price_rows += rows
         ig_rows.append(ig)
     first, second = tables(price_rows, ig_rows)
@@ -149,7 +152,8 @@ def main(argv=None):
     print()
     print(second)
     settings = {key: getattr(args, key) for key in ("batches", "ig_images", "ig_steps", "ig_batch", "repeats", "budget")}
-    settings["families"] = families
+    settings["presets"] = list(presets)
+    settings["families"] = sorted(set(presets.values()))
     results = {"explain_vs_predict": price_rows, "integrated_gradients_vs_explain": ig_rows}
     write_json(args.json, "explain_cost", settings, results)
     return results

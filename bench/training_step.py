@@ -1,38 +1,54 @@
-"""Training step of each family's architecture vs a plain CNN (GapCNN) of similar forward FLOPs.
+"""Training step of each family's architecture vs the black-box baseline of similar forward FLOPs.
 
-For each family, the preset's architecture freshly initialised
-(`glasszoo.load(name, pretrained=False)`) and compiled with the family's
-`compile()` defaults (loss, optimizer, metrics, `jit_compile`: CoDA's
-`compile` turns on XLA; the others keep Keras's "auto", which is off on
-CPU) is trained with `model.train_on_batch` on one batch of `--batch`
-(64) Fashion-MNIST images and labels, against a `GapCNN` (the black-box
-baseline, zoo/cnn.py) whose forward FLOPs are closest to the family's, with
-its own `compile()` defaults, on the same batch.
+For each preset (by default each family's demo preset and the black-box
+baseline's, from the registry of families: see `bench_common.py`), the
+preset's architecture freshly initialised (`glasszoo.load(name,
+pretrained=False)`) and compiled with its family's `compile()` defaults
+(loss, optimizer, metrics, `jit_compile`: a family's `compile` may turn XLA
+on; the others keep Keras's "auto", which is off on CPU) is trained with
+`model.train_on_batch` on one batch of `--batch` (64) images and labels of
+the preset's dataset (the first training images; its shipped samples if the
+dataset is not available here, noise if there are none), against a model
+of the black-box family (the family whose record says `black_box=True`;
+`--baseline` picks one if there are several) whose forward FLOPs are
+closest to the preset's, with its own `compile()` defaults, on the same
+batch.
 
 FLOPs per image: counted analytically from the shapes of the traced
-TensorFlow graph of a forward pass `model(x)` (inference mode; for
-PrototypeDL that includes the decoder, which its `call` runs for the
-reconstruction loss), at batch 2 minus batch 1 (so work on the weights
-alone, CoDA's Gram matrices, is not counted per image): the multiply-adds
-of every `Conv2D`, `Conv2DBackpropInput` (transposed convolution),
-`DepthwiseConv2dNative`, `MatMul`, `BatchMatMulV2` and `Einsum` op (for a
-two-operand einsum: the product of the sizes of all its indices), FLOPs =
-2 x multiply-adds. Element-wise ops, pooling, batch norm
-and reductions are not counted. The CNN has the preset's layout, stages of
-widths (w, 2w, 4w), with `w` chosen so its FLOPs are nearest the family's
-(`--cnn-stages` 2 gives (w, 2w)).
+TensorFlow graph of a forward pass `model(x)` (inference mode; for a model
+whose `call` also runs a decoder, for a reconstruction loss, that includes
+the decoder), at batch 2 minus batch 1 (so work on the weights alone, such
+as Gram matrices of dynamic alignment weights, is not counted per image):
+the multiply-adds of every `Conv2D`, `Conv2DBackpropInput` (transposed
+convolution), `DepthwiseConv2dNative`, `MatMul`, `BatchMatMulV2` and
+`Einsum` op (for a two-operand einsum: the product of the sizes of all its
+indices), FLOPs = 2 x multiply-adds. Element-wise ops, pooling, batch norm
+and reductions are not counted.
 
-Timing: `--warmup` (3) steps each, then the family's model and its CNN
+The baseline is the black-box family's model class built with
+`filters=(w, 2w, 4w)`, stages of widths doubling from `w`
+(`--baseline-stages`; default: as many stages as the `filters` of the
+black-box family's installed preset, else 3), and `w` chosen so that its
+counted FLOPs are nearest the preset's (in ratio). The count of such a
+network is a quadratic in `w` (convolutions between widths proportional to
+`w`, a classifier on `w`-proportional features): it is fitted from the
+graphs at w = 1, 2, 3, and the graph at the chosen `w` is counted too (a
+local search on counted graphs if the fit misses).
+
+Timing: `--warmup` (3) steps each, then the family's model and its baseline
 alternate, `--steps` (5) training steps at a time, for `--repeats` rounds
 (or until `--budget` seconds have passed, at least three rounds); the best
 time of each is kept and divided by the steps. Shared machines are noisy:
 read the ratios, not the absolute numbers.
 
-    python3 bench/training_step.py [--families inam coda protopnet prototypedl cnn] [--batch 64]
-                                   [--steps 5] [--repeats 5] [--budget 30] [--json results.json]
+    python3 bench/training_step.py [--families FAMILY ...] [--models PRESET ...] [--batch 64]
+                                   [--steps 5] [--warmup 3] [--baseline FAMILY] [--baseline-stages N]
+                                   [--repeats 5] [--budget 30] [--json results.json]
 """
 
 import argparse
+import fractions
+import math
 import os
 import string
 import sys
@@ -40,11 +56,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import (
-    FAMILY_PRESETS,
-    check_families,
+    add_selection_arguments,
+    black_box_families,
+    installed_presets,
     interleaved_best,
     markdown_table,
+    preset_dataset,
     ratio,
+    sample_images,
+    select_presets,
     write_json,
 )
 
@@ -97,11 +117,12 @@ def op_multiply_adds(op):
     return 0
 
 
-def _graph_flops(model, batch):
+def _graph_flops(model, batch, input_shape=None):
     """`{op type: FLOPs}` of the graph of `model(x)` traced at a fixed `batch` (2 x multiply-adds)."""
     import tensorflow as tf
 
-    spec = tf.TensorSpec((batch,) + tuple(model.image_shape), tf.float32)
+    shape = tuple(input_shape) if input_shape is not None else tuple(model.image_shape)
+    spec = tf.TensorSpec((batch,) + shape, tf.float32)
     graph = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec).graph
     per_type = {}
     for op in graph.get_operations():
@@ -113,71 +134,162 @@ def _graph_flops(model, batch):
     return per_type
 
 
-def forward_flops(model):
+def forward_flops(model, input_shape=None):
     """`(FLOPs per image, {op type: FLOPs per image}, FLOPs per batch)` of `model(x)`.
 
     Per image: the graph at batch 2 minus the graph at batch 1, so that work
-    on the weights alone (CoDA's Gram matrices of the alignment weights) is
-    not counted per image; it is returned as the per-batch part.
+    on the weights alone (e.g. Gram matrices of alignment weights) is not
+    counted per image; it is returned as the per-batch part.
+
+    Args:
+        model: a Keras model of one image input.
+        input_shape: `(H, W, C)` of its images (default: `model.image_shape`).
     """
-    one, two = _graph_flops(model, 1), _graph_flops(model, 2)
+    one, two = _graph_flops(model, 1, input_shape), _graph_flops(model, 2, input_shape)
     per_image = {key: two.get(key, 0) - one.get(key, 0) for key in two}
     per_batch = sum(one.values()) - sum(per_image.values())
     return sum(per_image.values()), {k: v for k, v in per_image.items() if v}, per_batch
 
 
-def gap_cnn_flops(width, stages, input_shape=(28, 28, 1), num_classes=10):
-    """Forward FLOPs of `GapCNN(filters=(w, 2w, ...))`: 2 x multiply-adds of its convolutions and classifier."""
-    height, breadth, channels = input_shape
-    total = 0
-    for stage in range(stages):
-        if stage:
-            height, breadth = height // 2, breadth // 2
-        filters = width * 2**stage
-        total += height * breadth * 9 * (channels * filters + filters * filters)
-        channels = filters
-    return 2 * (total + channels * num_classes)
+# -- the black-box baseline, from the registry -----------------------------------------------------------
+def baseline_family(name=None):
+    """`(family name, model class, default stages)` of the black-box baseline.
+
+    Args:
+        name: a family whose record says `black_box`, or None for the only
+            (else the first) one.
+    """
+    from glasszoo.zoo.families import families
+
+    candidates = black_box_families()
+    if name is None:
+        if not candidates:
+            raise SystemExit("No registered family is a black box (Family.black_box); there is no baseline to compare with.")
+        name = candidates[0]
+    elif name not in candidates:
+        raise SystemExit(f"--baseline {name!r} is not a black-box family; black-box families: {candidates}.")
+    cls = families()[name].model_class()
+    stages = 3
+    presets = sorted(preset for preset, family in installed_presets().items() if family == name)
+    if presets:
+        from glasszoo.zoo.registry import model_info
+
+        filters = (model_info(presets[0])[0].get("config") or {}).get("filters")
+        if isinstance(filters, (list, tuple)) and filters:
+            stages = len(filters)
+    return name, cls, stages
 
 
-def matching_cnn(target_flops, stages, input_shape=(28, 28, 1), num_classes=10):
-    """`(filters, FLOPs)` of the GapCNN with stage widths (w, 2w, ...) nearest `target_flops` (in ratio)."""
-    import math
-
-    best = min(range(1, 1025), key=lambda w: abs(math.log(gap_cnn_flops(w, stages, input_shape, num_classes) / target_flops)))
-    return tuple(best * 2**stage for stage in range(stages)), gap_cnn_flops(best, stages, input_shape, num_classes)
+def stage_widths(width, stages):
+    """`(w, 2w, 4w, ...)`: `stages` widths doubling from `width`."""
+    return tuple(int(width) * 2**stage for stage in range(stages))
 
 
-def training_batch(batch):
-    """The first `batch` Fashion-MNIST training images and labels (the shipped samples if the dataset is missing)."""
+def build_baseline(cls, width, stages, input_shape, num_classes):
+    """The black-box class with stage widths `(w, 2w, ...)` for `input_shape` images and `num_classes` classes."""
+    return cls(num_classes=num_classes, input_shape=tuple(input_shape), filters=stage_widths(width, stages))
+
+
+_FITS = {}
+
+
+def _quadratic_fit(cls, stages, input_shape, num_classes):
+    """Exact `(a, b, c)` of `FLOPs(w) = a w^2 + b w + c`, through the counted graphs at w = 1, 2, 3."""
+    key = (cls, stages, tuple(input_shape), num_classes)
+    if key not in _FITS:
+        f1, f2, f3 = (forward_flops(build_baseline(cls, w, stages, input_shape, num_classes))[0] for w in (1, 2, 3))
+        a = fractions.Fraction(f3 - 2 * f2 + f1, 2)
+        b = f2 - f1 - 3 * a
+        _FITS[key] = (a, b, f1 - a - b)
+    return _FITS[key]
+
+
+def matching_baseline(cls, target_flops, stages, input_shape, num_classes, max_width=1024):
+    """`(filters, FLOPs, model)`: the baseline with widths (w, 2w, ...) whose counted FLOPs are nearest `target_flops` (in ratio).
+
+    `w` is chosen on the quadratic fitted to the counts at w = 1, 2, 3, then
+    the graph at that `w` is counted; where the two differ (a baseline whose
+    count is not quadratic in `w`), a local search on counted graphs follows
+    (the count grows with `w`).
+    """
+    a, b, c = _quadratic_fit(cls, stages, input_shape, num_classes)
+
+    def distance(flops):
+        return abs(math.log(max(float(flops), 1.0) / target_flops))
+
+    best = min(range(1, max_width + 1), key=lambda w: distance(a * w * w + b * w + c))
+    counted = {}
+
+    def count(width):
+        if width not in counted:
+            model = build_baseline(cls, width, stages, input_shape, num_classes)
+            counted[width] = (forward_flops(model)[0], model)
+        return counted[width][0]
+
+    if count(best) != a * best * best + b * best + c:
+        while True:
+            neighbours = [w for w in (best - 1, best + 1) if 1 <= w <= max_width and distance(count(w)) < distance(count(best))]
+            if not neighbours:
+                break
+            best = neighbours[0]
+    return stage_widths(best, stages), counted[best][0], counted[best][1]
+
+
+# -- data ------------------------------------------------------------------------------------------------
+_BATCHES = {}
+
+
+def training_batch(batch, dataset, image_shape, num_classes):
+    """The first `batch` training images and labels of `dataset` (NumPy), for models of `image_shape`.
+
+    Falls back to the dataset's shipped samples, then to uniform noise with
+    random labels, where the dataset is not available here or its images
+    are not of `image_shape`.
+    """
     import numpy as np
     from glasszoo.data import DatasetUnavailable, load_dataset
 
-    try:
-        data = load_dataset("fashion_mnist")
-        images, labels = data.x_train[:batch], data.y_train[:batch]
-    except DatasetUnavailable as error:  # no local copy: the shipped samples, repeated
-        from glasszoo.data.samples import load_samples
+    key = (batch, dataset, tuple(image_shape), num_classes)
+    if key in _BATCHES:
+        return _BATCHES[key]
+    images = labels = None
+    if dataset:
+        try:
+            data = load_dataset(dataset)
+            if tuple(data.x_train.shape[1:]) == tuple(image_shape):
+                images, labels = data.x_train[:batch], data.y_train[:batch]
+            else:
+                print(f"({dataset} images are {data.x_train.shape[1:]}, not {tuple(image_shape)}; using noise)")
+        except DatasetUnavailable as error:  # no local copy: the shipped samples, repeated
+            print(f"({dataset} not available: {error}; using its shipped samples if any)")
+            try:
+                from glasszoo.data.samples import load_samples
 
-        print(f"(Fashion-MNIST not available: {error}; using the shipped samples)")
-        samples, sample_labels = load_samples()[:2]
-        index = np.arange(batch) % len(samples)
-        images, labels = samples[index], sample_labels[index]
-    return np.ascontiguousarray(images, dtype="float32"), np.asarray(labels, "int64")
+                samples, sample_labels = load_samples(dataset)[:2]
+                if tuple(samples.shape[1:]) == tuple(image_shape):
+                    index = np.arange(batch) % len(samples)
+                    images, labels = samples[index], sample_labels[index]
+            except (FileNotFoundError, OSError):
+                pass
+    if images is None:
+        images = sample_images(batch, image_shape, dataset=None)
+        labels = np.random.default_rng(0).integers(0, num_classes, size=batch)
+    _BATCHES[key] = np.ascontiguousarray(images, dtype="float32"), np.asarray(labels, "int64")
+    return _BATCHES[key]
 
 
-def bench_family(family, args, images, labels):
+# -- one preset --------------------------------------------------------------------------------------------
+def bench_preset(preset, family, args, baseline):
     import glasszoo
-    from glasszoo.zoo.cnn import GapCNN
 
-    model = glasszoo.load(FAMILY_PRESETS[family], pretrained=False)
+    baseline_name, baseline_class, stages = baseline
+    model = glasszoo.load(preset, pretrained=False)
     model.compile()
+    shape, classes = tuple(model.image_shape), model.num_classes
+    images, labels = training_batch(args.batch, preset_dataset(preset), shape, classes)
     flops, per_type, per_batch = forward_flops(model)
-    filters, predicted = matching_cnn(flops, args.cnn_stages, tuple(model.image_shape), model.num_classes)
-    cnn = GapCNN(num_classes=model.num_classes, input_shape=tuple(model.image_shape), filters=filters)
-    cnn.compile()
-    cnn_flops = forward_flops(cnn)[0]
-    if abs(cnn_flops - predicted) > 1e-6 * predicted:
-        raise RuntimeError(f"GapCNN{filters}: the formula gives {predicted} FLOPs, the graph {cnn_flops}.")
+    filters, baseline_flops, reference = matching_baseline(baseline_class, flops, stages, shape, classes)
+    reference.compile()
 
     def steps(trained):
         def run():
@@ -188,43 +300,53 @@ def bench_family(family, args, images, labels):
 
     for _ in range(max(0, args.warmup - 1)):  # interleaved_best runs one more
         model.train_on_batch(images, labels)
-        cnn.train_on_batch(images, labels)
-    best = interleaved_best({"family": steps(model), "cnn": steps(cnn)}, args.repeats, args.budget)
+        reference.train_on_batch(images, labels)
+    best = interleaved_best({"family": steps(model), "baseline": steps(reference)}, args.repeats, args.budget)
     row = {
         "family": family,
-        "preset": FAMILY_PRESETS[family],
+        "preset": preset,
         "batch": len(images),
         "family_forward_flops": flops,
         "family_flops_by_op": per_type,
         "family_flops_per_batch": per_batch,
         "family_parameters": model.count_params(),
         "family_jit_compile": bool(getattr(model, "jit_compile", False)),
-        "cnn_filters": list(filters),
-        "cnn_forward_flops": cnn_flops,
-        "cnn_parameters": cnn.count_params(),
-        "cnn_jit_compile": bool(getattr(cnn, "jit_compile", False)),
-        "flops_ratio": cnn_flops / flops,
+        "baseline_family": baseline_name,
+        "baseline_class": type(reference).__name__,
+        "baseline_filters": list(filters),
+        "baseline_forward_flops": baseline_flops,
+        "baseline_parameters": reference.count_params(),
+        "baseline_jit_compile": bool(getattr(reference, "jit_compile", False)),
+        "flops_ratio": baseline_flops / flops,
         "family_step_ms": 1000 * best["family"]["best_s"] / args.steps,
-        "cnn_step_ms": 1000 * best["cnn"]["best_s"] / args.steps,
+        "baseline_step_ms": 1000 * best["baseline"]["best_s"] / args.steps,
         "runs": best["family"]["runs"],
     }
-    row["step_ratio"] = row["family_step_ms"] / row["cnn_step_ms"]
-    print(f"  {family}: {flops / 1e6:.1f} MFLOPs vs GapCNN{tuple(filters)} {cnn_flops / 1e6:.1f}; step {row['step_ratio']:.2f}x the CNN's", flush=True)
+    row["step_ratio"] = row["family_step_ms"] / row["baseline_step_ms"]
+    print(
+        f"  {preset}: {flops / 1e6:.1f} MFLOPs vs {row['baseline_class']}{tuple(filters)} {baseline_flops / 1e6:.1f}; "
+        f"step {row['step_ratio']:.2f}x the baseline's",
+        flush=True,
+    )
     return row
 
 
 def table(rows):
     return markdown_table(
-        ["family", "forward MFLOPs", "GapCNN filters", "CNN MFLOPs", "CNN / family FLOPs", "family ms/step", "CNN ms/step", "family / CNN step"],
+        [
+            "family", "preset", "forward MFLOPs", "baseline filters", "baseline MFLOPs", "baseline / family FLOPs",
+            "family ms/step", "baseline ms/step", "family / baseline step",
+        ],  # fmt: skip
         [
             [
                 r["family"],
+                r["preset"],
                 f"{r['family_forward_flops'] / 1e6:.1f}",
-                "(" + ", ".join(str(f) for f in r["cnn_filters"]) + ")",
-                f"{r['cnn_forward_flops'] / 1e6:.1f}",
+                "(" + ", ".join(str(f) for f in r["baseline_filters"]) + ")",
+                f"{r['baseline_forward_flops'] / 1e6:.1f}",
                 f"{r['flops_ratio']:.2f}",
                 f"{r['family_step_ms']:.0f}",
-                f"{r['cnn_step_ms']:.0f}",
+                f"{r['baseline_step_ms']:.0f}",
                 ratio(r["step_ratio"]),
             ]
             for r in rows
@@ -234,24 +356,34 @@ def table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", default=list(FAMILY_PRESETS), help="families to run (default: all)")
+    add_selection_arguments(parser)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5, help="training steps per timed run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each model first")
-    parser.add_argument("--cnn-stages", type=int, default=3, help="stages of the matched GapCNN: widths (w, 2w, 4w, ...)")
+    parser.add_argument("--baseline", metavar="FAMILY", help="the black-box family to compare with (default: the only or first one)")
+    parser.add_argument(
+        "--baseline-stages", type=int,
+        help="stages of the matched baseline: widths (w, 2w, 4w, ...) (default: those of the black-box family's preset, else 3)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds at most")
-    parser.add_argument("--budget", type=float, default=30.0, help="seconds of timed rounds per family after which no round starts")
+    parser.add_argument("--budget", type=float, default=30.0, help="seconds of timed rounds per preset after which no round starts")
     parser.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    families = check_families(args.families)
+    presets = select_presets(args.families, args.models)
+    name, cls, stages = baseline_family(args.baseline)
+    stages = args.baseline_stages or stages
+    baseline = (name, cls, stages)
 
-    images, labels = training_batch(args.batch)
-    print(f"train_on_batch at batch {len(images)}, {args.steps} steps per run, best of up to {args.repeats} interleaved rounds", flush=True)
-    rows = [bench_family(family, args, images, labels) for family in families]
+    print(
+        f"train_on_batch at batch {args.batch}, {args.steps} steps per run, best of up to {args.repeats} interleaved rounds; "
+        f"baseline: black-box family {name!r} ({cls.__name__}, {stages} stages)",
+        flush=True,
+    )
+    rows = [bench_preset(preset, family, args, baseline) for preset, family in presets.items()]
     print()
     print(table(rows))
-    settings = {key: getattr(args, key) for key in ("batch", "steps", "warmup", "cnn_stages", "repeats", "budget")}
-    settings["families"] = families
+    settings = {key: getattr(args, key) for key in ("batch", "steps", "warmup", "repeats", "budget")}
+    settings.update(presets=list(presets), families=sorted(set(presets.values())), baseline=name, baseline_stages=stages)
     settings["flops"] = "2 x multiply-adds of Conv2D, transposed conv, depthwise conv, MatMul, BatchMatMul, Einsum; traced graph, batch 2 - batch 1"
     write_json(args.json, "training_step", settings, rows)
     return rows

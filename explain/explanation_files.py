@@ -15,17 +15,9 @@ import pathlib
 import numpy as np
 from glasszoo.explain import pictures
 from glasszoo.explain.figures import file_slug
+from glasszoo.explain.probabilities import probabilities_of
 
 PICTURE_BATCH = 16
-
-
-def probabilities_of(logits, activation="softmax"):
-    """Class probabilities `(B, K)` of logits: softmax, or one sigmoid per class (`output_activation`)."""
-    logits = np.asarray(logits, dtype="float64")
-    if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-logits))
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    return shifted / shifted.sum(-1, keepdims=True)
 
 
 def predictions_summary(explanation, stems, class_names, activation="softmax"):

@@ -9,7 +9,7 @@ it serves installs without TensorFlow. The family comes from the model's
 
 Example:
 >>> from glasszoo.export import OnnxModel  # doctest: +SKIP
->>> served = OnnxModel("coda.onnx")  # doctest: +SKIP
+>>> served = OnnxModel("model.onnx")  # doctest: +SKIP
 >>> outputs = served(images)  # doctest: +SKIP
 >>> figure = explanation_picture(served.metadata["family"], images, outputs, 0, served.class_names)  # doctest: +SKIP
 """

@@ -1,17 +1,16 @@
 """Pixel removal (seed 002, Fig. 6): how the target-class probability changes as pixels are removed by importance."""
 
 import numpy as np
+from glasszoo.explain.probabilities import probabilities_of
 
 DEFAULT_FRACTIONS = tuple(np.round(np.linspace(0.0, 0.9, 10), 2))
 
 
 def class_probabilities(model, images, batch_size=256):
-    """Class probabilities of `images`: softmax of the logits, or per-class sigmoid for models trained with it (CoDA)."""
-    logits = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype="float64")
-    if getattr(model, "output_activation", "softmax") == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-logits))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    """Class probabilities of `images`: softmax of the logits, or per-class sigmoid for models trained with it
+    (`output_activation = "sigmoid"`)."""
+    logits = model.predict(images, batch_size=batch_size, verbose=0)
+    return probabilities_of(logits, getattr(model, "output_activation", "softmax"))
 
 
 def removal_order(attributions, order="least"):

@@ -14,7 +14,7 @@ def removal_curves(report, title="", path=None):
     """Mean target probability vs removed share, least-first (left) and most-first (right), one line per method.
 
     Example:
-    >>> removal_curves(report["explanations"]["coda_fashion_mnist"], path="curves.png")  # doctest: +SKIP
+    >>> removal_curves(report["explanations"][preset_name], path="curves.png")  # doctest: +SKIP
     """
     figure, axes = new_figure(1, 2, width=PANEL_INCHES * 1.8, height=PANEL_INCHES * 1.4)
     for axis, order in zip(axes[0], ("least", "most")):

@@ -49,9 +49,9 @@ def to_onnx(model, path, opset=None, model_name=None):
         `pathlib.Path` of the written file.
 
     Example:
-    >>> model = glasszoo.load("inam_fashion_mnist")  # doctest: +SKIP
-    >>> to_onnx(model, "inam.onnx")  # doctest: +SKIP
-    >>> OnnxModel("inam.onnx")(images)["decision_images"].shape  # doctest: +SKIP
+    >>> model = glasszoo.load(preset_name)  # doctest: +SKIP
+    >>> to_onnx(model, "model.onnx")  # doctest: +SKIP
+    >>> sorted(OnnxModel("model.onnx")(images)) == sorted(model.explanation_outputs)  # doctest: +SKIP
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import onnx

@@ -2,6 +2,9 @@
 
 Checks that a markdown table is printed and that the JSON has the expected
 keys. No timing is asserted (the numbers of one tiny run mean nothing).
+No family is named: the families and presets come from the registry
+(`glasszoo.zoo.families.families()`, `glasszoo.list_models()`), as in the
+benchmarks themselves.
 """
 
 import importlib.util
@@ -24,6 +27,31 @@ def bench_module(name):
     return module
 
 
+def common():
+    return bench_module("bench_common")
+
+
+def black_box_family():
+    """The first family whose record says `black_box`, with an installed preset (else the test is skipped)."""
+    installed = set(common().installed_presets().values())
+    names = [name for name in common().black_box_families() if name in installed]
+    if not names:
+        pytest.skip("no black-box family with an installed preset")
+    return names[0]
+
+
+def smallest_default_preset(black_box=False):
+    """`(preset, family)` of the default preset with the fewest parameters, of a black-box family or not."""
+    import glasszoo
+    from glasszoo.zoo.families import families
+
+    records = families()
+    candidates = [(preset, family) for preset, family in common().default_presets().items() if records[family].black_box == black_box]
+    if not candidates:
+        pytest.skip(f"no default preset of a {'black-box' if black_box else 'non-black-box'} family")
+    return min(candidates, key=lambda item: (glasszoo.model_info(item[0])[1].get("parameters") or 0, item[0]))
+
+
 def run_main(name, argv, tmp_path, capsys):
     out = tmp_path / f"{name}.json"
     returned = bench_module(name).main(argv + ["--repeats", "1", "--json", str(out)])
@@ -39,49 +67,151 @@ def run_main(name, argv, tmp_path, capsys):
     return payload, returned
 
 
+def test_default_presets_come_from_the_registry():
+    """Each family's installed demo preset, and the black-box families' presets on the datasets of those."""
+    import glasszoo
+    from glasszoo.zoo.families import families
+
+    bench_common = common()
+    installed = bench_common.installed_presets()
+    defaults = bench_common.default_presets()
+    records = families()
+    assert defaults, "no default preset"
+    for preset, family in defaults.items():
+        assert installed[preset] == family == glasszoo.model_info(preset)[0]["family"]
+    for name, record in records.items():
+        if record.demo_preset in installed:
+            assert defaults[record.demo_preset] == name
+    demo_datasets = {bench_common.preset_dataset(p) for p, f in defaults.items() if not records[f].black_box}
+    for preset, family in installed.items():
+        if records[family].black_box and bench_common.preset_dataset(preset) in demo_datasets:
+            assert preset in defaults
+    # the non-black-box families first, the baselines after them
+    kinds = [records[family].black_box for family in defaults.values()]
+    assert kinds == sorted(kinds)
+
+
+def test_select_presets():
+    bench_common = common()
+    family = black_box_family()
+    chosen = bench_common.select_presets([family])
+    assert chosen and set(chosen.values()) == {family}
+    preset = next(iter(chosen))
+    assert bench_common.select_presets(None, [preset]) == {preset: family}
+    assert bench_common.select_presets([family], ["*"]) == {p: f for p, f in bench_common.installed_presets().items() if f == family}
+    with pytest.raises(SystemExit, match="Unknown families"):
+        bench_common.select_presets(["no_such_family"])
+    with pytest.raises(SystemExit, match="No installed preset"):
+        bench_common.select_presets(None, ["no_such_preset_*"])
+
+
 def test_serving(tmp_path, capsys):
-    payload, _ = run_main("serving", ["--families", "cnn", "--batches", "2"], tmp_path, capsys)
+    from glasszoo.zoo.families import families
+
+    family = black_box_family()
+    payload, _ = run_main("serving", ["--families", family, "--batches", "2"], tmp_path, capsys)
     (row,) = payload["results"]
     expected = {
-        "family", "preset", "batch", "explanation_outputs",
+        "family", "preset", "batch", "explanation_outputs", "onnx_provider",
         "keras_predict_images_per_s", "keras_call_images_per_s", "onnx_logits_images_per_s",
         "keras_explain_images_per_s", "onnx_explain_images_per_s",
         "predict_onnx_over_keras", "explain_onnx_over_keras",
     }  # fmt: skip
     assert expected <= set(row)
-    assert (row["family"], row["preset"], row["batch"]) == ("cnn", "cnn_fashion_mnist", 2)
-    assert set(row["explanation_outputs"]) == {"logits", "class_activation_map"}
+    assert (row["family"], row["batch"]) == (family, 2)
+    assert row["preset"] in common().select_presets([family])
+    assert set(row["explanation_outputs"]) == set(families()[family].model_class().explanation_outputs)
+    assert row["onnx_provider"] == "CPUExecutionProvider"
     assert row["predict_onnx_over_keras"] > 0 and row["explain_onnx_over_keras"] > 0
+    assert payload["settings"]["presets"] == [row["preset"]]
+
+
+def test_serving_of_named_presets_with_the_automatic_provider(tmp_path, capsys):
+    """What the former single-family serving script measured: one preset, `OnnxModel`'s own provider choice."""
+    preset, family = smallest_default_preset(black_box=False)
+    payload, _ = run_main("serving", ["--models", preset, "--batches", "1", "3", "--provider", "auto"], tmp_path, capsys)
+    rows = payload["results"]
+    assert [(r["preset"], r["family"], r["batch"]) for r in rows] == [(preset, family, 1), (preset, family, 3)]
+    assert all(r["explain_onnx_over_keras"] > 0 for r in rows)
 
 
 def test_explain_cost(tmp_path, capsys):
-    argv = ["--families", "cnn", "--batches", "2", "--ig-images", "2", "--ig-steps", "2", "--ig-batch", "6"]
+    family = black_box_family()
+    argv = ["--families", family, "--batches", "2", "--ig-images", "2", "--ig-steps", "2", "--ig-batch", "6"]
     payload, _ = run_main("explain_cost", argv, tmp_path, capsys)
     results = payload["results"]
     assert set(results) == {"explain_vs_predict", "integrated_gradients_vs_explain"}
     (price,) = results["explain_vs_predict"]
-    assert {"family", "batch", "predict_images_per_s", "call_images_per_s", "explain_images_per_s", "explain_over_predict", "explain_over_call"} <= set(price)
+    expected = {"family", "preset", "batch", "predict_images_per_s", "call_images_per_s", "explain_images_per_s", "explain_over_predict", "explain_over_call"}
+    assert expected <= set(price)
+    assert price["family"] == family
     (ig,) = results["integrated_gradients_vs_explain"]
-    assert {"family", "images", "ig_steps", "explain_images_per_s", "ig_images_per_s", "ig_over_explain"} <= set(ig)
+    assert {"family", "preset", "images", "ig_steps", "explain_images_per_s", "ig_images_per_s", "ig_over_explain"} <= set(ig)
     assert (ig["images"], ig["ig_steps"]) == (2, 2)
 
 
 def test_training_step(tmp_path, capsys):
-    argv = ["--families", "prototypedl", "--batch", "4", "--steps", "1", "--warmup", "1"]
+    preset, family = smallest_default_preset(black_box=False)
+    baseline = black_box_family()
+    argv = ["--models", preset, "--batch", "4", "--steps", "1", "--warmup", "1"]
     payload, _ = run_main("training_step", argv, tmp_path, capsys)
     (row,) = payload["results"]
-    expected = {"family", "batch", "family_forward_flops", "cnn_filters", "cnn_forward_flops", "flops_ratio", "family_step_ms", "cnn_step_ms", "step_ratio"}
+    expected = {
+        "family", "preset", "batch", "family_forward_flops", "baseline_family", "baseline_class", "baseline_filters",
+        "baseline_forward_flops", "flops_ratio", "family_step_ms", "baseline_step_ms", "step_ratio",
+    }  # fmt: skip
     assert expected <= set(row)
-    assert row["batch"] == 4
-    assert 0.8 <= row["flops_ratio"] <= 1.25  # the matched CNN is within ~20% of the family's FLOPs
+    assert (row["family"], row["preset"], row["batch"], row["baseline_family"]) == (family, preset, 4, baseline)
+    stages = payload["settings"]["baseline_stages"]
+    assert len(row["baseline_filters"]) == stages
+    assert row["baseline_filters"] == [row["baseline_filters"][0] * 2**s for s in range(stages)]
+    assert 0.8 <= row["flops_ratio"] <= 1.25  # the matched baseline is within ~20% of the family's FLOPs
 
 
-def test_flop_count_matches_the_gap_cnn_formula():
-    """The graph counter agrees with the closed form for GapCNN (convolutions and classifier)."""
+def test_flop_counter_on_known_layers():
+    """The graph counter gives the closed-form multiply-adds of convolutions, transposed and depthwise ones, and dense layers."""
     training_step = bench_module("training_step")
-    from glasszoo.zoo.cnn import GapCNN
+    import keras
 
-    model = GapCNN(num_classes=10, input_shape=(28, 28, 1), filters=(8, 16, 32))
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.DepthwiseConv2D(3, padding="same"),
+            keras.layers.Conv2DTranspose(2, 3, strides=2, padding="same"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(5),
+        ]
+    )
+    flops, per_type, per_batch = training_step.forward_flops(model, input_shape=(8, 8, 3))
+    conv = 8 * 8 * 4 * (3 * 3 * 3)
+    depthwise = 8 * 8 * 4 * (3 * 3)
+    transposed = 8 * 8 * 4 * (3 * 3 * 2)  # every input value times every tap and output channel
+    dense = 2 * 5
+    assert per_type == {"Conv2D": 2 * conv, "DepthwiseConv2dNative": 2 * depthwise, "Conv2DBackpropInput": 2 * transposed, "MatMul": 2 * dense}
+    assert flops == 2 * (conv + depthwise + transposed + dense) and per_batch == 0
+
+
+def test_the_baseline_width_fit_matches_the_graph():
+    """The black-box baseline's FLOPs fitted in the width agree with its counted graph (the width of a given count is found back)."""
+    training_step = bench_module("training_step")
+    name, cls, stages = training_step.baseline_family()
+    assert name in common().black_box_families()
+    model = training_step.build_baseline(cls, 8, stages, (28, 28, 1), 10)
     flops, per_type, per_batch = training_step.forward_flops(model)
-    assert flops == training_step.gap_cnn_flops(8, 3)
-    assert per_batch == 0 and set(per_type) == {"Conv2D", "MatMul"}
+    assert per_batch == 0 and flops > 0
+    a, b, c = training_step._quadratic_fit(cls, stages, (28, 28, 1), 10)
+    assert a * 64 + b * 8 + c == flops
+    filters, matched, _ = training_step.matching_baseline(cls, flops, stages, (28, 28, 1), 10)
+    assert filters == training_step.stage_widths(8, stages) and matched == flops
+
+
+def test_dau_benchmark(tmp_path, capsys):
+    """The layer benchmark (DAUConv2D against the reference formulation) on its cheapest row, without memory."""
+    out = tmp_path / "dau.json"
+    rows = bench_module("dau_benchmark").main(["--rows", "9", "--batch", "2", "--repeats", "1", "--memory", "none", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "formulations agree to 1e-5: yes" in printed, printed
+    (row,) = rows
+    assert row["row"] == 9 and row["speed_ratio"] > 0
+    assert json.loads(out.read_text())["rows"][0]["row"] == 9

@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from glasszoo.zoo.inam import EXPLANATION_OUTPUTS, INAM
+from glasszoo.zoo.inam.model import EXPLANATION_OUTPUTS, INAM
 
 
 def naive_decision_images(model, explanation):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from glasszoo.layers.prototype_layer import PrototypeLayer, log_similarity
 from glasszoo.zoo.presets import CorruptedWeights, write_preset
-from glasszoo.zoo.protopnet import ProtoPNet, class_connection
-from glasszoo.zoo.protopnet_optimizer import StagedAdam
-from glasszoo.zoo.protopnet_schedule import ProtoPNetSchedule
+from glasszoo.zoo.protopnet.model import ProtoPNet, class_connection
+from glasszoo.zoo.protopnet.optimizer import StagedAdam
+from glasszoo.zoo.protopnet.schedule import ProtoPNetSchedule
 from glasszoo.zoo.receptive_field import receptive_field
 
 TINY = dict(num_classes=10, input_shape=(28, 28, 1), backbone_stages=[[8], [12]], prototype_channels=6, prototypes_per_class=2)
@@ -168,7 +168,7 @@ def test_stages_freeze_the_right_parts_and_push_is_exact(trained, samples):
 
 
 def test_push_picks_the_nearest_patch_of_the_class(samples):
-    from glasszoo.zoo.protopnet_push import nearest_patches
+    from glasszoo.zoo.protopnet.push import nearest_patches
 
     model = tiny_protopnet(seed=2)
     images, labels = samples[0], samples[1]
@@ -247,7 +247,7 @@ def test_onnx_parity(trained, samples, tmp_path):
 
 
 def test_plots(trained, samples, tmp_path):
-    from glasszoo.explain.protopnet_plots import prototype_grid, this_looks_like_that
+    from glasszoo.zoo.protopnet.views import prototype_grid, this_looks_like_that
 
     model = trained[0]
     this_looks_like_that(model, samples[0][0], top=3, path=tmp_path / "tllt.png")
@@ -318,7 +318,7 @@ def test_pretrained_protopnet_reaches_its_card_and_its_provenance_holds(fashion_
 
 
 def test_distinct_push_gives_each_prototype_of_a_class_its_own_patch(samples):
-    from glasszoo.zoo.protopnet_push import distinct_nearest_patches, nearest_patches
+    from glasszoo.zoo.protopnet.push import distinct_nearest_patches, nearest_patches
 
     model = tiny_protopnet(seed=4, prototypes_per_class=3)
     images, labels = samples[0], samples[1]

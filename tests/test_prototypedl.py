@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from glasszoo.layers import LatentPrototypes
 from glasszoo.zoo.presets import write_preset
-from glasszoo.zoo.prototypedl import PrototypeDL, encoder_sizes
+from glasszoo.zoo.prototypedl.model import PrototypeDL, encoder_sizes
 from keras import ops
 
 TINY = dict(filters=(6, 6, 6, 3), num_prototypes=5)
@@ -129,9 +129,8 @@ def test_preset_round_trip_and_new_classes(trained, samples, tmp_path):
     fine = glasszoo.load(folder, num_classes=4)
     assert tuple(fine.classifier.kernel.shape) == (5, 4) and len(fine.class_names) == 4
     np.testing.assert_array_equal(fine.prototype_layer.prototypes.numpy(), model.prototype_layer.prototypes.numpy())
-    for kept in ("encoder_3", "decoder_0", "decoder_3"):
-        source = {layer.name: layer for layer in model._zoo_layers()}[kept]
-        target = {layer.name: layer for layer in fine._zoo_layers()}[kept]
+    kept = [(fine.encoder_layers[3], model.encoder_layers[3]), (fine.decoder_layers[0], model.decoder_layers[0]), (fine.decoder_layers[3], model.decoder_layers[3])]
+    for target, source in kept:
         np.testing.assert_array_equal(target.kernel.numpy(), source.kernel.numpy())
     np.testing.assert_allclose(fine.explain(samples[0][:2])["reconstruction"], model.explain(samples[0][:2])["reconstruction"], atol=1e-6)
     fine.compile()
@@ -176,13 +175,13 @@ def test_onnx_parity(trained, samples, tmp_path):
 
 
 def test_plots_write_files(trained, samples, tmp_path):
-    from glasszoo.explain.prototypedl_plots import (
+    from glasszoo.zoo.prototypedl.views import (
         prototype_evidence_difference,
         prototype_grid,
         prototype_view,
         prototype_views,
-        write_prototypedl_explanations,
     )
+    from glasszoo.explain.explanation_files import write_explanations
 
     model, _ = trained
     prototype_grid(model, path=tmp_path / "grid.png")
@@ -190,9 +189,10 @@ def test_plots_write_files(trained, samples, tmp_path):
     prototype_views(model, samples[0][:3], path=tmp_path / "rows.png")
     for name in ("grid.png", "view.png", "rows.png"):
         assert (tmp_path / name).stat().st_size > 1000
-    written = write_prototypedl_explanations(model, samples[0][:2], ["a", "b"], tmp_path / "cli")
+    written, _ = write_explanations(model, samples[0][:2], ["a", "b"], tmp_path / "cli")
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
-        "explanation_grid.png", "explanations.npz", "local_a.png", "local_b.png", "predictions.json", "prototypes.png"
+        "explanation_grid.png", "explanations.npz", "local_a.png", "local_b.png", "predictions.json",
+        "prototype_rows.png", "prototypes.png", "prototypes_a.png", "prototypes_b.png",
     ]
     assert written["reconstruction"].shape == (2, 28, 28, 1)
     out = model.explain(samples[0][:1])
@@ -220,7 +220,7 @@ def test_prototypedl_fashion_mnist_reaches_its_card(fashion_mnist):
 def test_grad_cam_protocol(samples):
     import keras
     from glasszoo.explain import posthoc
-    from glasszoo.zoo.prototypedl import PrototypeDL
+    from glasszoo.zoo.prototypedl.model import PrototypeDL
 
     keras.utils.set_random_seed(0)
     model = PrototypeDL(num_classes=10, input_shape=(28, 28, 1))

@@ -1,7 +1,7 @@
 """Serving without TensorFlow: `glasszoo predict` and `OnnxModel` in a process where TensorFlow/Keras cannot be imported.
 
-The exports are tiny freshly-built models of every family plus the
-`cnn_fashion_mnist` preset; Keras computes the reference outputs in this
+The exports are tiny freshly-built models of every registered family plus
+a trained black-box preset; Keras computes the reference outputs in this
 process, the served ones come from a subprocess whose import system refuses
 tensorflow, keras, tf2onnx, onnx, h5py, absl, jax and torch.
 """
@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_models import build, family_names
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BLOCKED = ("tensorflow", "keras", "tf2onnx", "tf_keras", "onnx", "h5py", "absl", "jax", "torch")
@@ -43,23 +44,22 @@ def serve(*argv):
     return subprocess.run([sys.executable, "-c", BOOTSTRAP, *map(str, argv)], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
-def tiny_models():
-    import keras
-    from glasszoo.zoo.cnn import GapCNN
-    from glasszoo.zoo.coda import CoDA
-    from glasszoo.zoo.inam import INAM
-    from glasszoo.zoo.protopnet import ProtoPNet
-    from glasszoo.zoo.prototypedl import PrototypeDL
+FAMILIES = family_names()
 
-    keras.utils.set_random_seed(5)
-    shape = dict(num_classes=10, input_shape=(28, 28, 1))
-    return {
-        "inam": INAM(**shape, num_kernels=12, kernel_size=5),
-        "coda": CoDA(**shape, kernel_sizes=[3, 3, 3, 1], strides=[1, 2, 2, 1], filters=[6, 8, 8], ranks=[4, 6, 6, 6], temperature=10.0),
-        "protopnet": ProtoPNet(**shape, backbone_stages=[[8], [12]], prototype_channels=6, prototypes_per_class=2),
-        "prototypedl": PrototypeDL(**shape, filters=(6, 6, 6, 3), num_prototypes=5),
-        "cnn": GapCNN(**shape, filters=(6, 8)),
-    }
+
+def black_box_preset():
+    """A shipped preset of a black-box family (trained: real class names), or None."""
+    import glasszoo
+
+    for name in glasszoo.list_models():
+        if glasszoo.families()[glasszoo.model_info(name)[0]["family"]].black_box:
+            return name
+    return None
+
+
+PRESET = black_box_preset()
+# any family serves the bad-input tests: they are about files and images, not the model
+ANY = FAMILIES[0]
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +87,13 @@ def exports(tmp_path_factory, served_images):
 
     folder = tmp_path_factory.mktemp("onnx")
     batch = served_images[1]
-    models = tiny_models()
-    models["cnn_fashion_mnist"] = glasszoo.load("cnn_fashion_mnist")
+    models = {family: build(family, seed=5) for family in FAMILIES}
+    if PRESET:
+        models[PRESET] = glasszoo.load(PRESET)
     result = {}
     for name, model in models.items():
         path = to_onnx(model, folder / f"{name}.onnx")
-        result[name] = (path, model.explain(batch), list(getattr(model, "class_names", [])), sorted(model.explanation_outputs))
+        result[name] = (path, model.explain(batch), list(getattr(model, "class_names", [])), sorted(model.explanation_outputs), model)
     return result
 
 
@@ -104,26 +105,26 @@ def probabilities_of(logits, activation):
     return exp / exp.sum(-1, keepdims=True)
 
 
-@pytest.mark.parametrize("name", ["inam", "coda", "protopnet", "prototypedl", "cnn", "cnn_fashion_mnist"])
+@pytest.mark.parametrize("name", FAMILIES + ([PRESET] if PRESET else []))
 def test_predict_without_tensorflow_writes_predictions_outputs_and_pictures(name, exports, served_images, tmp_path):
     files, batch = served_images
-    onnx_path, expected, class_names, outputs = exports[name]
+    onnx_path, expected, class_names, outputs, model = exports[name]
     out = tmp_path / "served"
     result = serve("predict", onnx_path, *files, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     report = json.loads(result.stdout)
     assert report == json.loads((out / "predictions.json").read_text())
-    family = name.split("_")[0]
+    family = model.family
     assert report["family"] == family
     labels = [files[0], files[1], f"{files[2]}[0]", f"{files[2]}[1]"]
     assert [p["file"] for p in report["predictions"]] == labels
 
     with np.load(out / "outputs.npz") as served:
-        assert sorted(served.files) == outputs  # explain may return more (CoDA's target, ProtoPNet's prediction)
+        assert sorted(served.files) == outputs
         for key in served.files:
             np.testing.assert_allclose(served[key], expected[key], atol=2e-3, rtol=1e-3, err_msg=key)
-    activation = "sigmoid" if family == "coda" else "softmax"
+    activation = model.output_activation
     assert report["activation"] == activation
     probabilities = probabilities_of(expected["logits"], activation)
     names = class_names or [str(k) for k in range(10)]
@@ -138,27 +139,24 @@ def test_predict_without_tensorflow_writes_predictions_outputs_and_pictures(name
         picture = out / prediction["picture"]
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 5000
     assert len(list(out.glob("explanation_*.png"))) == 4
-    if name == "cnn_fashion_mnist":  # a trained preset: real class names, confident and right on these samples
+    if name == PRESET:  # a trained preset: real class names, confident and right on these samples
         assert [p["class"] for p in report["predictions"][:2]] == ["T-shirt/top", "Trouser"]
 
 
-def test_pictures_module_matches_the_family_contracts(exports, served_images):
-    """The ProtoPNet evidence map is the similarity maps weighted by the last layer's column; views draw from arrays alone."""
-    from glasszoo.explain import onnx_pictures
+def test_pictures_module_draws_every_family_from_arrays_alone(exports, served_images):
+    from glasszoo.explain import pictures
 
-    outputs = exports["protopnet"][1]
-    k = outputs["logits"].argmax(-1)
-    evidence = onnx_pictures.protopnet_evidence(outputs, 0, k[0])
-    weights = outputs["prototype_contributions"][0, :, k[0]] / outputs["prototype_similarity"][0]
-    np.testing.assert_allclose(evidence, outputs["upsampled_similarity_maps"][0] @ weights, rtol=1e-4, atol=1e-6)
-    for family in ("inam", "coda", "protopnet", "prototypedl", "cnn"):
-        figure = onnx_pictures.explanation_picture(family, served_images[1], exports[family][1], 1)
+    for family in FAMILIES:
+        figure = pictures.explanation_picture(family, served_images[1], exports[family][1], 1)
         assert len(figure.axes) >= 2
-    assert "unknown" not in str(onnx_pictures.missing_outputs("inam", exports["inam"][1]))
-    assert "no explanation picture for family 'mystery'" in onnx_pictures.missing_outputs("mystery", {})
-    assert "lacks" in onnx_pictures.missing_outputs("coda", {"logits": np.zeros((1, 2))})
-    with pytest.raises(ValueError, match="decision_images"):
-        onnx_pictures.explanation_picture("inam", served_images[1], {"logits": np.zeros((4, 10))}, 0)
+        assert pictures.missing_outputs(family, exports[family][1]) is None
+    assert "no explanation picture for family 'mystery'" in pictures.missing_outputs("mystery", {})
+    family = FAMILIES[0]
+    required = [name for name in pictures.views_of(family).REQUIRED_OUTPUTS if name != "logits"]
+    if required:
+        assert "lacks" in pictures.missing_outputs(family, {"logits": np.zeros((1, 2))})
+        with pytest.raises(ValueError, match=required[0]):
+            pictures.explanation_picture(family, served_images[1], {"logits": np.zeros((4, 10))}, 0)
 
 
 def test_unknown_family_and_foreign_onnx_give_predictions_without_pictures(exports, served_images, tmp_path):
@@ -166,7 +164,7 @@ def test_unknown_family_and_foreign_onnx_give_predictions_without_pictures(expor
     from onnx import TensorProto, helper
 
     files = served_images[0]
-    mystery = onnx.load(str(exports["cnn"][0]))
+    mystery = onnx.load(str(exports[ANY][0]))
     for entry in mystery.metadata_props:
         if entry.key == "family":
             entry.value = "mystery"
@@ -203,7 +201,7 @@ def test_unknown_family_and_foreign_onnx_give_predictions_without_pictures(expor
 def bad_files(tmp_path_factory, exports, samples):
     """name -> path of a broken ONNX file or a bad image / array file."""
     folder = tmp_path_factory.mktemp("bad")
-    good = pathlib.Path(exports["cnn"][0]).read_bytes()
+    good = pathlib.Path(exports[ANY][0]).read_bytes()
     arrays = {
         "rank2.npy": samples[0][0, ..., 0],
         "rank5.npy": samples[0][None, :2],
@@ -253,7 +251,7 @@ CLI_BAD = [
 
 @pytest.mark.parametrize("model", ["good", "missing", "truncated", "random", "empty", "folder"])
 def test_cli_bad_onnx_files(model, exports, bad_files, served_images):
-    path = {"good": exports["cnn"][0], "missing": bad_files / "missing.onnx", "folder": bad_files / "a_folder.png"}.get(model, bad_files / f"{model}.onnx")
+    path = {"good": exports[ANY][0], "missing": bad_files / "missing.onnx", "folder": bad_files / "a_folder.png"}.get(model, bad_files / f"{model}.onnx")
     result = serve("predict", path, served_images[0][0])
     if model == "good":
         assert result.returncode == 0, result.stderr
@@ -265,7 +263,7 @@ def test_cli_bad_onnx_files(model, exports, bad_files, served_images):
 @pytest.mark.parametrize("arguments, expected", CLI_BAD)
 def test_cli_bad_images(arguments, expected, exports, bad_files, served_images):
     arguments = [a.format(bad=bad_files, good=served_images[0][0]) for a in arguments]
-    result = serve("predict", exports["cnn"][0], *arguments)
+    result = serve("predict", exports[ANY][0], *arguments)
     assert_one_line_error(result, expected)
 
 
@@ -279,23 +277,23 @@ def assert_one_line_error(result, expected, command="predict"):
 
 
 def test_commands_that_need_keras_say_so_in_a_serving_install(tmp_path):
-    result = serve("export", "cnn_fashion_mnist", tmp_path / "cnn.onnx")
+    result = serve("export", PRESET or "any_preset", tmp_path / "model.onnx")
     assert_one_line_error(result, r"(keras|tensorflow) is not installed; only `glasszoo predict` works without the full install", command="export")
 
 
 def test_cli_accepts_float64_arrays(exports, served_images, tmp_path):
     """float64 (and float16) arrays are converted to float32, not refused: their [0, 1] scale is unambiguous."""
     np.save(tmp_path / "float64.npy", served_images[1][2:4].astype("float64"))
-    result = serve("predict", exports["cnn"][0], tmp_path / "float64.npy", "--out", tmp_path / "out")
+    result = serve("predict", exports[ANY][0], tmp_path / "float64.npy", "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     with np.load(tmp_path / "out" / "outputs.npz") as served:
-        np.testing.assert_allclose(served["logits"], exports["cnn"][1]["logits"][2:4], atol=1e-4)
+        np.testing.assert_allclose(served["logits"], exports[ANY][1]["logits"][2:4], atol=1e-4)
 
 
 def test_onnx_model_bad_inputs(exports, bad_files, samples):
     from glasszoo.export import OnnxModel
 
-    served = OnnxModel(exports["cnn"][0])
+    served = OnnxModel(exports[ANY][0])
     images = samples[0][:3]
     reference = served(images)["logits"]
     np.testing.assert_allclose(served(images.astype("float64"))["logits"], reference, atol=1e-6)  # float64: converted

@@ -1,27 +1,21 @@
-"""The tiny configuration of each family that the backend and distribution tests build (also in subprocesses)."""
+"""Tiny models of every registered family (their records' `test_config`), also built in test subprocesses."""
 
-import importlib
+from glasszoo.zoo.families import families
 
-TINY = {
-    "inam": ("glasszoo.zoo.inam:INAM", dict(num_kernels=12, kernel_size=5, tv_weight=0.01, ortho_weight=0.02)),
-    "coda": ("glasszoo.zoo.coda:CoDA", dict(kernel_sizes=[3, 3, 3, 1], strides=[1, 2, 2, 1], filters=[6, 8, 8], ranks=[4, 6, 6, 6], temperature=10.0)),
-    "cnn": ("glasszoo.zoo.cnn:GapCNN", dict(filters=(6, 8))),
-    "protopnet": ("glasszoo.zoo.protopnet:ProtoPNet", dict(backbone_stages=[[8], [12]], prototype_channels=6, prototypes_per_class=2)),
-    "prototypedl": ("glasszoo.zoo.prototypedl:PrototypeDL", dict(filters=(6, 6, 6, 3), num_prototypes=5)),
-}
+
+def family_names():
+    """The registered families, sorted."""
+    return list(families())
 
 
 def build(family, seed=0, **overrides):
     """A seeded tiny `family` model for 28 x 28 x 1 images and 10 classes; `overrides` change constructor arguments."""
     import keras
 
-    if family not in TINY:
-        raise ValueError(family)
+    record = families()[family]
     keras.utils.set_random_seed(seed)
-    path, config = TINY[family]
-    module, name = path.split(":")
-    cls = getattr(importlib.import_module(module), name)
-    return cls(num_classes=10, input_shape=(28, 28, 1), **dict(config, **overrides))
+    arguments = dict({"num_classes": 10, "input_shape": (28, 28, 1)}, **record.test_config)
+    return record.model_class()(**dict(arguments, **overrides))
 
 
 def subprocess_env(**variables):

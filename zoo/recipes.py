@@ -1,9 +1,18 @@
-"""Training recipes of every family's presets, gathered from the families (`zoo/<family>/recipes.py`)."""
+"""Training recipes: every family's (`zoo/<family>/recipes.py`) and those registered at run time.
+
+Example:
+>>> from glasszoo.zoo import recipes
+>>> recipes.RECIPES["my_inam"] = dict(recipes.recipe("inam_mnist"), epochs=3)  # doctest: +SKIP
+>>> # glasszoo.zoo.training.train_preset("my_inam", "runs/my_inam/preset")
+"""
 
 from glasszoo.zoo.families import families
 
+# recipes added at run time (yours); a name here replaces a family's recipe of the same name
+RECIPES = {}
 
-def all_recipes():
+
+def family_recipes():
     """`{preset name: recipe}` of every registered family."""
     table = {}
     for record in families().values():
@@ -12,6 +21,11 @@ def all_recipes():
                 raise ValueError(f"Two families define a recipe named {name!r}.")
             table[name] = dict(spec, family=spec.get("family", record.name))
     return table
+
+
+def all_recipes():
+    """`{preset name: recipe}`: the families' recipes and `RECIPES`."""
+    return dict(family_recipes(), **RECIPES)
 
 
 def recipe(name):

@@ -21,7 +21,7 @@ from glasszoo.explain.figures import (
 )
 from matplotlib.figure import Figure
 
-__all__ = ["REQUIRED_OUTPUTS", "draw", "model_views", "prototype_evidence_difference", "prototype_grid", "prototype_view", "prototype_views"]
+__all__ = ["REQUIRED_OUTPUTS", "draw", "draw_overview", "model_views", "prototype_evidence_difference", "prototype_grid", "prototype_view", "prototype_views"]
 
 # outputs the pictures read, with their rank (batch axis included)
 REQUIRED_OUTPUTS = {"logits": 2, "reconstruction": 4, "class_evidence": 3}
@@ -187,6 +187,28 @@ def draw(image, outputs, index, class_names=None):
     axis.set_xlabel("prototype")
     axis.set_title(f"evidence for {names[k]}\n(sum = logit {evidence.sum():.3g})", fontsize=9)
     figure.suptitle(f"predicted: {names[k]} (p = {_softmax(logits)[k]:.3f})")
+    return figure
+
+
+def draw_overview(images, outputs, class_names=None, max_images=8):
+    """Several explained images, one row each: image, reconstruction, evidence of each prototype for the predicted class."""
+    images = np.asarray(images, dtype="float32")
+    rows = min(len(images), int(max_images))
+    if rows < 1:
+        raise ValueError("draw_overview needs at least one image.")
+    logits = np.asarray(outputs["logits"], dtype="float64")
+    names = class_names_or_indices(class_names, logits.shape[1])
+    figure, axes = new_figure(rows, 3, width=PANEL_INCHES * 0.8, height=PANEL_INCHES * 0.75)
+    for row in range(rows):
+        k = int(np.argmax(logits[row]))
+        show_image(axes[row, 0], images[row])
+        axes[row, 0].set_title(f"{names[k]} (p {_softmax(logits[row])[k]:.2f})", fontsize=8)
+        show_image(axes[row, 1], np.asarray(outputs["reconstruction"][row], dtype="float64"))
+        axes[row, 1].set_title("reconstruction", fontsize=8)
+        evidence = np.asarray(outputs["class_evidence"][row, :, k], dtype="float64")
+        axes[row, 2].bar(np.arange(len(evidence)), evidence, color=np.where(evidence >= 0, "tab:red", "tab:blue"))
+        axes[row, 2].axhline(0.0, color="black", linewidth=0.8)
+        axes[row, 2].set_title("evidence per prototype", fontsize=8)
     return figure
 
 

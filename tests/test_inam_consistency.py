@@ -1,5 +1,5 @@
 import numpy as np
-from glasszoo.explain.consistency import decision_image_consistency, positive_scaled
+from glasszoo.zoo.inam.consistency import decision_image_consistency, positive_scaled
 
 
 def test_positive_scaled():

@@ -1,16 +1,15 @@
-"""Fast tests of the explanation plots on tiny untrained INAMs (gray and RGB)."""
+"""Fast tests of the INAM views (local and kernel views) on tiny untrained INAMs (gray and RGB)."""
 
 import numpy as np
 import pytest
-from glasszoo.explain.plots import (
+from glasszoo.zoo.inam.kernel_views import (
     compute_feature_values,
-    explanation_grid,
     kernel_global_view,
     kernel_influence,
-    local_view,
     strongest_kernels,
 )
-from glasszoo.zoo.inam import INAM
+from glasszoo.zoo.inam.views import explanation_grid, local_view
+from glasszoo.zoo.inam.model import INAM
 from matplotlib.figure import Figure
 
 NUM_KERNELS, NUM_CLASSES = 6, 3

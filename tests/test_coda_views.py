@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from glasszoo.explain import coda_plots
+from glasszoo.zoo.coda import views as coda_plots
 from glasszoo.explain.localisation import cell_box, compose_grid, positive_share_in_cell
 
 

@@ -1,0 +1,225 @@
+"""Conformance suite: every registered family keeps the `ZooModel` contract.
+
+Parametrised over `glasszoo.zoo.families.families()` (like keras-hub's
+`run_backbone_test` and timm's `test_models.py`), so a new family is tested
+here without editing this file: its record's `test_config` builds a tiny
+model for 28 x 28 x 1 images and 10 classes. Family test files keep only the
+checks of their paper.
+"""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from tiny_models import build, family_names
+
+FAMILIES = family_names()
+COUNT = 7
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def model(family):
+    return build(family, seed=3)
+
+
+@pytest.fixture(scope="module")
+def images(samples):
+    return samples[0][:COUNT]
+
+
+@pytest.fixture(scope="module")
+def explained(model, images):
+    return model.explain(images)
+
+
+def _close(actual, expected, what, tolerance=1e-5):
+    actual, expected = np.asarray(actual, "float64"), np.asarray(expected, "float64")
+    scale = max(1.0, float(np.abs(expected).max()) if expected.size else 1.0)
+    np.testing.assert_allclose(actual, expected, atol=tolerance * scale, rtol=tolerance, err_msg=what)
+
+
+def test_record_names_its_model_and_views(family):
+    from glasszoo.zoo.base import ZooModel
+    from glasszoo.zoo.families import families
+
+    record = families()[family]
+    cls = record.model_class()
+    assert issubclass(cls, ZooModel) and cls.family == family
+    assert next(iter(cls.explanation_outputs)) == "logits"
+    views = record.views_module()
+    assert callable(views.draw)
+    assert set(views.REQUIRED_OUTPUTS) <= set(cls.explanation_outputs), "the views read outputs the model does not have"
+    assert cls.attribution_output is None or cls.attribution_output in cls.explanation_outputs
+
+
+def test_explain_returns_exactly_the_declared_outputs_batch_first(model, images, explained):
+    assert list(explained) == list(model.explanation_outputs)
+    assert explained["logits"].shape == (COUNT, model.num_classes)
+    for name, value in explained.items():
+        assert value.shape[0] == COUNT, name
+        assert np.isfinite(value).all(), name
+    in_pieces = model.explain(images, batch_size=3)
+    for name in explained:
+        _close(in_pieces[name], explained[name], f"batch size 3 vs 32: {name}")
+    one = model.explain(images[0])  # one image without the batch axis
+    assert one["logits"].shape == (1, model.num_classes)
+
+
+def test_target_works_for_every_family(model, images, explained):
+    predicted = explained["logits"].argmax(-1)
+    _close_all = lambda a, b, what: [_close(a[k], b[k], f"{what}: {k}") for k in b]  # noqa: E731
+    _close_all(model.explain(images, target=predicted), explained, "target = predicted class")
+    other = (predicted + 1) % model.num_classes
+    for_other = model.explain(images, target=other)
+    assert list(for_other) == list(model.explanation_outputs)
+    _close(for_other["logits"], explained["logits"], "logits do not depend on the target")
+    single = model.explain(images, target=4)
+    assert list(single) == list(model.explanation_outputs)
+    if model.has_attribution_map:
+        maps = model.attribution_map(images, other)
+        assert maps.shape == (COUNT,) + model.image_shape[:2]
+        _close(model.attribution_map(images, predicted), model.attribution_map(images), "attribution_map default = predicted class")
+        assert not np.allclose(maps, model.attribution_map(images, predicted)), "the map does not depend on the class"
+    else:
+        with pytest.raises(NotImplementedError, match="no pixel attribution map"):
+            model.attribution_map(images, other)
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (2.7, "whole class indices"),
+        ([1, 2], "2 class indices for 7 image"),
+        (-1, r"in \[0, 10\)"),
+        (10, r"in \[0, 10\)"),
+        ("cat", "integers"),
+        (True, "integers"),
+        ([[1]], "one per image"),
+    ],
+)
+def test_bad_targets_are_refused_with_the_problem_named(model, images, target, message):
+    with pytest.raises(ValueError, match=message):
+        model.explain(images, target=target)
+
+
+def test_bad_images_are_refused_with_the_problem_named(model, images):
+    cases = [
+        (images[..., 0], "Is the channel axis missing"),
+        ((images * 255).astype("uint8"), "Divide 8-bit images by 255"),
+        (np.where(images > 0.5, np.nan, images), "NaN or infinite"),
+        (images * 2.0, r"pixel values in \[0, 1\]; got range \[0, 2\]"),
+        (images[:0], "empty batch"),
+        (np.zeros((2, 30, 28, 1), "float32"), "height is 30"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            model.explain(bad)
+
+
+def test_self_checks_hold(model, images, explained):
+    checks = model.self_checks(images, explained)
+    assert "logits = forward pass" in checks
+    assert model.self_check_errors(images, explained) == {}, checks
+
+
+def test_config_round_trip_keeps_everything_including_dtype(model, images, explained):
+    config = model.get_config()
+    json.dumps(config)  # serialisable
+    for key in ("name", "trainable", "dtype", "num_classes", "input_shape", "class_names"):
+        assert key in config, key
+    clone = type(model).from_config(config)
+    assert clone.get_config() == config
+    clone.set_weights(model.get_weights())
+    again = clone.explain(images)
+    for name in explained:
+        _close(again[name], explained[name], f"from_config: {name}")
+    policy = type(model).from_config(dict(config, dtype="bfloat16")).get_config()["dtype"]
+    assert policy["config"]["name"] == "bfloat16"
+
+
+def test_keras_file_and_preset_folder_round_trips(model, images, explained, tmp_path):
+    import glasszoo
+    import keras
+
+    model.compile()
+    path = tmp_path / "model.keras"
+    model.save(str(path))
+    with zipfile.ZipFile(path) as archive:
+        saved = archive.read("config.json").decode()
+    assert "keras.src.backend." not in saved, "the compile config names a backend-private class"
+    for loaded in (keras.saving.load_model(str(path)), glasszoo.load(str(path))):
+        assert type(loaded) is type(model) and loaded.get_config()["dtype"] == model.get_config()["dtype"]
+        again = loaded.explain(images)
+        for name in explained:
+            _close(again[name], explained[name], f".keras round trip: {name}")
+    folder = model.save_preset(tmp_path / "preset", metadata={"description": "a tiny test model"})
+    loaded = glasszoo.load(str(folder))
+    assert loaded.preset_metadata["description"] == "a tiny test model"
+    assert loaded.preset_metadata["weights_sha256"]
+    again = loaded.explain(images)
+    for name in explained:
+        _close(again[name], explained[name], f"preset folder round trip: {name}")
+
+
+@pytest.fixture(scope="module")
+def onnx_model(model, tmp_path_factory):
+    from glasszoo.export import OnnxModel, to_onnx
+
+    path = to_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", model_name="tiny")
+    return OnnxModel(path)
+
+
+@pytest.mark.parametrize("count", [1, COUNT])
+def test_onnx_outputs_equal_keras_outputs(model, images, explained, onnx_model, count):
+    assert sorted(onnx_model.output_names) == sorted(model.explanation_outputs)
+    served = onnx_model(images[:count])
+    for name in model.explanation_outputs:
+        _close(served[name], explained[name][:count], f"onnxruntime vs Keras: {name}", tolerance=1e-4)
+    assert onnx_model.metadata["family"] == model.family
+
+
+def _pixels(figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba(), dtype="int16")
+
+
+def test_views_from_onnx_outputs_equal_views_from_keras_outputs(model, images, explained, onnx_model):
+    from glasszoo.explain import pictures
+
+    served = onnx_model(images)
+    for index in (0, COUNT - 1):
+        from_keras = _pixels(pictures.explanation_picture(model.family, images, explained, index, model.class_names))
+        from_onnx = _pixels(pictures.explanation_picture(model.family, images, served, index, model.class_names))
+        assert from_keras.shape == from_onnx.shape
+        differing = np.mean(np.abs(from_keras - from_onnx).max(axis=-1) > 3)
+        assert differing < 1e-3, f"{differing:.2%} of the pixels differ"
+
+
+def test_one_training_step_changes_the_weights(family, samples):
+    images, labels, _ = samples
+    model = build(family, seed=4)
+    model.compile()
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(images[:16], labels[:16], batch_size=8, epochs=1, verbose=0, **model.fit_arguments())
+    assert np.isfinite(history.history["loss"]).all()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_transfer_to_a_new_task_keeps_what_fits(family, model, images):
+    fresh = build(family, seed=9, num_classes=3, class_names=["a", "b", "c"])
+    copied = fresh.transfer_weights_from(model)
+    assert copied, "nothing was copied to the same architecture with 3 classes"
+    out = fresh.explain(images)
+    assert out["logits"].shape == (COUNT, 3)
+    same = build(family, seed=9)
+    assert len(same.transfer_weights_from(model)) >= len(copied)
+    _close(same.explain(images)["logits"], model.explain(images)["logits"], "a full copy predicts alike")
