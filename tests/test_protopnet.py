@@ -341,3 +341,21 @@ def test_distinct_push_gives_each_prototype_of_a_class_its_own_patch(samples):
     latent, _ = model.latent_and_distances(provenance["source_image"])
     rows, cols = provenance["patch_position"].T
     np.testing.assert_array_equal(model.prototype_layer.prototypes.numpy()[:, 0, 0, :], latent[np.arange(len(rows)), rows, cols])
+
+
+def test_served_evidence_picture_is_the_keras_class_evidence_map(samples, tmp_path):
+    """The picture `glasszoo predict --out` draws reads the exported `class_evidence_map`: on the preset it equals
+    the Keras map (it was anti-correlated when the served picture used raw last-layer weights)."""
+    from glasszoo.export import OnnxModel, to_onnx
+    from glasszoo.zoo.protopnet import views
+
+    if "protopnet_fashion_mnist" not in glasszoo.list_models():
+        pytest.skip("protopnet_fashion_mnist not shipped")
+    model = glasszoo.load("protopnet_fashion_mnist")
+    images = samples[0][:8]
+    served = OnnxModel(to_onnx(model, tmp_path / "protopnet.onnx"))(images)
+    assert "class_evidence_map" in views.REQUIRED_OUTPUTS
+    keras_maps = model.class_evidence_maps(images, model.predict_classes(images))
+    for served_map, keras_map in zip(served["class_evidence_map"], keras_maps):
+        assert np.corrcoef(served_map.ravel(), keras_map.ravel())[0, 1] > 0.99
+        np.testing.assert_allclose(served_map, keras_map, atol=1e-4 * max(1.0, np.abs(keras_map).max()))

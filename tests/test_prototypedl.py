@@ -157,23 +157,6 @@ def test_bad_inputs_and_arguments(trained):
         PrototypeDL(num_classes=3, class_names=["a", "b"])
 
 
-def test_onnx_parity(trained, samples, tmp_path):
-    from glasszoo.export import OnnxModel, to_onnx
-
-    model, _ = trained
-    served = OnnxModel(to_onnx(model, tmp_path / "prototypedl.onnx", model_name="tiny_prototypedl"))
-    assert sorted(served.output_names) == sorted(model.explanation_outputs)
-    assert served.metadata["family"] == "prototypedl"
-    for count in (1, 9):
-        images = samples[0][:count]
-        expected, got = model.explain(images), served(images)
-        assert sorted(got) == sorted(expected)
-        for name in expected:
-            assert got[name].shape == expected[name].shape, name
-            scale = max(1.0, float(np.abs(expected[name]).max()))
-            np.testing.assert_allclose(got[name], expected[name], atol=1e-4 * scale, rtol=1e-4, err_msg=name)
-
-
 def test_plots_write_files(trained, samples, tmp_path):
     from glasszoo.zoo.prototypedl.views import (
         prototype_evidence_difference,

@@ -102,11 +102,28 @@ def test_import_glasszoo_does_not_import_tensorflow():
     import sys
 
     code = (
-        "import sys, glasszoo, glasszoo.export; glasszoo.list_models(); "
+        "import sys, glasszoo; glasszoo.list_models(); glasszoo.families(); glasszoo.export.OnnxModel; "
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
+
+
+@pytest.mark.parametrize("keras_first", [True, False], ids=["keras-then-glasszoo", "glasszoo-then-keras"])
+def test_keras_load_model_finds_the_zoo_classes_after_import_glasszoo(tiny_coda, tmp_path, keras_first):
+    """`keras.saving.load_model` on a zoo `.keras` file works after `import glasszoo`, whichever was imported first."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.keras"
+    tiny_coda.save(str(path))
+    imports = "import keras, glasszoo" if keras_first else "import glasszoo, keras"
+    code = f"{imports}; model = keras.saving.load_model({str(path)!r}); print(type(model).__name__, model.family)"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["CoDA", "coda"]
 
 
 def test_coda_preset_round_trip_and_new_classes(tiny_coda, samples, tmp_path):
