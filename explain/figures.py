@@ -58,3 +58,17 @@ def class_names_or_indices(class_names, num_classes):
 def file_slug(name):
     """A name as a file-name part ("T-shirt/top" -> "T-shirt-top", "Ankle boot" -> "Ankle-boot")."""
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in str(name))
+
+
+def overlay_signed(axis, image, values, bound=None, alpha=0.6):
+    """The image in gray with a signed map over it (diverging colours symmetric around 0, half transparent)."""
+    show_image(axis, np.asarray(image, dtype="float32").mean(axis=-1, keepdims=True))
+    shown = show_signed(axis, values, bound)
+    shown.set_alpha(alpha)
+    return shown
+
+
+def predicted_class(outputs, index, class_names=None):
+    """`(logits (K,), predicted class k, K names)` of image `index` of a batch of explanation outputs."""
+    logits = np.asarray(outputs["logits"][index], dtype="float64")
+    return logits, int(np.argmax(logits)), class_names_or_indices(class_names, len(logits))

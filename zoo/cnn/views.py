@@ -5,7 +5,7 @@ and `glasszoo predict --out` (ONNX) pictures.
 """
 
 import numpy as np
-from glasszoo.explain.figures import class_names_or_indices, new_figure, save, show_image, show_signed
+from glasszoo.explain.figures import class_names_or_indices, new_figure, overlay_signed, predicted_class, save, show_image
 
 __all__ = ["REQUIRED_OUTPUTS", "cam_grid", "draw", "draw_overview"]
 
@@ -45,15 +45,11 @@ def cam_grid(images, maps, titles, path=None, columns=4):
 def draw(image, outputs, index, class_names=None):
     """One explained image and its signed CAM over it (explained class)."""
     image = np.asarray(image, dtype="float32")
-    logits = np.asarray(outputs["logits"][index], dtype="float64")
-    k = int(np.argmax(logits))
-    names = class_names_or_indices(class_names, len(logits))
+    logits, k, names = predicted_class(outputs, index, class_names)
     figure, axes = new_figure(1, 2)
     show_image(axes[0, 0], image)
     axes[0, 0].set_title("image")
-    show_image(axes[0, 1], image.mean(axis=-1, keepdims=True))
-    shown = show_signed(axes[0, 1], np.asarray(outputs["class_activation_map"][index], dtype="float64"))
-    shown.set_alpha(0.6)
+    shown = overlay_signed(axes[0, 1], image, np.asarray(outputs["class_activation_map"][index], dtype="float64"))
     axes[0, 1].set_title(f"CAM: {names[k]}")
     figure.colorbar(shown, ax=axes[0, 1], shrink=0.8)
     figure.suptitle(f"predicted: {names[k]} (logit {logits[k]:.3g})")

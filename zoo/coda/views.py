@@ -18,6 +18,8 @@ from glasszoo.explain.figures import (
     check_index,
     class_names_or_indices,
     new_figure,
+    overlay_signed,
+    predicted_class,
     save,
     show_image,
     show_signed,
@@ -180,20 +182,10 @@ def localisation_view(model, images, labels, rows=3, class_names=None, path=None
     return save(figure, path), scores
 
 
-def _overlay_signed(axis, image, values, bound):
-    """The image in gray with the signed map over it, half transparent."""
-    show_image(axis, image.mean(axis=-1, keepdims=True))
-    shown = show_signed(axis, values, bound)
-    shown.set_alpha(0.6)
-    return shown
-
-
 def draw(image, outputs, index, class_names=None):
     """One explained image: the image, its contribution map (explained class) and the map over the image."""
     image = np.asarray(image, dtype="float32")
-    logits = np.asarray(outputs["logits"][index], dtype="float64")
-    k = int(np.argmax(logits))
-    names = class_names_or_indices(class_names, len(logits))
+    logits, k, names = predicted_class(outputs, index, class_names)
     contributions = np.asarray(outputs["contributions"][index], dtype="float64")
     bound = float(np.max(np.abs(contributions)))
     figure, axes = new_figure(1, 3)
@@ -201,7 +193,7 @@ def draw(image, outputs, index, class_names=None):
     axes[0, 0].set_title("image")
     shown = show_signed(axes[0, 1], contributions, bound)
     axes[0, 1].set_title(f"contributions: {names[k]}\n(sum {contributions.sum():.3g})")
-    _overlay_signed(axes[0, 2], image, contributions, bound)
+    overlay_signed(axes[0, 2], image, contributions, bound)
     axes[0, 2].set_title("overlay")
     figure.colorbar(shown, ax=axes[0, 1:], shrink=0.8)
     figure.suptitle(f"predicted: {names[k]} (logit {logits[k]:.3g}, p {_sigmoid(logits[k]):.3f})")

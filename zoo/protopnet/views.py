@@ -15,11 +15,11 @@ import numpy as np
 from glasszoo.explain.figures import (
     bare,
     check_index,
-    class_names_or_indices,
     new_figure,
+    overlay_signed,
+    predicted_class,
     save,
     show_image,
-    show_signed,
 )
 from glasszoo.zoo.protopnet.push import high_activation_box
 from matplotlib.patches import Rectangle
@@ -150,9 +150,7 @@ def draw(image, outputs, index, class_names=None):
     map, centred last-layer weights), so this picture and the Keras one agree.
     """
     image = np.asarray(image, dtype="float32")
-    logits = np.asarray(outputs["logits"][index], dtype="float64")
-    k = int(np.argmax(logits))
-    names = class_names_or_indices(class_names, len(logits))
+    logits, k, names = predicted_class(outputs, index, class_names)
     contributions = np.asarray(outputs["prototype_contributions"][index, :, k], dtype="float64")
     similarity = np.asarray(outputs["prototype_similarity"][index], dtype="float64")
     maps = np.asarray(outputs["upsampled_similarity_maps"][index], dtype="float64")
@@ -160,9 +158,7 @@ def draw(image, outputs, index, class_names=None):
     figure, axes = new_figure(1, 2 + len(top))
     show_image(axes[0, 0], image)
     axes[0, 0].set_title("image")
-    show_image(axes[0, 1], image.mean(axis=-1, keepdims=True))
-    shown = show_signed(axes[0, 1], np.asarray(outputs["class_evidence_map"][index], dtype="float64"))
-    shown.set_alpha(0.6)
+    shown = overlay_signed(axes[0, 1], image, np.asarray(outputs["class_evidence_map"][index], dtype="float64"))
     axes[0, 1].set_title(f"evidence for {names[k]}")
     figure.colorbar(shown, ax=axes[0, 1], shrink=0.8)
     for axis, p in zip(axes[0, 2:], top):

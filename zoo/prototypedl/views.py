@@ -16,6 +16,7 @@ from glasszoo.explain.figures import (
     PANEL_INCHES,
     class_names_or_indices,
     new_figure,
+    predicted_class,
     save,
     show_image,
 )
@@ -172,9 +173,7 @@ def prototype_views(model, images, nearest=3, class_names=None, max_images=8, pa
 def draw(image, outputs, index, class_names=None):
     """One explained image: the image, its reconstruction and each prototype's evidence for the predicted class."""
     image = np.asarray(image, dtype="float32")
-    logits = np.asarray(outputs["logits"][index], dtype="float64")
-    k = int(np.argmax(logits))
-    names = class_names_or_indices(class_names, len(logits))
+    logits, k, names = predicted_class(outputs, index, class_names)
     figure, axes = new_figure(1, 3)
     show_image(axes[0, 0], image)
     axes[0, 0].set_title("image")
