@@ -1,6 +1,7 @@
 """Keras 3 layers of glasszoo (keras.ops only, serialisable, backend-agnostic)."""
 
 from glasszoo.layers.additive_head import NeuralAdditiveHead
+from glasszoo.layers.bcos import BcosConv2D
 from glasszoo.layers.complement_encoding import ComplementEncoding
 from glasszoo.layers.dynamic_alignment import DAUConv2D
 from glasszoo.layers.global_max_location import (
@@ -19,6 +20,7 @@ from glasszoo.layers.regularizers import (
 from glasszoo.layers.temperature_head import TemperatureSumPooling
 
 __all__ = [
+    "BcosConv2D",
     "ComplementEncoding",
     "DAUConv2D",
     "GlobalMaxPoolingWithLocation",

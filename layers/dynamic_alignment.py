@@ -3,16 +3,10 @@
 import math
 
 import keras
+from glasszoo.layers import conv_padding
 from keras import ops
 
 NORMALIZATIONS = ("sq", "l2")
-
-
-def same_padding(size, kernel_size, stride):
-    """`(before, after)` zero padding of TensorFlow's "same" convolution along one axis."""
-    output = -(-size // stride)
-    total = max((output - 1) * stride + kernel_size - size, 0)
-    return total // 2, total - total // 2
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -40,7 +34,8 @@ class DAUConv2D(keras.layers.Layer):
         kernel_size: int, square kernel side.
         rank: int, rank `r` of `A_j B`.
         strides: int.
-        padding: `"same"` or `"valid"` (zero padding keeps the layer linear).
+        padding: `"same"` (TensorFlow's), `"symmetric"` (`(k - 1) // 2` on both
+            sides, the paper's) or `"valid"`; zero padding keeps the layer linear.
         normalization: `"sq"` (squashing) or `"l2"` (unit norm).
         epsilon: floor of `|u|²`, against division by zero.
 
@@ -52,8 +47,7 @@ class DAUConv2D(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size, rank, strides=1, padding="same", normalization="sq", epsilon=1e-6, **kwargs):
         super().__init__(**kwargs)
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid'; got {padding!r}.")
+        conv_padding.check_padding(padding)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}.")
         for label, value in (("filters", filters), ("kernel_size", kernel_size), ("rank", rank), ("strides", strides)):
@@ -90,25 +84,16 @@ class DAUConv2D(keras.layers.Layer):
 
     # -- shapes and padding ----------------------------------------------------
     def _paddings(self, height, width):
-        if self.padding == "valid":
-            return (0, 0), (0, 0)
-        return same_padding(height, self.kernel_size, self.strides), same_padding(width, self.kernel_size, self.strides)
+        return conv_padding.paddings(height, width, self.kernel_size, self.strides, self.padding)
 
     def _pad(self, inputs):
-        rows, cols = self._paddings(inputs.shape[1], inputs.shape[2])
-        if rows == (0, 0) and cols == (0, 0):
-            return inputs
-        return ops.pad(inputs, ((0, 0), rows, cols, (0, 0)))
+        return conv_padding.pad(inputs, *self._paddings(inputs.shape[1], inputs.shape[2]))
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
 
         def size(n):
-            if n is None:
-                return None
-            if self.padding == "same":
-                return -(-n // self.strides)
-            return (n - self.kernel_size) // self.strides + 1
+            return conv_padding.output_size(n, self.kernel_size, self.strides, self.padding)
 
         return (batch, size(height), size(width), self.filters)
 
@@ -179,14 +164,7 @@ class DAUConv2D(keras.layers.Layer):
         stacked = ops.concatenate([weighted, beta], axis=-1)
         kernel = ops.concatenate([self.alignment, self.offset], axis=-1)
         placed = ops.conv_transpose(stacked, kernel, strides=self.strides, padding="valid")
-        rows, cols = self._paddings(input_shape[1], input_shape[2])
-        padded_height = input_shape[1] + rows[0] + rows[1]
-        padded_width = input_shape[2] + cols[0] + cols[1]
-        # rows and columns of the padded input that no window reached get zero relevance
-        missing_rows, missing_cols = padded_height - placed.shape[1], padded_width - placed.shape[2]
-        if missing_rows or missing_cols:
-            placed = ops.pad(placed, ((0, 0), (0, missing_rows), (0, missing_cols), (0, 0)))
-        return placed[:, rows[0] : rows[0] + input_shape[1], cols[0] : cols[0] + input_shape[2], :]
+        return conv_padding.place_back(placed, input_shape, *self._paddings(input_shape[1], input_shape[2]))
 
     def dynamic_weights(self, inputs):
         """The materialised weights `w_j` per position `(B, H', W', filters, d)` (tests and plots; memory-hungry)."""

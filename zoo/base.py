@@ -25,16 +25,11 @@ import tempfile
 
 import keras
 import numpy as np
+from glasszoo.layers.selection import first_max_one_hot
 from glasszoo.zoo.inputs import validate_images
 from keras import ops
 
 BACKEND_MODULE_PREFIX = "keras.src.backend."
-
-
-def first_max_one_hot(scores):
-    """One-hot `(B, K)` of each row's first maximum, without ArgMax (exports to any ONNX runtime)."""
-    is_max = ops.cast(scores >= ops.max(scores, axis=-1, keepdims=True), scores.dtype)
-    return is_max * ops.cast(ops.cumsum(is_max, axis=-1) <= 1.0, scores.dtype)
 
 
 def class_selection(logits, target):

@@ -172,6 +172,9 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
 
     grid_results = []
     chosen = {}
+    # a family with its own pixel map can be chosen on its validation localisation as well as its accuracy
+    localisation_weight = float(spec.get("localisation_weight", 0.0))
+    selection_rule = "accuracy" + (f" + {localisation_weight} x 3x3-grid localisation" if localisation_weight else "")
     grid_file = work_dir / "grid.json"
     if grid and spec["grid"] and grid_epochs > 0:
         previous = json.loads(grid_file.read_text()) if grid_file.exists() else []
@@ -191,11 +194,14 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             grid_size = spec.get("grid_train_size") or len(x_fit)
             history = model.fit(x_fit[:grid_size], y_fit[:grid_size], batch_size=grid_batch_size, epochs=grid_epochs, validation_data=validation, verbose=verbose, **model.fit_arguments())
             result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
+            if localisation_weight:
+                measured = validation_localisation(model, x_val, y_val, spec.get("localisation_grids", 8), seed)
+                result["val_localisation"] = measured["mean"] if measured else 0.0
             print(f"[grid] {result}", flush=True)
             grid_results.append(result)
             write_json(grid_file, grid_results)
-        chosen = max(grid_results, key=lambda r: r["val_accuracy"])["overrides"]
-        print(f"[grid] chosen on validation accuracy: {chosen}", flush=True)
+        chosen = max(grid_results, key=lambda r: r["val_accuracy"] + localisation_weight * r.get("val_localisation", 0.0))["overrides"]
+        print(f"[grid] chosen on validation {selection_rule}: {chosen}", flush=True)
 
     keras.utils.set_random_seed(seed)
     model = _build(spec["family"], spec["config"], chosen, data)
@@ -261,6 +267,9 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     model.finish_training(x_fit)
     extra_files = model.preset_files(work_dir)
     val_loss, val_accuracy = cross_entropy_and_accuracy(model, x_val, y_val)
+    val_localisation = validation_localisation(model, x_val, y_val, spec.get("localisation_grids", 8), seed) if model.has_attribution_map else None
+    if val_localisation is not None:
+        print(f"[train] validation localisation {val_localisation['mean']:.3f} +- {val_localisation['standard_error']:.3f} ({val_localisation['grids']} grids)", flush=True)
     test_loss, test_accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test)
     final_weights = work_dir / "final.weights.h5"
     save_inference_weights(model, final_weights)
@@ -308,6 +317,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             "augmentation": spec.get("augment") or "none",
             "checkpoint_selection": staging["checkpoint_selection"],
             "grid": grid_results,
+            "grid_selection": selection_rule,
             "grid_batch_size": grid_batch_size,
             "grid_train_images": int(min(spec.get("grid_train_size") or len(x_fit), len(x_fit))),
             "notes": spec.get("notes", ""),
@@ -320,6 +330,11 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         "parameters": int(model.count_params()),
         "metrics": {
             "validation_accuracy": round(val_accuracy, 4),
+            **({} if val_localisation is None else {
+                "validation_localisation_3x3": round(val_localisation["mean"], 4),
+                "validation_localisation_3x3_standard_error": round(val_localisation["standard_error"], 4),
+                "validation_localisation_grids": val_localisation["grids"],
+            }),
             "validation_cross_entropy": round(val_loss, 4),
             "test_accuracy": round(test_accuracy, 4),
             "test_cross_entropy": round(test_loss, 4),
@@ -333,6 +348,28 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     backup.remove()  # the preset is written: a re-run starts afresh (a run killed before this resumes after training)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
     return metadata
+
+
+def validation_localisation(model, images, labels, grids=8, seed=0, rows=3):
+    """Localisation (seed 002, eq. 11) of the model's own map on `grids` `rows x rows` grids of validation images.
+
+    Cells hold images of pairwise different classes that the model classifies
+    correctly with probability above 0.5. Returns `{"mean", "standard_error",
+    "grids"}` (the standard error over grids), or None when fewer than
+    `rows²` classes have such images.
+    """
+    from glasszoo.explain.explanation_report import confident_correct, distinct_class_grids
+    from glasszoo.explain.localisation import localisation_scores
+
+    labels = np.asarray(labels)
+    usable = confident_correct(model, images, labels)
+    try:
+        chosen = distinct_class_grids(labels, usable, rows, grids, seed=seed)
+    except ValueError:  # fewer than rows² classes among the usable images (a barely trained model)
+        return None
+    per_grid = [float(np.mean(localisation_scores(model, images[cells], labels[cells], rows)["scores"])) for cells in chosen]
+    spread = float(np.std(per_grid, ddof=1) / np.sqrt(len(per_grid))) if len(per_grid) > 1 else float("nan")
+    return {"mean": float(np.mean(per_grid)), "standard_error": spread, "grids": len(per_grid)}
 
 
 def _schedule_description(schedule, epochs):

@@ -1,0 +1,142 @@
+"""B-cos convolutions (Böhle, Fritz and Schiele, CVPR 2022): alignment-weighted linear units whose explanation is exact."""
+
+import math
+
+import keras
+from glasszoo.layers import conv_padding
+from glasszoo.layers.selection import first_max_one_hot
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="glasszoo")
+class BcosConv2D(keras.layers.Layer):
+    """B-cos convolution: `out_j = |cos(p, ŵ_j)|^(B - 1) · ŵ_jᵀ p / s` on every patch `p`.
+
+    `ŵ_j` is the unit-norm kernel of output unit `j`, so `ŵ_jᵀ p = |p| cos`:
+    an output is large only where the patch both is strong and points the
+    way of the kernel, and `B > 1` suppresses misaligned patches (`B = 1` is
+    a linear convolution without bias). With `max_out = m > 1` every output
+    channel is the largest of `m` such units (MaxOut, the paper's v1). No
+    bias, so the layer is dynamic linear: `out = W(x) x` with
+    `W(x)_j = |cos|^(B - 1) ŵ_{j*} / s` (`j*` the MaxOut winner), and
+    `explain_backward` applies `W(x)ᵀ` with those factors held fixed, one
+    transposed convolution (ONNX ConvTranspose), so the input's contribution
+    `x ⊙ W(x)ᵀ R` sums exactly to `R · out`.
+
+    `s` is the paper's fixed output scale, `kernel_size · sqrt(in_channels) /
+    scale_factor`, which keeps activations from shrinking layer by layer
+    (|cos| < 1 and no normalisation layers).
+
+    Args:
+        filters: output channels (after MaxOut).
+        kernel_size: square kernel side.
+        strides: int.
+        padding: `"symmetric"` (the paper's, `(k - 1) // 2` on both sides),
+            `"same"` or `"valid"`; zero padding keeps the layer linear.
+        b: the exponent `B` (>= 1).
+        max_out: units per output channel (1: no MaxOut).
+        scale_factor: the output is multiplied by `scale_factor / (k · sqrt(C))`.
+        epsilon: added to the squared patch norm and to |cos|.
+
+    Example:
+    >>> layer = BcosConv2D(filters=8, kernel_size=3, strides=2)
+    >>> layer(keras.ops.ones((2, 28, 28, 2))).shape
+    (2, 14, 14, 8)
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="symmetric", b=2.0, max_out=2, scale_factor=100.0, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides = int(filters), int(kernel_size), int(strides)
+        self.padding = conv_padding.check_padding(padding)
+        self.b, self.max_out = float(b), int(max_out)
+        self.scale_factor, self.epsilon = float(scale_factor), float(epsilon)
+        if min(self.filters, self.kernel_size, self.strides, self.max_out) < 1:
+            raise ValueError(f"filters, kernel_size, strides and max_out must be positive; got {filters}, {kernel_size}, {strides}, {max_out}.")
+        if not self.b >= 1.0:
+            raise ValueError(f"b must be at least 1 (1 is a linear layer); got {b!r}.")
+        if not self.scale_factor > 0:
+            raise ValueError(f"scale_factor must be positive; got {scale_factor!r}.")
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, self.kernel_size, channels, self.filters * self.max_out),
+            initializer=keras.initializers.GlorotUniform(),
+        )
+        self.scale = self.kernel_size * math.sqrt(channels) / self.scale_factor
+
+    # -- shapes --------------------------------------------------------------------
+    def _paddings(self, height, width):
+        return conv_padding.paddings(height, width, self.kernel_size, self.strides, self.padding)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        size = lambda n: conv_padding.output_size(n, self.kernel_size, self.strides, self.padding)  # noqa: E731
+        return (batch, size(height), size(width), self.filters)
+
+    def unit_kernel(self):
+        """The kernel with every unit scaled to unit norm over its `k x k x C` weights."""
+        norm = ops.sqrt(ops.sum(ops.square(self.kernel), axis=(0, 1, 2), keepdims=True))
+        return self.kernel / ops.maximum(norm, self.epsilon)
+
+    # -- forward ---------------------------------------------------------------------
+    def dynamic_state(self, inputs):
+        """Forward pass that also returns what the explanation pass needs.
+
+        Returns:
+            dict: `outputs` `(B, H', W', filters)`; `factor`, the dynamic
+            factor `|cos|^(B - 1) / s` of each output; `winner`, the MaxOut
+            one-hot `(B, H', W', filters, max_out)`.
+        """
+        if not self.built:
+            self.build(inputs.shape)
+            self.built = True
+        padded = conv_padding.pad(inputs, *self._paddings(inputs.shape[1], inputs.shape[2]))
+        linear = ops.conv(padded, self.unit_kernel(), strides=self.strides, padding="valid")  # |p| cos per unit
+        height, width = linear.shape[1], linear.shape[2]
+        units = ops.reshape(linear, (-1, height, width, self.filters, self.max_out))
+        winner = first_max_one_hot(units, axis=-1)
+        selected = ops.sum(units * winner, axis=-1)
+        factor = ops.ones_like(selected) / self.scale
+        if self.b != 1.0:
+            ones = ops.ones((self.kernel_size, self.kernel_size, inputs.shape[-1], 1), dtype=padded.dtype)
+            squared_norm = ops.conv(ops.square(padded), ones, strides=self.strides, padding="valid")  # |p|^2 per position
+            cosine = ops.abs(selected) / ops.sqrt(squared_norm + self.epsilon) + self.epsilon
+            factor = ops.power(cosine, self.b - 1.0) / self.scale
+        return {"outputs": selected * factor, "factor": factor, "winner": winner}
+
+    def call(self, inputs):
+        return self.dynamic_state(inputs)["outputs"]
+
+    # -- explanation -------------------------------------------------------------
+    def explain_backward(self, state, relevance, input_shape):
+        """`W(x)ᵀ relevance` with the dynamic factors and MaxOut winners of `state` held fixed.
+
+        Args:
+            state: `dynamic_state(inputs)` of the same inputs.
+            relevance: `(B, H', W', filters)`.
+            input_shape: shape of `inputs` (height and width are used).
+
+        Returns:
+            `(B, H, W, channels)`, with `sum(result * inputs) == sum(relevance * outputs)`.
+        """
+        weighted = relevance * ops.stop_gradient(state["factor"])
+        per_unit = weighted[..., None] * ops.stop_gradient(state["winner"])
+        height, width = per_unit.shape[1], per_unit.shape[2]
+        per_unit = ops.reshape(per_unit, (-1, height, width, self.filters * self.max_out))
+        placed = ops.conv_transpose(per_unit, self.unit_kernel(), strides=self.strides, padding="valid")
+        return conv_padding.place_back(placed, input_shape, *self._paddings(input_shape[1], input_shape[2]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            b=self.b,
+            max_out=self.max_out,
+            scale_factor=self.scale_factor,
+            epsilon=self.epsilon,
+        )
+        return config

@@ -1,0 +1,49 @@
+"""Training recipes of the B-cos presets: data, split, grid, epochs (`glasszoo train NAME`)."""
+
+RECIPES = {
+    "bcos_fashion_mnist": {
+        "family": "bcos",
+        "dataset": "fashion_mnist",
+        "description": "B-cos network (B = 2, MaxOut 2, input [x, 1-x], no bias or normalisation, sum-pool / T) on Fashion-MNIST.",
+        "config": {
+            "filters": [32, 64, 64, 128, 128],
+            "kernel_sizes": [3, 3, 3, 3, 3, 1],
+            "strides": [1, 2, 1, 2, 1, 1],
+            "b": 2.0,
+            "max_out": 2,
+            "temperature": 100.0,
+            "scale_factor": 100.0,
+            "padding": "symmetric",
+            "input_encoding": "complement",
+        },
+        # B, T and the input encoding, ranked on the validation split by accuracy + 3x3-grid localisation (equal weight).
+        # A first grid (B 2 / 2.5, T 10 / 100, widths 32-128 and 64-256, [x, 1 - x], 3 epochs each; 25 final epochs)
+        # gave validation accuracy 0.895-0.915 and localisation 0.54-0.57 after 3 epochs, and 0.932 / 0.49 after 25:
+        # localisation fell as the network fit the training set, so this grid also tries fewer final epochs.
+        "grid": [
+            {"b": 2.0, "temperature": 10.0},
+            {"b": 2.0, "temperature": 10.0, "input_encoding": "none"},
+            {"b": 2.5, "temperature": 10.0, "input_encoding": "none"},
+            {"b": 3.0, "temperature": 10.0},
+            {"b": 3.0, "temperature": 10.0, "input_encoding": "none"},
+            {"b": 2.0, "temperature": 100.0, "input_encoding": "none"},
+        ],
+        "localisation_weight": 1.0,
+        "localisation_grids": 8,
+        "validation_size": 6000,
+        "batch_size": 128,
+        "grid_batch_size": 128,
+        "epochs": 12,
+        "grid_epochs": 4,
+        "learning_rate": 1e-3,
+        "schedule": "cosine",
+        "notes": (
+            "Trained with KERAS_BACKEND=jax on a lent H200 GPU (about 1.3 s an epoch); the weights load on every backend. "
+            "The grid chose B = 3, T = 10 and the input x alone (no [x, 1 - x]): with the complement encoding, 59% of "
+            "the positive contribution lay on black background pixels; without it, none does. A 25-epoch final run of "
+            "the same configuration (`--no-grid` with it as the base) reached validation accuracy 0.9325 but validation "
+            "localisation 0.551 +- 0.021 against 0.925 and 0.618 +- 0.016 for 12 epochs, so 12 epochs were kept by the "
+            "same rule (validation accuracy + localisation)."
+        ),
+    },
+}
