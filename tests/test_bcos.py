@@ -1,0 +1,115 @@
+"""B-cos networks (Böhle et al. 2022): the layer's transform and its exact explanation pass, the model's completeness."""
+
+import glasszoo
+import numpy as np
+import pytest
+import tensorflow as tf
+from glasszoo.layers import BcosConv2D
+from glasszoo.layers.conv_padding import pad
+from glasszoo.layers.temperature_head import PRIOR_BIAS
+from glasszoo.zoo.bcos.model import BcosNet
+from glasszoo.zoo.bcos.views import linear_map_rgba
+from keras import ops
+
+LAYERS = [
+    dict(b=2.0, max_out=2, strides=1, padding="symmetric"),
+    dict(b=2.5, max_out=2, strides=2, padding="symmetric"),
+    dict(b=1.0, max_out=1, strides=2, padding="same"),
+    dict(b=1.75, max_out=3, strides=2, padding="valid"),
+]
+
+
+@pytest.mark.parametrize("options", LAYERS, ids=lambda o: f"B{o['b']}-m{o['max_out']}-s{o['strides']}-{o['padding']}")
+def test_explanation_pass_is_the_gradient_with_the_dynamic_factors_detached(rng, options):
+    layer = BcosConv2D(5, 3, **options)
+    x = tf.constant(rng.uniform(size=(2, 9, 8, 3)).astype("float32"))
+    state = layer.dynamic_state(x)
+    relevance = tf.constant(rng.normal(size=state["outputs"].shape).astype("float32"))
+    explained = layer.explain_backward(state, relevance, x.shape)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        linear = ops.conv(pad(x, *layer._paddings(9, 8)), layer.unit_kernel(), strides=options["strides"], padding="valid")
+        units = tf.reshape(linear, tuple(linear.shape[:3]) + (5, options["max_out"]))
+        selected = tf.reduce_sum(units * tf.stop_gradient(state["winner"]), axis=-1)
+        total = tf.reduce_sum(relevance * selected * tf.stop_gradient(state["factor"]))
+    np.testing.assert_allclose(explained.numpy(), tape.gradient(total, x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(float(tf.reduce_sum(explained * x)), float(tf.reduce_sum(relevance * state["outputs"])), rtol=1e-4)
+
+
+def test_the_transform_is_cosine_weighted_and_bounded(rng):
+    x = rng.uniform(size=(1, 5, 5, 2)).astype("float32")
+    linear = BcosConv2D(4, 5, padding="valid", b=1.0, max_out=1)
+    bcos = BcosConv2D(4, 5, padding="valid", b=2.0, max_out=1)
+    bcos.build(x.shape)
+    linear.build(x.shape)
+    linear.kernel.assign(bcos.kernel)
+    patch_norm = np.sqrt((x**2).sum())
+    plain = ops.convert_to_numpy(linear(x))[0, 0, 0] * linear.scale  # ŵᵀp = |p| cos
+    cosine = plain / patch_norm
+    np.testing.assert_allclose(ops.convert_to_numpy(bcos(x))[0, 0, 0] * bcos.scale, plain * (np.abs(cosine) + 1e-6), rtol=1e-4)
+    assert np.all(np.abs(ops.convert_to_numpy(bcos(x))) * bcos.scale <= patch_norm + 1e-5)  # |out| s <= |p|
+    with pytest.raises(ValueError, match="b must be at least 1"):
+        BcosConv2D(4, 3, b=0.5)
+    with pytest.raises(ValueError, match="padding must be one of"):
+        BcosConv2D(4, 3, padding="reflect")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return BcosNet(filters=[6, 8], kernel_sizes=[3, 3, 1], strides=[1, 2, 1], temperature=10.0)
+
+
+def test_logit_is_the_sum_of_the_contribution_map_for_any_class(tiny, samples):
+    images = samples[0][:5]
+    for target in (None, 3, np.arange(5)):
+        out = tiny.explain(images, target=target)
+        classes = out["logits"].argmax(-1) if target is None else np.broadcast_to(target, (5,))
+        np.testing.assert_allclose(out["contributions"].sum(axis=(1, 2)) + PRIOR_BIAS, out["logits"][np.arange(5), classes], rtol=1e-5, atol=1e-4)
+        encoded = np.concatenate([images, 1.0 - images], axis=-1)
+        np.testing.assert_allclose((encoded * out["linear_map"]).sum(-1), out["contributions"], atol=1e-5)
+
+
+def test_without_the_complement_encoding_black_pixels_contribute_nothing(samples):
+    model = BcosNet(filters=[6], kernel_sizes=[3, 1], strides=[2, 1], input_encoding="none")
+    images = samples[0][:4]
+    out = model.explain(images)
+    assert out["linear_map"].shape == (4, 28, 28, 1)
+    assert np.all(out["contributions"][images[..., 0] == 0.0] == 0.0)
+    with pytest.raises(ValueError, match="input_encoding"):
+        BcosNet(input_encoding="sobel")
+    with pytest.raises(ValueError, match="one fewer"):
+        BcosNet(filters=[4, 4], kernel_sizes=[3, 1], strides=[1, 1])
+
+
+def test_rgb_linear_map_rendering(rng):
+    weights = rng.normal(size=(6, 7, 6))
+    contributions = rng.normal(size=(6, 7))
+    rendered = linear_map_rgba(weights, contributions)
+    assert rendered.shape == (6, 7, 4) and rendered.min() >= 0.0 and rendered.max() <= 1.0
+    assert np.all(rendered[..., 3][contributions <= 0] == 0.0)  # only evidence for the class is opaque
+
+
+def test_preset_is_complete_and_its_maps_lie_on_the_garment(samples):
+    if "bcos_fashion_mnist" not in glasszoo.list_models():
+        pytest.skip("bcos_fashion_mnist not shipped")
+    model = glasszoo.load("bcos_fashion_mnist")
+    images, labels, _ = samples
+    out = model.explain(images)
+    assert float((out["logits"].argmax(-1) == labels).mean()) >= 0.85
+    assert model.self_check_errors(images, out) == {}
+    if model.input_encoding == "none":
+        positive = np.maximum(out["contributions"], 0.0)
+        background = images[..., 0] < 0.02
+        assert (positive * background).sum() / positive.sum() < 0.01  # the evidence is on the object
+
+
+@pytest.mark.slow
+def test_bcos_fashion_mnist_reaches_its_card(fashion_mnist):
+    if "bcos_fashion_mnist" not in glasszoo.list_models():
+        pytest.skip("bcos_fashion_mnist not shipped")
+    model = glasszoo.load("bcos_fashion_mnist")
+    accuracy = float((model.predict_classes(fashion_mnist.x_test) == fashion_mnist.y_test).mean())
+    assert accuracy == pytest.approx(model.preset_metadata["metrics"]["test_accuracy"], abs=2e-3)
