@@ -19,6 +19,8 @@ LAYER_CASES = [
     (1, "valid", "l2", 7, 3),
     (1, "same", "sq", 6, 1),
     (3, "same", "l2", 10, 5),
+    (2, "symmetric", "sq", 8, 3),  # the paper's padding: 1 on both sides at stride 2
+    (2, "symmetric", "l2", 9, 5),
 ]
 
 
@@ -166,3 +168,16 @@ def test_paper_architecture_builds_for_cifar_shapes():
     with pytest.raises(ValueError, match="Unknown CoDA architecture"):
         CoDA.from_architecture("xl")
 
+
+
+def test_symmetric_padding_is_the_papers():
+    """S-CoDA pads 1 on both sides (PyTorch padding=1); TensorFlow's "same" pads (0, 1) at stride 2 on even sizes."""
+    from glasszoo.layers.conv_padding import paddings
+
+    assert paddings(28, 28, 3, 2, "symmetric") == ((1, 1), (1, 1))
+    assert paddings(28, 28, 3, 2, "same") == ((0, 1), (0, 1))
+    layer = DAUConv2D(4, 3, 2, strides=2, padding="symmetric")
+    assert layer(np.zeros((1, 32, 32, 6), "float32")).shape == (1, 16, 16, 4)
+    paper = CoDA.from_architecture("s_coda", num_classes=10, input_shape=(32, 32, 3))
+    assert {layer.padding for layer in paper.dau_layers} == {"symmetric"}
+    assert CoDA(num_classes=10).get_config()["padding"] == "same"  # the shipped preset's

@@ -23,6 +23,7 @@ ARCHITECTURES = {
         "filters": [16, 16, 32, 32, 32, 64, 64, 64],
         "ranks": [32, 32, 64, 64, 64, 64, 64, 64, 64],
         "temperature": 1000.0,
+        "padding": "symmetric",  # the authors' padding=1 (TensorFlow's "same" pads (0, 1) at stride 2)
     },
     # 5 layers sized to train on 28 x 28 Fashion-MNIST on two CPU cores (~3.6 s per 1,000 images)
     "coda_small": {
@@ -56,6 +57,8 @@ class CoDA(ZooModel):
         ranks: DAU rank of each layer.
         temperature: `T`.
         normalization: `"sq"` or `"l2"` (see `DAUConv2D`).
+        padding: `"same"` (TensorFlow's) or `"symmetric"` (the paper's: `(k - 1) // 2`
+            on both sides; see `glasszoo.layers.conv_padding`).
         class_names: optional `K` names.
 
     Example:
@@ -81,6 +84,7 @@ class CoDA(ZooModel):
         ranks=tuple(ARCHITECTURES["coda_small"]["ranks"]),
         temperature=10.0,
         normalization="sq",
+        padding="same",
         class_names=None,
         **kwargs,
     ):
@@ -92,6 +96,7 @@ class CoDA(ZooModel):
         self.ranks = [int(r) for r in ranks]
         self.temperature = float(temperature)
         self.normalization = normalization
+        self.padding = padding
         depth = len(self.kernel_sizes)
         if not (len(self.layer_strides) == len(self.ranks) == depth and len(self.filters) == depth - 1):
             raise ValueError(
@@ -101,7 +106,7 @@ class CoDA(ZooModel):
         self.encoding = ComplementEncoding(name="complement_encoding")
         self.dau_layers = [
             DAUConv2D(
-                channels, kernel, rank, strides=stride, padding="same", normalization=normalization, name=f"dau_{index}"
+                channels, kernel, rank, strides=stride, padding=padding, normalization=normalization, name=f"dau_{index}"
             )
             for index, (channels, kernel, rank, stride) in enumerate(
                 zip(self.filters + [self.num_classes], self.kernel_sizes, self.ranks, self.layer_strides)
@@ -205,5 +210,6 @@ class CoDA(ZooModel):
             ranks=list(self.ranks),
             temperature=self.temperature,
             normalization=self.normalization,
+            padding=self.padding,
         )
         return config

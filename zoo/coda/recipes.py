@@ -42,6 +42,7 @@ RECIPES = {
             "ranks": [32, 32, 64, 64, 64, 64, 64, 64, 64],
             "temperature": 1000.0,
             "normalization": "sq",
+            "padding": "symmetric",
         },
         "grid": [],
         "validation_size": 5000,
