@@ -169,6 +169,8 @@ def _evaluate_explanations(model, args, data):
         summary_rows,
     )
 
+    from glasszoo.explain.explanation_report import confident_correct
+
     names = "all" if args.explanations == "all" else [n.strip() for n in args.explanations.split(",")]
     count = min(args.explanation_images, len(data.x_test))
     images, labels = data.x_test[:count], data.y_test[:count]
@@ -176,6 +178,15 @@ def _evaluate_explanations(model, args, data):
     baseline = None if args.no_baseline else black_box_baseline(data.name, exclude=args.name)
     if baseline:
         models[baseline] = glasszoo.load(baseline)
+    protocol = dict(grids=4, removal_images=32, randomisation_images=8) if args.quick else dict(
+        grids=args.grids, removal_images=args.removal_images, randomisation_images=args.randomisation_images
+    )
+    # the same images for every model: those that each of them classifies correctly and confidently
+    usable = None
+    for candidate in models.values():
+        mine = set(confident_correct(candidate, images, labels).tolist())
+        usable = mine if usable is None else usable & mine
+    usable = np.array(sorted(usable), dtype="int64")
     out = pathlib.Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -183,9 +194,9 @@ def _evaluate_explanations(model, args, data):
     for name, candidate in models.items():
         methods = explanation_methods(candidate, names if name == args.name else "all")
         progbar = _progbar(len(methods), f"Explanation metrics of {len(methods)} method(s) on {name} ({count} test images)")
-        report = evaluate_explanations(candidate, images, labels, methods, grids=args.grids, progress=lambda _, bar=progbar: bar.add(1))
+        report = evaluate_explanations(candidate, images, labels, methods, progress=lambda _, bar=progbar: bar.add(1), usable=usable, **protocol)
         results[name] = report
-        table += [(name, *row) for row in summary_rows(report)]
+        table += [(name, *row) for row in summary_rows(report, errors=True)]
         if out:
             label = _slug(pathlib.Path(name).stem)
             report_plots.removal_curves(report, title=name, path=out / f"pixel_removal_{label}.png")
@@ -193,8 +204,8 @@ def _evaluate_explanations(model, args, data):
             report_plots.method_maps(candidate, images[shown], labels[shown], methods, class_names=data.class_names, path=out / f"maps_{label}.png")
     header = ("model", "method", "localisation", "removal least-first", "removal most-first", "rank corr. randomised")
     print(" | ".join(header))
-    for row in table:
-        print(" | ".join([row[0], row[1]] + [f"{v:.3f}" for v in row[2:]]))
+    for model_name, method, *figures, correlation in table:
+        print(" | ".join([model_name, method] + [f"{value:.3f} ± {error:.3f}" for value, error in figures] + [f"{correlation:.3f}"]))
     return results
 
 
@@ -498,7 +509,10 @@ def build_parser():
     p.add_argument("--explanations", help="'all' or a comma list (inherent,saliency,input_x_gradient,integrated_gradients,grad_cam,occlusion): "
                    "localisation, pixel removal and randomisation for the model and the black-box baseline")
     p.add_argument("--explanation-images", type=int, default=500, help="test images the explanation metrics draw from")
-    p.add_argument("--grids", type=int, default=8, help="localisation grids (3x3, distinct classes)")
+    p.add_argument("--grids", type=int, default=16, help="localisation grids (3x3, distinct classes)")
+    p.add_argument("--removal-images", type=int, default=256, help="images of the pixel-removal curves")
+    p.add_argument("--randomisation-images", type=int, default=8, help="images of the cascading-randomisation check")
+    p.add_argument("--quick", action="store_true", help="a small protocol for tests: 4 grids, 32 removal images, 8 randomisation images")
     p.add_argument("--no-baseline", action="store_true", help="skip the black-box baseline's rows")
     p.add_argument("--out", help="folder for report.json (and the explanation pictures)")
     p.set_defaults(run=cmd_evaluate)

@@ -81,7 +81,13 @@ def distinct_class_grids(labels, candidates, rows, count, seed=0):
     return grids
 
 
-def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, removal_images=32, randomisation_images=8, fractions=DEFAULT_FRACTIONS, confidence=0.5, seed=0, progress=None):
+def standard_error(values):
+    """Standard error of the mean of `values` (NaN for fewer than two)."""
+    values = np.asarray(values, dtype="float64")
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, removal_images=32, randomisation_images=8, fractions=DEFAULT_FRACTIONS, confidence=0.5, seed=0, progress=None, usable=None):
     """Scores every method in `methods` on the same images; returns a JSON-ready report.
 
     Args:
@@ -97,14 +103,20 @@ def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, remov
             target probability above this.
         seed: selection seed.
         progress: optional callable `progress(step_name)` called after every step.
+        usable: optional indices of the images to draw from (e.g. those that
+            every compared model classifies correctly and confidently, so
+            all models are scored on the same images); by default this
+            model's own confident, correct images.
 
     Returns:
-        dict: `usable_images` and, per method, `localisation` (mean, per grid),
-        `pixel_removal_least` / `_most` (curve, area) and `randomisation`
-        (rank correlation per cascade step, and after the full cascade).
+        dict: `usable_images` and, per method, `localisation` (mean, its
+        standard error over grids, per grid), `pixel_removal_least` / `_most`
+        (curve, area, the area's standard error over images) and
+        `randomisation` (rank correlation per cascade step, and after the
+        full cascade).
     """
     labels = np.asarray(labels)
-    usable = confident_correct(model, images, labels, threshold=confidence)
+    usable = confident_correct(model, images, labels, threshold=confidence) if usable is None else np.asarray(usable)
     rng = np.random.default_rng(seed)
     removal = rng.permutation(usable)[:removal_images]
     randomised = removal[:randomisation_images]
@@ -113,11 +125,18 @@ def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, remov
     for name, explain in methods.items():
         entry = {}
         scores = [localisation_scores(model, images[cells], labels[cells], rows, attribution=explain)["scores"] for cells in grid_indices]
-        entry["localisation"] = {"mean": float(np.mean(scores)), "per_grid": [float(np.mean(s)) for s in scores]}
+        per_grid = [float(np.mean(s)) for s in scores]
+        entry["localisation"] = {"mean": float(np.mean(per_grid)), "standard_error": standard_error(per_grid), "per_grid": per_grid}
         maps = np.asarray(explain(model, images[removal], labels[removal]))
         for order in ("least", "most"):
             curve = pixel_removal_curve(model, images[removal], maps, labels[removal], fractions=fractions, order=order)
-            entry[f"pixel_removal_{order}"] = {"fractions": curve["fractions"].tolist(), "curve": curve["curve"].tolist(), "area": curve["area"]}
+            probabilities, steps = curve["probabilities"], np.diff(curve["fractions"])
+            span = float(steps.sum())
+            per_image = ((probabilities[:, 1:] + probabilities[:, :-1]) / 2 * steps).sum(axis=1) / span if span > 0 else probabilities[:, 0]
+            entry[f"pixel_removal_{order}"] = {
+                "fractions": curve["fractions"].tolist(), "curve": curve["curve"].tolist(), "area": curve["area"],
+                "standard_error": standard_error(per_image), "images": len(per_image),
+            }
         steps = cascading_randomisation(model, explain, images[randomised], labels[randomised], seed=seed)
         entry["randomisation"] = {"steps": steps, "final_rank_correlation": steps[-1]["rank_correlation"]}
         report["methods"][name] = entry
@@ -126,8 +145,22 @@ def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, remov
     return report
 
 
-def summary_rows(report):
-    """`(method, localisation, removal area least-first, most-first, rank corr. after randomisation)` rows."""
+def summary_rows(report, errors=False):
+    """`(method, localisation, removal area least-first, most-first, rank corr. after randomisation)` rows.
+
+    With `errors`, each of the first three figures is `(value, standard error)`.
+    """
+    if errors:
+        return [
+            (
+                name,
+                (entry["localisation"]["mean"], entry["localisation"].get("standard_error", float("nan"))),
+                (entry["pixel_removal_least"]["area"], entry["pixel_removal_least"].get("standard_error", float("nan"))),
+                (entry["pixel_removal_most"]["area"], entry["pixel_removal_most"].get("standard_error", float("nan"))),
+                entry["randomisation"]["final_rank_correlation"],
+            )
+            for name, entry in report["methods"].items()
+        ]
     return [
         (
             name,

@@ -41,6 +41,10 @@ def test_report_scores_each_method_on_the_pretrained_inam(samples):
     for _, localisation, least, most, correlation in rows:
         assert 0 <= localisation <= 1 and 0 <= least <= 1 and 0 <= most <= 1 and -1 <= correlation <= 1
     entry = report["methods"]["inherent"]
+    assert entry["localisation"]["standard_error"] >= 0 and entry["pixel_removal_least"]["images"] == 4
+    assert np.std(entry["localisation"]["per_grid"], ddof=1) / np.sqrt(2) == pytest.approx(entry["localisation"]["standard_error"])
+    for (_, (localisation, error), *_), plain in zip(summary_rows(report, errors=True), rows):
+        assert localisation == plain[1] and error >= 0
     assert entry["randomisation"]["steps"][0]["rank_correlation"] == pytest.approx(1.0)
     assert len(entry["pixel_removal_least"]["curve"]) == 10
     assert entry["pixel_removal_least"]["area"] > entry["pixel_removal_most"]["area"]
