@@ -5,7 +5,8 @@ import numpy as np
 from glasszoo.layers.bcos import BcosConv2D
 from glasszoo.layers.complement_encoding import ComplementEncoding
 from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
-from glasszoo.zoo.base import ZooModel, class_selection
+from glasszoo.zoo.base import ZooModel
+from glasszoo.zoo.dynamic_linear import DynamicLinearStack
 from glasszoo.zoo.losses import OneHotBinaryCrossentropy
 from keras import ops
 
@@ -20,7 +21,7 @@ ENCODINGS = ("complement", "none")
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
-class BcosNet(ZooModel):
+class BcosNet(DynamicLinearStack, ZooModel):
     """B-cos network (Böhle et al. 2022): `[x, 1 - x] -> BcosConv2D x L -> sum over positions / T + b0`.
 
     No biases, no normalisation layers, no other non-linearity: every layer
@@ -102,27 +103,10 @@ class BcosNet(ZooModel):
         self.head = TemperatureSumPooling(self.temperature, PRIOR_BIAS, name="temperature_sum_pooling")
         self.build((None,) + self.image_shape)
 
-    def build(self, input_shape):
-        shape = self.encoding.compute_output_shape(input_shape)
-        for layer in self.bcos_layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.built = True
+    def stack(self):
+        return self.bcos_layers
 
     # -- forward -------------------------------------------------------------------
-    def call(self, images):
-        activations = self.encoding(images)
-        for layer in self.bcos_layers:
-            activations = layer(activations)
-        return self.head(activations)
-
-    def feature_maps_and_logits(self, images):
-        """`(input of the last layer (B, h, w, c), logits)` in one pass: the maps Grad-CAM weighs."""
-        activations = self.encoding(images)
-        for layer in self.bcos_layers[:-1]:
-            activations = layer(activations)
-        return activations, self.head(self.bcos_layers[-1](activations))
-
     def explanation_graph(self, images, target=None):
         """Logits, the contribution map and the linear map of the explained class, forward ops only (exports).
 
@@ -131,17 +115,7 @@ class BcosNet(ZooModel):
             target: optional one-hot (or any weighting) `(B, K)` of the classes
                 to explain; the predicted class when None.
         """
-        encoded = self.encoding(images)
-        activations, states, shapes = encoded, [], []
-        for layer in self.bcos_layers:
-            shapes.append(activations.shape)
-            state = layer.dynamic_state(activations)
-            states.append(state)
-            activations = state["outputs"]
-        logits = self.head(activations)
-        relevance = ops.ones_like(activations) * (class_selection(logits, target) / self.temperature)[:, None, None, :]
-        for layer, state, shape in zip(reversed(self.bcos_layers), reversed(states), reversed(shapes)):
-            relevance = layer.explain_backward(state, relevance, shape)
+        encoded, logits, relevance = self.stack_explanation(images, target, scale=1.0 / self.temperature)
         return {"logits": logits, "contributions": ops.sum(encoded * relevance, axis=-1), "linear_map": relevance}
 
     # -- user API ----------------------------------------------------------------------

@@ -5,7 +5,8 @@ import numpy as np
 from glasszoo.layers.complement_encoding import ComplementEncoding
 from glasszoo.layers.dynamic_alignment import DAUConv2D
 from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
-from glasszoo.zoo.base import ZooModel, class_selection
+from glasszoo.zoo.base import ZooModel
+from glasszoo.zoo.dynamic_linear import DynamicLinearStack
 from glasszoo.zoo.losses import OneHotBinaryCrossentropy
 from keras import ops
 
@@ -37,7 +38,7 @@ ARCHITECTURES = {
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
-class CoDA(ZooModel):
+class CoDA(DynamicLinearStack, ZooModel):
     """Convolutional Dynamic Alignment Network (Böhle et al., seed 002).
 
     `images -> [x, 1 - x] -> DAUConv2D x L (no other non-linearity, no
@@ -126,20 +127,10 @@ class CoDA(ZooModel):
             raise ValueError(f"Unknown CoDA architecture {architecture!r}; known: {sorted(ARCHITECTURES)}.")
         return cls(**dict(ARCHITECTURES[architecture], **kwargs))
 
-    def build(self, input_shape):
-        shape = self.encoding.compute_output_shape(input_shape)
-        for layer in self.dau_layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.built = True
+    def stack(self):
+        return self.dau_layers
 
     # -- forward -------------------------------------------------------------------
-    def call(self, images):
-        activations = self.encoding(images)
-        for layer in self.dau_layers:
-            activations = layer(activations)
-        return self.head(activations)
-
     def explanation_graph(self, images, target=None):
         """Logits and the contribution map, from forward ops only (so they export).
 
@@ -151,26 +142,8 @@ class CoDA(ZooModel):
         Returns:
             dict with `logits` `(B, K)` and `contributions` `(B, H, W)`.
         """
-        encoded = self.encoding(images)
-        activations, states, shapes = encoded, [], []
-        for layer in self.dau_layers:
-            shapes.append(activations.shape)
-            state = layer.dynamic_state(activations)
-            states.append(state)
-            activations = state["outputs"]
-        logits = self.head(activations)
-        selection = class_selection(logits, target)
-        relevance = ops.ones_like(activations) * selection[:, None, None, :]
-        for layer, state, shape in zip(reversed(self.dau_layers), reversed(states), reversed(shapes)):
-            relevance = layer.explain_backward(state, relevance, shape)
+        encoded, logits, relevance = self.stack_explanation(images, target)
         return {"logits": logits, "contributions": ops.sum(encoded * relevance, axis=-1)}
-
-    def feature_maps_and_logits(self, images):
-        """`(input of the last DAU layer (B, h, w, c), logits)` in one pass: the maps Grad-CAM weighs."""
-        activations = self.encoding(images)
-        for layer in self.dau_layers[:-1]:
-            activations = layer(activations)
-        return activations, self.head(self.dau_layers[-1](activations))
 
     # -- user API ----------------------------------------------------------------------
     def self_checks(self, images, explanation):

@@ -1,0 +1,70 @@
+"""Networks that are dynamic linear end to end: an input encoding, a stack of layers `out = W(x) x`, a linear head.
+
+A layer of such a stack has `dynamic_state(inputs)` (its forward pass and
+what its transposed map needs) and `explain_backward(state, relevance,
+input_shape)` (that transposed map with the dynamic weights held fixed), as
+`DAUConv2D` and `BcosConv2D` do. The relevance of the class logit then flows
+back to the encoded input in forward ops only, and `encoded ⊙ relevance` is
+an exact contribution map.
+"""
+
+from glasszoo.zoo.base import class_selection
+from keras import ops
+
+
+class DynamicLinearStack:
+    """Mixin for a `ZooModel` made of `self.encoding`, the layers `self.stack()` returns, and `self.head`.
+
+    It gives `build`, `call`, `feature_maps_and_logits` (the input of the
+    last layer, for Grad-CAM) and `stack_explanation`, the forward and
+    transposed passes of an explanation.
+
+    Example:
+    >>> class MyNet(DynamicLinearStack, ZooModel):  # doctest: +SKIP
+    ...     def stack(self):
+    ...         return self.my_layers
+    """
+
+    def stack(self):  # pragma: no cover - every model defines it
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        shape = self.encoding.compute_output_shape(input_shape)
+        for layer in self.stack():
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, images):
+        activations = self.encoding(images)
+        for layer in self.stack():
+            activations = layer(activations)
+        return self.head(activations)
+
+    def feature_maps_and_logits(self, images):
+        """`(input of the last layer (B, h, w, c), logits)` in one pass: the maps Grad-CAM weighs."""
+        activations = self.encoding(images)
+        for layer in self.stack()[:-1]:
+            activations = layer(activations)
+        return activations, self.head(self.stack()[-1](activations))
+
+    def stack_explanation(self, images, target=None, scale=1.0):
+        """`(encoded input, logits, relevance of the encoded input)` for the explained classes.
+
+        Args:
+            images: `(B, H, W, C)`.
+            target: optional `(B, K)` weighting of the classes (None: the predicted one).
+            scale: factor of the output relevance (the head's `1 / T` for a map that sums to the logit).
+        """
+        encoded = self.encoding(images)
+        activations, states, shapes = encoded, [], []
+        for layer in self.stack():
+            shapes.append(activations.shape)
+            state = layer.dynamic_state(activations)
+            states.append(state)
+            activations = state["outputs"]
+        logits = self.head(activations)
+        relevance = ops.ones_like(activations) * (class_selection(logits, target) * scale)[:, None, None, :]
+        for layer, state, shape in zip(reversed(self.stack()), reversed(states), reversed(shapes)):
+            relevance = layer.explain_backward(state, relevance, shape)
+        return encoded, logits, relevance
