@@ -1,17 +1,19 @@
 """Training survives interruption, and the files it writes are written atomically.
 
 `test_killed_run_resumes_from_its_last_epoch`: a subprocess trains a tiny
-recipe and is killed (SIGKILL, no clean-up) in the middle of its third epoch;
+recipe (the test model of the first registered family trained without
+stages, tests/tiny_recipes.py; registered in `glasszoo.zoo.recipes.RECIPES`)
+and is killed (SIGKILL, no clean-up) in the middle of its third epoch;
 a half-written log line is appended as a kill during a write would leave it;
 re-running the same command here resumes from the backup of epoch 2
 (weights and optimizer state equal to those the killed run had after epoch
 2) and ends with 4 epochs, a log without duplicated epochs and a verified
 preset. The other tests check `glasszoo.zoo.atomic`: a failure in the middle
-of a write leaves the old file intact and no temporary file behind.
+of a write leaves the old file intact and no temporary file behind, for the
+checkpoints and for every registered family's preset files.
 """
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -19,21 +21,7 @@ import sys
 
 import numpy as np
 import pytest
-
-TINY = {
-    "family": "inam",
-    "dataset": "mnist_5k",
-    "description": "tiny INAM for the resume test",
-    "config": {"num_kernels": 8, "kernel_size": 5, "tv_weight": 0.01, "ortho_weight": 0.01, "padding": "same"},
-    "grid": [],
-    "validation_size": 200,
-    "batch_size": 32,
-    "grid_batch_size": 32,
-    "epochs": 4,
-    "grid_epochs": 0,
-    "learning_rate": 1e-3,
-    "schedule": "plateau",
-}
+from tiny_models import family_names
 
 KILLED_RUN = r'''
 import json, os, signal, sys
@@ -66,10 +54,13 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     import keras
     from glasszoo.zoo import recipes
     from glasszoo.zoo.training import _read_log, train_preset
+    from tiny_models import subprocess_env
+    from tiny_recipes import tiny_recipe
 
+    tiny = tiny_recipe(epochs=4)
     out, work = tmp_path / "preset", tmp_path / "work"
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    process = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(TINY), str(out), str(work)], env=env, capture_output=True, text=True, timeout=300)
+    env = subprocess_env(KERAS_BACKEND="tensorflow")
+    process = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(tiny), str(out), str(work)], env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
     assert not out.exists()
     state = json.loads((work / "backup" / "state.json").read_text())
@@ -84,7 +75,8 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
             self.iterations = int(self.model.optimizer.iterations.numpy())
 
     start = StartState()
-    monkeypatch.setitem(recipes.RECIPES, "tiny_resume", TINY)
+    monkeypatch.setitem(recipes.RECIPES, "tiny_resume", tiny)
+    assert recipes.recipe("tiny_resume") == tiny
     card = train_preset("tiny_resume", out, work_dir=work, grid=False, verbose=0, max_train=128, callbacks=[start])
 
     with np.load(tmp_path / "after_epoch_2.npz") as saved:
@@ -140,18 +132,20 @@ def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.weights.h5", "grid.json"]  # no temporary file left
 
 
-def test_preset_files_and_checkpoints_are_written_atomically(tmp_path, monkeypatch, tiny_inam):
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     from glasszoo.zoo import presets
-    from glasszoo.zoo.feature_sample import FEATURE_SAMPLE_FILE, write_feature_sample
     from glasszoo.zoo.training import BestCheckpoint
+    from tiny_models import build
+    from tiny_recipes import plain_family
 
     presets.write_json(tmp_path / "card.json", {"a": 1})
     with pytest.raises(TypeError):
         presets.write_json(tmp_path / "card.json", {"a": object()})
     assert json.loads((tmp_path / "card.json").read_text()) == {"a": 1}
 
+    model = build(plain_family())
     checkpoint = BestCheckpoint(tmp_path / "best.weights.h5")
-    checkpoint.set_model(tiny_inam)
+    checkpoint.set_model(model)
     checkpoint.on_epoch_end(0, {"val_accuracy": 0.5})
     before = (tmp_path / "best.weights.h5").read_bytes()
 
@@ -159,15 +153,29 @@ def test_preset_files_and_checkpoints_are_written_atomically(tmp_path, monkeypat
         pathlib.Path(path).write_bytes(b"truncated")
         raise OSError("killed while saving")
 
-    monkeypatch.setattr(tiny_inam, "save_weights", failing_save)
+    monkeypatch.setattr(model, "save_weights", failing_save)
     with pytest.raises(OSError):
         checkpoint.on_epoch_end(1, {"val_accuracy": 0.9})
     assert (tmp_path / "best.weights.h5").read_bytes() == before
-    monkeypatch.undo()
-
-    images = np.random.default_rng(0).random((12, 28, 28, 1), dtype="float32")
-    path = write_feature_sample(tiny_inam, images, tmp_path, size=6)
-    assert path.name == FEATURE_SAMPLE_FILE
-    with np.load(path) as sample:
-        assert sample["feature_values"].shape == (6, 12)
     assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_preset_files_are_written_atomically(tmp_path, family):
+    """`finish_training`'s files (`preset_files`) and the preset folder: complete files, none temporary left behind."""
+    import glasszoo
+    from tiny_models import build
+
+    model = build(family)
+    images = np.random.default_rng(0).random((12, 28, 28, 1), dtype="float32")
+    model.finish_training(images)
+    (tmp_path / "files").mkdir()
+    files = model.preset_files(tmp_path / "files")
+    for name, path in files.items():
+        path = pathlib.Path(path)
+        assert path.name == name and path.parent == tmp_path / "files" and path.stat().st_size > 0, (name, path)
+    model.save_preset(tmp_path / "preset")
+    loaded = glasszoo.load(tmp_path / "preset")  # sha256 of the weights and of every file verified
+    assert sorted(loaded.preset_metadata.get("files", {})) == sorted(files)
+    np.testing.assert_allclose(loaded.explain(images[:4])["logits"], model.explain(images[:4])["logits"], atol=1e-5)
+    assert not list(tmp_path.rglob(".*partial*")) and not list(tmp_path.rglob(".preset-*"))
