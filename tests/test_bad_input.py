@@ -11,7 +11,6 @@ import sys
 import glasszoo
 import numpy as np
 import pytest
-from glasszoo.cli import main
 from glasszoo.zoo.presets import CorruptedWeights, write_preset
 from tiny_models import build, family_names
 
