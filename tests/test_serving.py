@@ -287,7 +287,7 @@ def test_cli_accepts_float64_arrays(exports, served_images, tmp_path):
     result = serve("predict", exports[ANY][0], tmp_path / "float64.npy", "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     with np.load(tmp_path / "out" / "outputs.npz") as served:
-        np.testing.assert_allclose(served["logits"], exports[ANY][1]["logits"][2:4], atol=1e-4)
+        np.testing.assert_allclose(served["logits"], exports[ANY][1]["logits"][2:4], rtol=1e-5, atol=1e-4)
 
 
 def test_onnx_model_bad_inputs(exports, bad_files, samples):
@@ -296,8 +296,8 @@ def test_onnx_model_bad_inputs(exports, bad_files, samples):
     served = OnnxModel(exports[ANY][0])
     images = samples[0][:3]
     reference = served(images)["logits"]
-    np.testing.assert_allclose(served(images.astype("float64"))["logits"], reference, atol=1e-6)  # float64: converted
-    np.testing.assert_allclose(served(images[0])["logits"], reference[:1], atol=1e-6)  # one image without batch axis
+    np.testing.assert_allclose(served(images.astype("float64"))["logits"], reference, rtol=1e-5, atol=1e-6)  # float64: converted
+    np.testing.assert_allclose(served(images[0])["logits"], reference[:1], rtol=1e-5, atol=1e-6)  # one image without batch axis
     bad = {
         "rank 2": (images[0, ..., 0], r"got shape \(28, 28\) \(rank 2\)\. Is the channel axis missing"),
         "rank 5": (images[None], r"rank 4 .*got shape \(1, 3, 28, 28, 1\) \(rank 5\)"),
