@@ -17,6 +17,7 @@ from glasszoo.layers.regularizers import (
     SumOfRegularizers,
     TotalVariation,
 )
+from glasszoo.layers.evidence_pooling import SoftmaxEvidencePooling
 from glasszoo.layers.temperature_head import TemperatureSumPooling
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "NeuralAdditiveHead",
     "Orthonormality",
     "PrototypeLayer",
+    "SoftmaxEvidencePooling",
     "SumOfRegularizers",
     "TemperatureSumPooling",
     "TotalVariation",

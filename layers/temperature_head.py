@@ -33,6 +33,10 @@ class TemperatureSumPooling(keras.layers.Layer):
         self.temperature = float(temperature)
         self.bias = float(bias)
 
+    def position_weights(self, maps):
+        """`(B, H, W, K)` weight of each position in each class logit: `1 / T` everywhere."""
+        return ops.ones_like(maps) / self.temperature
+
     def call(self, maps):
         return ops.sum(maps, axis=(1, 2)) / self.temperature + self.bias
 

@@ -54,7 +54,8 @@ class DynamicLinearStack:
         Args:
             images: `(B, H, W, C)`.
             target: optional `(B, K)` weighting of the classes (None: the predicted one).
-            scale: factor of the output relevance (the head's `1 / T` for a map that sums to the logit).
+            scale: factor of the output relevance on top of the head's `position_weights` (1 for a map
+                that sums to the logit minus the head's fixed bias).
         """
         encoded = self.encoding(images)
         activations, states, shapes = encoded, [], []
@@ -64,7 +65,7 @@ class DynamicLinearStack:
             states.append(state)
             activations = state["outputs"]
         logits = self.head(activations)
-        relevance = ops.ones_like(activations) * (class_selection(logits, target) * scale)[:, None, None, :]
+        relevance = self.head.position_weights(activations) * (class_selection(logits, target) * scale)[:, None, None, :]
         for layer, state, shape in zip(reversed(self.stack()), reversed(states), reversed(shapes)):
             relevance = layer.explain_backward(state, relevance, shape)
         return encoded, logits, relevance

@@ -139,6 +139,23 @@ def train_preset(
         return _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs, verbose, max_train, distribution, callbacks, scope)
 
 
+def _initialise(model, spec):
+    """Copies the weights of the recipe's `initial_weights` preset into `model` (a fine-tuning recipe).
+
+    Returns the card's record of it (`{"preset", "weights_sha256"}`), or None when the recipe starts from scratch.
+    """
+    source = spec.get("initial_weights")
+    if not source:
+        return None
+    from glasszoo.zoo.registry import load
+
+    start = load(source)
+    copied = model.transfer_weights_from(start)
+    if not copied:
+        raise ValueError(f"Recipe initial_weights {source!r}: no layer of it fits the model to train.")
+    return {"preset": source, "weights_sha256": (start.preset_metadata or {}).get("weights_sha256"), "layers_copied": len(copied)}
+
+
 def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs, verbose, max_train, distribution, extra_callbacks, scope):
     from glasszoo.data import load_dataset
 
@@ -189,6 +206,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             print(f"[grid] {point} for {grid_epochs} epochs", flush=True)
             keras.utils.set_random_seed(seed)
             model = _build(spec["family"], spec["config"], point, data)
+            _initialise(model, spec)
             _compile(model, point.get("learning_rate", spec["learning_rate"]))
             tick = time.time()
             grid_size = spec.get("grid_train_size") or len(x_fit)
@@ -205,6 +223,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
 
     keras.utils.set_random_seed(seed)
     model = _build(spec["family"], spec["config"], chosen, data)
+    initial_weights = _initialise(model, spec)
     stages = model.training_schedule(x_fit, y_fit, work_dir=work_dir, **spec.get("stages", {}))
     if stages is not None:  # families trained in stages: the schedule sets the epochs and rates
         epochs = stages.total_epochs
@@ -321,6 +340,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             "grid_batch_size": grid_batch_size,
             "grid_train_images": int(min(spec.get("grid_train_size") or len(x_fit), len(x_fit))),
             "notes": spec.get("notes", ""),
+            "initial_weights": initial_weights,
             "chosen_overrides": chosen,
             "seconds": round(time.time() - started, 1),
             "seconds_note": "wall time of the last (possibly resumed) invocation, grid points reused from grid.json not included",

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from glasszoo.layers.bcos import BcosConv2D
 from glasszoo.layers.complement_encoding import ComplementEncoding
+from glasszoo.layers.evidence_pooling import SoftmaxEvidencePooling
 from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
 from glasszoo.zoo.base import ZooModel
 from glasszoo.zoo.dynamic_linear import DynamicLinearStack
@@ -12,17 +13,18 @@ from keras import ops
 
 EXPLANATION_OUTPUTS = {
     "logits": "(B, K) class logits; logit_c = sum(contribution map of c) + b0 (b0 = log(0.1/0.9))",
-    "contributions": "(B, H, W) contribution map of the explained class: encoded input x W(x)_c / T, summed over the encoded channels",
+    "contributions": "(B, H, W) contribution map of the explained class: encoded input x W(x)_c (the pooling weights and 1 / T included), summed over the encoded channels",
     "linear_map": "(B, H, W, E) the dynamic linear map W(x)_c / T on the encoded input ([x, 1 - x], E = 2C; or x, E = C); its colour rendering for RGB inputs",
 }
 
 
 ENCODINGS = ("complement", "none")
+POOLINGS = ("sum", "softmax")
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
 class BcosNet(DynamicLinearStack, ZooModel):
-    """B-cos network (Böhle et al. 2022): `[x, 1 - x] -> BcosConv2D x L -> sum over positions / T + b0`.
+    """B-cos network (Böhle et al. 2022): `[x, 1 - x] -> BcosConv2D x L -> pooled over positions / T + b0`.
 
     No biases, no normalisation layers, no other non-linearity: every layer
     is `W_l(x) x`, so the class logit is exactly a linear map of the encoded
@@ -47,6 +49,11 @@ class BcosNet(DynamicLinearStack, ZooModel):
         input_encoding: `"complement"` (the paper's `[x, 1 - x]`: dark pixels
             are evidence too) or `"none"` (`x` alone: a black pixel
             contributes exactly nothing).
+        pooling: `"sum"` (the paper's: sum of each class map over positions)
+            or `"softmax"` (`SoftmaxEvidencePooling`: a weighted mean that
+            favours each class's strongest positions, so an absent class
+            needs negative evidence everywhere, not only on average).
+        pooling_sharpness: `tau` of the softmax pooling (ignored for `"sum"`).
         class_names: optional `K` names.
 
     Example:
@@ -73,6 +80,8 @@ class BcosNet(DynamicLinearStack, ZooModel):
         scale_factor=100.0,
         padding="symmetric",
         input_encoding="complement",
+        pooling="sum",
+        pooling_sharpness=1.0,
         class_names=None,
         **kwargs,
     ):
@@ -86,6 +95,9 @@ class BcosNet(DynamicLinearStack, ZooModel):
         if input_encoding not in ENCODINGS:
             raise ValueError(f"input_encoding must be one of {', '.join(ENCODINGS)}; got {input_encoding!r}.")
         self.input_encoding = input_encoding
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}.")
+        self.pooling, self.pooling_sharpness = pooling, float(pooling_sharpness)
         depth = len(self.kernel_sizes)
         if not (len(self.layer_strides) == depth and len(self.filters) == depth - 1):
             raise ValueError(
@@ -100,7 +112,10 @@ class BcosNet(DynamicLinearStack, ZooModel):
             )
             for index, (channels, kernel, stride) in enumerate(zip(self.filters + [self.num_classes], self.kernel_sizes, self.layer_strides))
         ]
-        self.head = TemperatureSumPooling(self.temperature, PRIOR_BIAS, name="temperature_sum_pooling")
+        if pooling == "sum":
+            self.head = TemperatureSumPooling(self.temperature, PRIOR_BIAS, name="temperature_sum_pooling")
+        else:
+            self.head = SoftmaxEvidencePooling(self.temperature, self.pooling_sharpness, PRIOR_BIAS, name="softmax_evidence_pooling")
         self.build((None,) + self.image_shape)
 
     def stack(self):
@@ -115,7 +130,7 @@ class BcosNet(DynamicLinearStack, ZooModel):
             target: optional one-hot (or any weighting) `(B, K)` of the classes
                 to explain; the predicted class when None.
         """
-        encoded, logits, relevance = self.stack_explanation(images, target, scale=1.0 / self.temperature)
+        encoded, logits, relevance = self.stack_explanation(images, target)
         return {"logits": logits, "contributions": ops.sum(encoded * relevance, axis=-1), "linear_map": relevance}
 
     # -- user API ----------------------------------------------------------------------
@@ -145,5 +160,7 @@ class BcosNet(DynamicLinearStack, ZooModel):
             scale_factor=self.scale_factor,
             padding=self.padding,
             input_encoding=self.input_encoding,
+            pooling=self.pooling,
+            pooling_sharpness=self.pooling_sharpness,
         )
         return config

@@ -142,7 +142,7 @@ class CoDA(DynamicLinearStack, ZooModel):
         Returns:
             dict with `logits` `(B, K)` and `contributions` `(B, H, W)`.
         """
-        encoded, logits, relevance = self.stack_explanation(images, target)
+        encoded, logits, relevance = self.stack_explanation(images, target, scale=self.temperature)
         return {"logits": logits, "contributions": ops.sum(encoded * relevance, axis=-1)}
 
     # -- user API ----------------------------------------------------------------------

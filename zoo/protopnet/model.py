@@ -7,6 +7,7 @@ import numpy as np
 from glasszoo.layers.prototype_layer import PrototypeLayer, log_similarity
 from glasszoo.zoo.base import ZooModel, class_selection
 from glasszoo.zoo.inputs import validate_images
+from glasszoo.zoo.protopnet import object_focus
 from glasszoo.zoo.protopnet import push as protopnet_push
 from glasszoo.zoo.protopnet.backbones import (
     DEFAULT_SMALL_CNN_STAGES,
@@ -85,6 +86,14 @@ class ProtoPNet(ZooModel):
         prototype_size: height and width of a prototype in latent positions.
         cluster_weight, separation_weight, l1_weight: loss weights
             (reference: 0.8, 0.08, 1e-4).
+        object_threshold: None (the reference: every latent patch is a
+            candidate), or a pixel value above which a pixel is on the object
+            (images with an empty background). Then the cluster cost pulls
+            each prototype only towards patches on the object of its class,
+            and the push projects it only onto such patches, so no prototype
+            becomes a patch of blank background (`object_focus`).
+        object_share: share of a patch's footprint that must be object for
+            the patch to count as on the object.
         class_names: optional `K` names.
 
     Example:
@@ -112,6 +121,8 @@ class ProtoPNet(ZooModel):
         cluster_weight=0.8,
         separation_weight=0.08,
         l1_weight=1e-4,
+        object_threshold=None,
+        object_share=0.5,
         class_names=None,
         **kwargs,
     ):
@@ -122,6 +133,8 @@ class ProtoPNet(ZooModel):
         self.prototype_channels = int(prototype_channels)
         self.prototypes_per_class = int(prototypes_per_class)
         self.cluster_weight, self.separation_weight, self.l1_weight = float(cluster_weight), float(separation_weight), float(l1_weight)
+        self.object_threshold = None if object_threshold is None else float(object_threshold)
+        self.object_share = float(object_share)
         if self.num_classes < 2 or self.prototypes_per_class < 1:
             raise ValueError(f"Need at least 2 classes and 1 prototype per class; got {num_classes} and {prototypes_per_class}.")
         if self.backbone_name == SMALL_CNN:
@@ -147,6 +160,8 @@ class ProtoPNet(ZooModel):
         shape = self.add_on.compute_output_shape(shape)
         self.prototype_layer.build(shape)
         self.latent_shape = tuple(shape[1:])
+        if self.object_threshold is not None:
+            object_focus.check_divisible(self.image_shape, self.latent_shape[:2])
         self.last_layer.build((None, self.prototype_layer.num_prototypes))
         self.built = True
 
@@ -160,25 +175,52 @@ class ProtoPNet(ZooModel):
         distances = self.prototype_layer(self.latent(images, training=features_training))
         min_distances = ops.min(distances, axis=(1, 2))
         self._loss_inputs.min_distances = min_distances  # read by compute_loss in the same step
+        self._loss_inputs.object_min_distances = self.object_min_distances(images, distances) if training else None
         return self.last_layer(log_similarity(min_distances))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Cross-entropy (the compiled loss) plus the cluster, separation and off-class L1 terms."""
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
         min_distances = getattr(self._loss_inputs, "min_distances", None)
-        self._loss_inputs.min_distances = None  # read once: a later call outside this step never sees a stale tensor
+        object_min_distances = getattr(self._loss_inputs, "object_min_distances", None)
+        # read once: a later call outside this step never sees a stale tensor
+        self._loss_inputs.min_distances = self._loss_inputs.object_min_distances = None
         if y is None or min_distances is None or min_distances.shape[-1] != self.prototype_layer.num_prototypes:
             return loss
-        costs = self.prototype_costs(min_distances, y)
+        costs = self.prototype_costs(min_distances, y, cluster_distances=object_min_distances)
         extra = self.cluster_weight * costs["cluster"] - self.separation_weight * costs["separation"] + self.l1_weight * costs["l1"]
         return loss + _per_replica(extra)
 
-    def prototype_costs(self, min_distances, labels):
+    def object_min_distances(self, images, distances):
+        """`(B, P)` distance of each prototype to its nearest latent patch *on the object*, or None.
+
+        None unless `object_threshold` is set. An image without any object
+        patch falls back to all its patches.
+        """
+        if self.object_threshold is None:
+            return None
+        shares = object_focus.footprint_shares_tensor(images, self.object_threshold, self.latent_shape[:2], self.prototype_layer.prototype_size)
+        on_object = ops.cast(shares >= self.object_share, distances.dtype)
+        on_object = ops.maximum(on_object, 1.0 - ops.max(on_object, axis=(1, 2), keepdims=True))  # no object patch: all count
+        ceiling = ops.max(distances) + 1.0
+        return ops.min(distances + (1.0 - on_object)[..., None] * ceiling, axis=(1, 2))
+
+    def object_patches(self, images):
+        """Bool `(B, h', w')`: which latent patches of `images` lie on the object (None without `object_threshold`)."""
+        if self.object_threshold is None:
+            return None
+        shares = object_focus.footprint_shares(images, self.object_threshold, self.latent_shape[:2], self.prototype_layer.prototype_size)
+        return shares >= self.object_share
+
+    def prototype_costs(self, min_distances, labels, cluster_distances=None):
         """The cluster and separation costs of a batch and the off-class L1 of the last layer.
 
         Args:
             min_distances: `(B, P)` distance of each prototype to its nearest latent patch.
             labels: int `(B,)` classes.
+            cluster_distances: optional `(B, P)` distances the cluster cost
+                uses instead (those to the nearest patch on the object), so
+                that no prototype is pulled onto background.
 
         Returns:
             dict of scalars `cluster`, `separation`, `l1`.
@@ -187,7 +229,8 @@ class ProtoPNet(ZooModel):
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
         own = ops.matmul(ops.one_hot(labels, self.num_classes, dtype=min_distances.dtype), ops.transpose(identity))  # (B, P)
         ceiling = ops.max(min_distances) + 1.0  # masks the other group out of each minimum
-        cluster = ops.mean(ops.min(min_distances + (1.0 - own) * ceiling, axis=-1))
+        pulled = min_distances if cluster_distances is None else cluster_distances
+        cluster = ops.mean(ops.min(pulled + (1.0 - own) * (ops.max(pulled) + 1.0), axis=-1))
         separation = ops.mean(ops.min(min_distances + own * ceiling, axis=-1))
         l1 = ops.sum(ops.abs(self.last_layer.kernel * (1.0 - identity)))
         return {"cluster": cluster, "separation": separation, "l1": l1}
@@ -256,7 +299,8 @@ class ProtoPNet(ZooModel):
     def push_prototypes(self, images, labels, batch_size=128, distinct=False):
         """Projects every prototype onto its nearest latent patch of its own class (see `protopnet_push`).
 
-        `distinct=True`: no two prototypes of a class on the same patch.
+        `distinct=True`: no two prototypes of a class on the same patch. With
+        `object_threshold` set, only patches on the object are candidates.
         """
         images = validate_images(images, self.image_shape, allow_single=False)
         return protopnet_push.push_prototypes(self, images, labels, batch_size, distinct=distinct)
@@ -358,5 +402,7 @@ class ProtoPNet(ZooModel):
             cluster_weight=self.cluster_weight,
             separation_weight=self.separation_weight,
             l1_weight=self.l1_weight,
+            object_threshold=self.object_threshold,
+            object_share=self.object_share,
         )
         return config

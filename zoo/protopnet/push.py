@@ -15,6 +15,19 @@ PROVENANCE_KEYS = (
 HIGH_ACTIVATION_PERCENTILE = 95.0
 
 
+def candidates(model, images, own):
+    """Bool `(b, h, w, P)`: the latent patches a prototype may be pushed onto (its class; on the object if the model says).
+
+    Args:
+        model: a `ProtoPNet` (its `object_patches(images)` is None or bool `(b, h, w)`).
+        images: the batch.
+        own: bool `(b, P)`, the image is of the prototype's class.
+    """
+    allowed = own[:, None, None, :]
+    on_object = model.object_patches(images)
+    return allowed if on_object is None else allowed & on_object[..., None]
+
+
 def nearest_patches(model, images, labels, batch_size=128):
     """For each prototype, its nearest latent patch among images of its class.
 
@@ -37,12 +50,12 @@ def nearest_patches(model, images, labels, batch_size=128):
         latent, distances = model.latent_and_distances(images[start : start + batch_size])
         batch_labels = labels[start : start + batch_size]
         own = batch_labels[:, None] == prototype_class[None, :]  # (b, P)
-        masked = np.where(own[:, None, None, :], distances, np.inf)
+        masked = np.where(candidates(model, images[start : start + batch_size], own), distances, np.inf)
         b, h, w, _ = masked.shape
         flat = masked.reshape(b * h * w, count)
         winner = flat.argmin(axis=0)
         value = flat[winner, np.arange(count)]
-        better = value < best
+        better = value < best  # an all-inf column (no candidate in this batch) never wins
         if patches is None:
             patches = np.zeros((count, size, size, latent.shape[-1]), "float32")
         for j in np.flatnonzero(better):
@@ -50,6 +63,9 @@ def nearest_patches(model, images, labels, batch_size=128):
             row, col = divmod(rest, w)
             best[j], source[j], position[j] = value[j], start + image, (row, col)
             patches[j] = latent[image, row : row + size, col : col + size, :]
+    empty = sorted(set(prototype_class[~np.isfinite(best)].tolist()))
+    if empty:
+        raise ValueError(f"The push images of classes {empty} have no latent patch on the object; lower object_threshold or object_share.")
     return {"source_index": source, "patch_position": position, "push_distance": best.astype("float32"), "patches": patches}
 
 
@@ -79,7 +95,7 @@ def distinct_nearest_patches(model, images, labels, batch_size=128):
         latent, distances = model.latent_and_distances(images[start : start + batch_size])
         own = labels[start : start + batch_size][:, None] == prototype_class[None, :]
         b, h, w, _ = distances.shape
-        flat = np.where(own[:, None, None, :], distances, np.inf).reshape(b * h * w, count)
+        flat = np.where(candidates(model, images[start : start + batch_size], own), distances, np.inf).reshape(b * h * w, count)
         if patches is None:
             patches = np.zeros((count, m, size, size, latent.shape[-1]), "float32")
         take = min(m, len(flat))

@@ -1,0 +1,58 @@
+"""Softmax-weighted pooling of class evidence maps: the class logit follows where its evidence is strongest."""
+
+import keras
+from glasszoo.layers.temperature_head import PRIOR_BIAS
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="glasszoo")
+class SoftmaxEvidencePooling(keras.layers.Layer):
+    """Class logits `sum_s a[s, k] · maps[s, k] / T + b0` with `a[:, k] = softmax over positions of maps[:, k] / tau`.
+
+    Each class pools its own evidence map with weights that favour the
+    positions where that evidence is strongest (multiple-instance pooling
+    between the mean, `tau -> inf`, and the maximum, `tau -> 0`). For a class
+    that is absent, every position must then carry negative evidence, not
+    only their sum, which is what keeps a class's positive evidence on the
+    object of that class. The weights are a dynamic factor of the input: held
+    fixed, the logit is a linear function of the maps (`position_weights`),
+    so contribution maps of a dynamic linear network stay exact
+    (completeness: logit = sum of the map + b0). The weighted mean does not
+    grow with the image size, so a model trained on single images gives
+    comparable logits on a grid of them.
+
+    Args:
+        temperature: float `T` > 0, divides the pooled evidence.
+        sharpness: float `tau` > 0 of the position softmax (same units as the maps).
+        bias: the fixed logit offset `b0` (default `log(0.1 / 0.9)`).
+
+    Example:
+    >>> pooling = SoftmaxEvidencePooling(temperature=1.0, sharpness=1.0)
+    >>> pooling(keras.ops.zeros((2, 4, 4, 3))).shape
+    (2, 3)
+    """
+
+    def __init__(self, temperature, sharpness, bias=PRIOR_BIAS, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("temperature", temperature), ("sharpness", sharpness)):
+            if not float(value) > 0:
+                raise ValueError(f"{name} must be positive; got {value!r}.")
+        self.temperature, self.sharpness, self.bias = float(temperature), float(sharpness), float(bias)
+
+    def position_weights(self, maps):
+        """`(B, H, W, K)` weights `a / T` of each position in each class logit (they sum to `1 / T` per class)."""
+        shape = ops.shape(maps)
+        flat = ops.reshape(maps, (shape[0], -1, shape[-1]))
+        weights = ops.softmax(flat / self.sharpness, axis=1)
+        return ops.reshape(weights, shape) / self.temperature
+
+    def call(self, maps):
+        return ops.sum(self.position_weights(maps) * maps, axis=(1, 2)) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temperature=self.temperature, sharpness=self.sharpness, bias=self.bias)
+        return config
