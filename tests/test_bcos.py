@@ -92,10 +92,14 @@ def test_rgb_linear_map_rendering(rng):
     assert np.all(rendered[..., 3][contributions <= 0] == 0.0)  # only evidence for the class is opaque
 
 
-def test_preset_is_complete_and_its_maps_lie_on_the_garment(samples):
-    if "bcos_fashion_mnist" not in glasszoo.list_models():
-        pytest.skip("bcos_fashion_mnist not shipped")
-    model = glasszoo.load("bcos_fashion_mnist")
+PRESETS = ["bcos_fashion_mnist", "bcos_sum_fashion_mnist"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_is_complete_and_its_maps_lie_on_the_garment(samples, name):
+    if name not in glasszoo.list_models():
+        pytest.skip(f"{name} not shipped")
+    model = glasszoo.load(name)
     images, labels, _ = samples
     out = model.explain(images)
     assert float((out["logits"].argmax(-1) == labels).mean()) >= 0.85
@@ -107,9 +111,57 @@ def test_preset_is_complete_and_its_maps_lie_on_the_garment(samples):
 
 
 @pytest.mark.slow
-def test_bcos_fashion_mnist_reaches_its_card(fashion_mnist):
-    if "bcos_fashion_mnist" not in glasszoo.list_models():
-        pytest.skip("bcos_fashion_mnist not shipped")
-    model = glasszoo.load("bcos_fashion_mnist")
+@pytest.mark.parametrize("name", PRESETS)
+def test_bcos_preset_reaches_its_card(fashion_mnist, name):
+    if name not in glasszoo.list_models():
+        pytest.skip(f"{name} not shipped")
+    model = glasszoo.load(name)
     accuracy = float((model.predict_classes(fashion_mnist.x_test) == fashion_mnist.y_test).mean())
     assert accuracy == pytest.approx(model.preset_metadata["metrics"]["test_accuracy"], abs=2e-3)
+
+
+@pytest.fixture(scope="module")
+def softmax_pooled():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    return BcosNet(filters=[6, 8], kernel_sizes=[3, 3, 1], strides=[1, 2, 1], temperature=2.0, input_encoding="none",
+                   pooling="softmax", pooling_sharpness=0.05)
+
+
+def test_softmax_pooling_keeps_the_map_complete_for_any_class(softmax_pooled, samples):
+    images = samples[0][:5]
+    for target in (None, 7):
+        out = softmax_pooled.explain(images, target=target)
+        classes = out["logits"].argmax(-1) if target is None else np.full(5, target)
+        np.testing.assert_allclose(out["contributions"].sum(axis=(1, 2)) + PRIOR_BIAS, out["logits"][np.arange(5), classes], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ops.convert_to_numpy(softmax_pooled(images)), out["logits"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        BcosNet(pooling="max")
+
+
+def test_softmax_pooling_follows_the_strongest_evidence(rng):
+    from glasszoo.layers import SoftmaxEvidencePooling
+
+    maps = rng.normal(size=(2, 5, 5, 3)).astype("float32")
+    sharp = ops.convert_to_numpy(SoftmaxEvidencePooling(temperature=2.0, sharpness=1e-3, bias=0.0)(maps))
+    smooth = ops.convert_to_numpy(SoftmaxEvidencePooling(temperature=2.0, sharpness=1e4, bias=0.0)(maps))
+    np.testing.assert_allclose(sharp, maps.max(axis=(1, 2)) / 2.0, rtol=1e-4)  # tau -> 0: the maximum
+    np.testing.assert_allclose(smooth, maps.mean(axis=(1, 2)) / 2.0, atol=3e-4)  # tau -> inf: the mean
+    tiled = np.tile(maps, (1, 3, 3, 1))  # the same evidence on a 3x larger image: the same logits (a weighted mean)
+    np.testing.assert_allclose(ops.convert_to_numpy(SoftmaxEvidencePooling(2.0, 1.0)(tiled)), ops.convert_to_numpy(SoftmaxEvidencePooling(2.0, 1.0)(maps)), rtol=1e-5)
+    with pytest.raises(ValueError, match="sharpness must be positive"):
+        SoftmaxEvidencePooling(1.0, 0.0)
+
+
+def test_softmax_pooled_model_exports_with_every_output(softmax_pooled, samples, tmp_path):
+    from glasszoo.export import OnnxModel, to_onnx
+
+    images = samples[0][:3]
+    served = OnnxModel(to_onnx(softmax_pooled, tmp_path / "bcos.onnx", model_name="tiny"))(images)
+    expected = softmax_pooled.explain(images)
+    for name in softmax_pooled.explanation_outputs:
+        scale = max(float(np.abs(expected[name]).max()), 1e-6)
+        np.testing.assert_allclose(served[name] / scale, expected[name] / scale, atol=1e-4, err_msg=name)
+    again = BcosNet.from_config(softmax_pooled.get_config())
+    assert (again.pooling, again.pooling_sharpness) == ("softmax", 0.05)

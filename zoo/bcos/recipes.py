@@ -4,7 +4,55 @@ RECIPES = {
     "bcos_fashion_mnist": {
         "family": "bcos",
         "dataset": "fashion_mnist",
-        "description": "B-cos network (B = 2, MaxOut 2, input [x, 1-x], no bias or normalisation, sum-pool / T) on Fashion-MNIST.",
+        "description": (
+            "B-cos network (B = 3, MaxOut 2, input x, no bias or normalisation) whose class maps are pooled by a softmax "
+            "over positions (SoftmaxEvidencePooling), fine-tuned from bcos_sum_fashion_mnist, on Fashion-MNIST."
+        ),
+        "initial_weights": "bcos_sum_fashion_mnist",
+        "config": {
+            "filters": [32, 64, 64, 128, 128],
+            "kernel_sizes": [3, 3, 3, 3, 3, 1],
+            "strides": [1, 2, 1, 2, 1, 1],
+            "b": 3.0,
+            "max_out": 2,
+            "temperature": 3.0,
+            "scale_factor": 100.0,
+            "padding": "symmetric",
+            "input_encoding": "none",
+            "pooling": "softmax",
+            "pooling_sharpness": 5.0,
+        },
+        # the pooling's sharpness and T, ranked on the validation split by accuracy + 3x3-grid localisation
+        "grid": [
+            {"pooling_sharpness": 5.0, "temperature": 3.0},
+            {"pooling_sharpness": 10.0, "temperature": 3.0},
+            {"pooling_sharpness": 5.0, "temperature": 10.0},
+        ],
+        "localisation_weight": 1.0,
+        "localisation_grids": 8,
+        "validation_size": 6000,
+        "batch_size": 128,
+        "grid_batch_size": 128,
+        "grid_train_size": 12800,
+        "epochs": 3,
+        "grid_epochs": 1,
+        "learning_rate": 3e-4,
+        "schedule": "cosine",
+        "notes": (
+            "Trained on two CPU cores (about 9 minutes an epoch). Why the softmax pooling: with the paper's sum over "
+            "positions only each class's total evidence on an image of another class must be negative, and the sum-pooled "
+            "preset kept positive evidence for a class on parts of other garments (its median maximum evidence per "
+            "position for a wrong class was +4.8), so on 3x3 grids 38% of a class's positive contribution lay in other "
+            "cells. Pooled by a softmax, an absent class needs negative evidence at every position. A first trial "
+            "(sharpness 5, T 3, 1 epoch on 12,800 images from the sum-pooled weights) moved validation localisation "
+            "from 0.618 to 0.847 at validation accuracy 0.869; the same fine-tune with the sum kept (the control) gave 0.642 at "
+            "0.925."
+        ),
+    },
+    "bcos_sum_fashion_mnist": {
+        "family": "bcos",
+        "dataset": "fashion_mnist",
+        "description": "B-cos network as in the paper (B = 3, MaxOut 2, input x, no bias or normalisation, sum over positions / T = 10) on Fashion-MNIST.",
         "config": {
             "filters": [32, 64, 64, 128, 128],
             "kernel_sizes": [3, 3, 3, 3, 3, 1],

@@ -11,6 +11,8 @@ RECIPES = {
             "prototype_channels": 128,
             "prototypes_per_class": 10,
             "prototype_size": 1,
+            "object_threshold": 0.05,
+            "object_share": 0.5,
         },
         # ProtoPNetSchedule options: the reference's stages, shortened for two CPU cores
         "stages": {
@@ -20,6 +22,7 @@ RECIPES = {
             "cycles": 2,
             "joint_decay_every": 5,
             "rates": {"joint": {"backbone": 1e-3}, "last_layer": {"last_layer": 1e-3}},
+            "distinct_push": True,
         },
         "grid": [],
         "validation_size": 6000,
