@@ -370,7 +370,10 @@ def cmd_predict(args):
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out / "outputs.npz", **outputs)
+        from glasszoo.zoo.atomic import atomic_path
+
+        with atomic_path(out / "outputs.npz") as temporary:
+            np.savez_compressed(temporary, **outputs)
         pictures = _serving_pictures(family, images, outputs, labels, names, probabilities, out, notes)
         for result, picture in zip(results, pictures):
             result["picture"] = picture

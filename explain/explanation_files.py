@@ -16,6 +16,7 @@ import numpy as np
 from glasszoo.explain import pictures
 from glasszoo.explain.figures import file_slug
 from glasszoo.explain.probabilities import probabilities_of
+from glasszoo.zoo.atomic import atomic_path, atomic_write_text
 
 PICTURE_BATCH = 16
 
@@ -65,7 +66,8 @@ def write_explanations(model, images, stems, out, labels=None, model_views=True,
         if progress is not None:
             progress(min(start + PICTURE_BATCH, len(images)))
     explanation = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    np.savez_compressed(out / "explanations.npz", images=images, **explanation)
+    with atomic_path(out / "explanations.npz") as temporary:
+        np.savez_compressed(temporary, images=images, **explanation)
     names = model.class_names
     for index, stem in enumerate(stems):
         pictures.explanation_picture(model.family, images, explanation, index, names, path=out / f"local_{file_slug(stem)}.png")
@@ -75,5 +77,5 @@ def write_explanations(model, images, stems, out, labels=None, model_views=True,
     if model_views and draw_model_views is not None:
         summary = draw_model_views(model, images, [file_slug(s) for s in stems], explanation, labels, out) or {}
     records = predictions_summary(explanation, stems, names, model.output_activation)
-    (out / "predictions.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "predictions.json", json.dumps(records, indent=2) + "\n")
     return explanation, summary

@@ -89,5 +89,8 @@ def to_onnx(model, path, opset=None, model_name=None):
     produced = [o.name for o in proto.graph.output]
     if outputs and sorted(produced) != sorted(outputs):
         raise RuntimeError(f"ONNX outputs {produced} differ from the model's explanation outputs {sorted(outputs)}.")
-    onnx.save(proto, str(path))
+    from glasszoo.zoo.atomic import atomic_path
+
+    with atomic_path(path) as temporary:  # a kill or a full disk leaves the previous export in place
+        onnx.save(proto, str(temporary))
     return path
