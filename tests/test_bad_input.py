@@ -37,6 +37,9 @@ BAD_IMAGES = {
     "nan": (np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, np.nan, 0.5).astype("float32"), "NaN"),
     "inf": (np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, np.inf, 0.5).astype("float32"), "infinite"),
     "empty": (np.zeros((0,) + SHAPE, "float32"), "empty"),
+    # checked before the float32 cast, and printed with enough digits to see what is wrong
+    "huge float64": (np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, 1e300, 0.5), r"range \[0\.5, 1e\+300\]: 1 value\(s\) outside, the first at index \(0, 0, 5, 0\)"),
+    "just above one": (np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, 1 + 2e-6, 0.5), r"range \[0\.5, 1\.000002\]"),
     "text": ("a picture of a shoe", "rank|dtype"),
 }
 

@@ -47,12 +47,18 @@ def validate_images(images, input_shape, allow_single=True):
     if images.dtype == np.bool_ or not (np.issubdtype(images.dtype, np.floating)):
         hint = " Divide 8-bit images by 255." if images.dtype == np.uint8 else ""
         raise ValueError(f"Expected float images with values in [0, 1]; got dtype {images.dtype}.{hint}")
-    images = images.astype(np.float32, copy=False)
+    # checked in the caller's dtype: a float64 1e300 would become inf in float32 and be misreported
     if images.size and not np.all(np.isfinite(images)):
         bad = int(np.sum(~np.isfinite(images)))
         raise ValueError(f"Images contain {bad} NaN or infinite values.")
     if images.size:
         low, high = float(images.min()), float(images.max())
         if low < -1e-6 or high > 1 + 1e-6:
-            raise ValueError(f"Expected pixel values in [0, 1]; got range [{low:.4g}, {high:.4g}].")
+            outside = (images < -1e-6) | (images > 1 + 1e-6)
+            first = tuple(int(i) for i in np.argwhere(outside)[0])
+            raise ValueError(
+                f"Expected pixel values in [0, 1]; got range [{low:.10g}, {high:.10g}]: {int(outside.sum())} value(s) "
+                f"outside, the first at index {first} ({float(images[first]):.10g})."
+            )
+    images = images.astype(np.float32, copy=False)
     return images
