@@ -102,6 +102,16 @@ def test_preset_files_missing_or_corrupted(preset_folder, tmp_path):
     with pytest.raises(ValueError, match="config.json"):
         glasszoo.load(folder)
 
+    folder = broken("number")
+    (folder / "config.json").write_text("42")
+    with pytest.raises(ValueError, match=r"config.json must hold a JSON object; it holds a int"):
+        glasszoo.load(folder)
+
+    folder = broken("deep")
+    (folder / "metadata.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"metadata.json is nested too deeply"):
+        glasszoo.load(folder)
+
     folder = broken("wrong_keys")
     (folder / "config.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(ValueError, match="'family' and 'config'"):

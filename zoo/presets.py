@@ -22,12 +22,18 @@ def sha256_of(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def read_json(path):
+def read_json(path, expect=dict):
+    """Reads a preset's JSON file; a `ValueError` naming the file if it is not JSON, too deeply nested, or not an `expect`."""
     with open(path, encoding="utf-8") as handle:
         try:
-            return json.load(handle)
+            data = json.load(handle)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}): the file is corrupted or was edited by hand.") from error
+        except RecursionError:
+            raise ValueError(f"{path} is nested too deeply to be a glasszoo file: the file is corrupted or was edited by hand.") from None
+    if expect is not None and not isinstance(data, expect):
+        raise ValueError(f"{path} must hold a JSON object; it holds a {type(data).__name__}.")
+    return data
 
 
 def write_json(path, data):
