@@ -1,14 +1,14 @@
 """Training recipes of the B-cos presets: data, split, grid, epochs (`glasszoo train NAME`)."""
 
 RECIPES = {
-    "bcos_fashion_mnist": {
+    "bcos_softmax_fashion_mnist": {
         "family": "bcos",
         "dataset": "fashion_mnist",
         "description": (
             "B-cos network (B = 3, MaxOut 2, input x, no bias or normalisation) whose class maps are pooled by a softmax "
-            "over positions (SoftmaxEvidencePooling), fine-tuned from bcos_sum_fashion_mnist, on Fashion-MNIST."
+            "over positions (SoftmaxEvidencePooling), fine-tuned from bcos_fashion_mnist, on Fashion-MNIST."
         ),
-        "initial_weights": "bcos_sum_fashion_mnist",
+        "initial_weights": "bcos_fashion_mnist",
         "config": {
             "filters": [32, 64, 64, 128, 128],
             "kernel_sizes": [3, 3, 3, 3, 3, 1],
@@ -49,10 +49,10 @@ RECIPES = {
             "0.925."
         ),
     },
-    "bcos_sum_fashion_mnist": {
+    "bcos_fashion_mnist": {
         "family": "bcos",
         "dataset": "fashion_mnist",
-        "description": "B-cos network as in the paper (B = 3, MaxOut 2, input x, no bias or normalisation, sum over positions / T = 10) on Fashion-MNIST.",
+        "description": "B-cos network (B = 3, MaxOut 2, input x, no bias or normalisation, sum over positions / T = 10) on Fashion-MNIST.",
         "config": {
             "filters": [32, 64, 64, 128, 128],
             "kernel_sizes": [3, 3, 3, 3, 3, 1],
