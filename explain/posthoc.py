@@ -510,21 +510,28 @@ def occlusion(model, images, targets=None, batch_size=32, patch=4, stride=2, bas
     baselines = _baseline(baseline, images)
     clean = predict_logits(model, images, batch_size)[np.arange(len(images)), targets]
     corners = [(top, left) for top in _patch_corners(height, patch, stride) for left in _patch_corners(width, patch, stride)]
-    jobs = [(index, top, left) for index in range(len(images)) for top, left in corners]
+    # identical (image, baseline) pairs explained for several targets (a localisation grid repeated once per cell)
+    # share their occluded passes: each pass gives every class's logit
+    members = {}
+    for index in range(len(images)):
+        members.setdefault(images[index].tobytes() + baselines[index].tobytes(), []).append(index)
+    groups = list(members.values())
+    jobs = [(group, top, left) for group in range(len(groups)) for top, left in corners]
     totals = np.zeros(images.shape[:3], "float64")
     counts = np.zeros(images.shape[1:3], "float64")
     for top, left in corners:
         counts[top : top + patch, left : left + patch] += 1
     for part in _batches(len(jobs), batch_size):
         chunk = jobs[part]
-        owners = np.array([index for index, _, _ in chunk])
+        owners = np.array([groups[group][0] for group, _, _ in chunk])
         occluded = images[owners]  # fancy indexing copies
-        for row, (index, top, left) in enumerate(chunk):
+        for row, (owner, (_, top, left)) in enumerate(zip(owners, chunk)):
             window = (slice(top, top + patch), slice(left, left + patch))
-            occluded[(row,) + window] = baselines[(index,) + window]
-        scores = _call_logits(model, tf.constant(occluded)).numpy()[np.arange(len(chunk)), targets[owners]]
-        for (index, top, left), score in zip(chunk, scores):
-            totals[index, top : top + patch, left : left + patch] += clean[index] - score
+            occluded[(row,) + window] = baselines[(owner,) + window]
+        logits = _call_logits(model, tf.constant(occluded)).numpy()
+        for (group, top, left), row_logits in zip(chunk, logits):
+            for index in groups[group]:
+                totals[index, top : top + patch, left : left + patch] += clean[index] - row_logits[targets[index]]
     return (totals / counts).astype("float32")
 
 

@@ -105,6 +105,20 @@ def test_occlusion_on_a_linear_model_equals_the_analytic_drop(samples):
     np.testing.assert_allclose(occlusion(small_model, image, 1, patch=3, stride=2, baseline=0.5)[0], total / count, atol=1e-5)
 
 
+
+def test_occlusion_of_one_image_for_several_targets_shares_its_passes(samples):
+    """A localisation grid is explained once per cell: the same image with other targets. The shared passes give
+    exactly what one call per target gives."""
+    model, weights = linear_model()
+    image = samples[0][:1]
+    repeated = np.concatenate([image, image, image, samples[0][1:2]])
+    targets = np.array([4, 1, 7, 4])
+    together = occlusion(model, repeated, targets, patch=4, stride=2)
+    for row, target in enumerate(targets):
+        alone = occlusion(model, repeated[row : row + 1], int(target), patch=4, stride=2)[0]
+        np.testing.assert_allclose(together[row], alone, atol=1e-4)  # float32 sums in other batches
+    assert not np.allclose(together[0], together[1])
+
 # -- the small CNN ------------------------------------------------------------------------
 def test_integrated_gradients_completeness(gap_cnn, samples):
     images = samples[0][::5]  # 8 images, one per class pair
