@@ -80,6 +80,8 @@ def test_training_with_the_object_mask_and_the_report(samples):
     assert report["blank_prototypes"] == 0
     assert 0.0 <= report["top_peak_on_background"] <= 1.0 and 0.0 < report["background_pixel_share"] < 1.0
     assert report["images"] == len(images)
+    assert model.family_metrics(images)["object_focus"] == report  # what `glasszoo evaluate` prints
+    assert tiny(seed=7).family_metrics(images) == {}  # the reference model: no mask, nothing to report
     again = ProtoPNet.from_config(model.get_config())
     assert (again.object_threshold, again.object_share) == (THRESHOLD, 0.5)
     with pytest.raises(ValueError, match="pushed model"):

@@ -305,6 +305,12 @@ class ProtoPNet(ZooModel):
         images = validate_images(images, self.image_shape, allow_single=False)
         return protopnet_push.push_prototypes(self, images, labels, batch_size, distinct=distinct)
 
+    def family_metrics(self, images, batch_size=64):
+        """With an object mask and a push: where the prototypes come from and fire (`object_focus.object_focus_report`)."""
+        if self.object_threshold is None or self.prototype_provenance is None:
+            return {}
+        return {"object_focus": object_focus.object_focus_report(self, images, self.object_threshold, batch_size=batch_size)}
+
     def fit_schedule(self, push_images, push_labels, work_dir=None, **options):
         """A `ProtoPNetSchedule` for this model (used by `glasszoo train`; see its Args for `options`)."""
         from glasszoo.zoo.protopnet.schedule import ProtoPNetSchedule
