@@ -142,7 +142,8 @@ def train_preset(
 def _initialise(model, spec):
     """Copies the weights of the recipe's `initial_weights` preset into `model` (a fine-tuning recipe).
 
-    Returns the card's record of it (`{"preset", "weights_sha256"}`), or None when the recipe starts from scratch.
+    Returns the card's record of it (`{"preset", "weights": "sha256:<hex>", "layers_copied"}`; the digest names
+    the other preset's weights file, not a file of this preset), or None when the recipe starts from scratch.
     """
     source = spec.get("initial_weights")
     if not source:
@@ -153,7 +154,8 @@ def _initialise(model, spec):
     copied = model.transfer_weights_from(start)
     if not copied:
         raise ValueError(f"Recipe initial_weights {source!r}: no layer of it fits the model to train.")
-    return {"preset": source, "weights_sha256": (start.preset_metadata or {}).get("weights_sha256"), "layers_copied": len(copied)}
+    digest = (start.preset_metadata or {}).get("weights_sha256")
+    return {"preset": source, "weights": f"sha256:{digest}" if digest else None, "layers_copied": len(copied)}
 
 
 def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs, verbose, max_train, distribution, extra_callbacks, scope):
