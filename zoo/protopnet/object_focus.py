@@ -85,6 +85,8 @@ def object_focus_report(model, images, threshold, top=3, mostly=0.5, batch_size=
         of background pixels, where a randomly placed peak would land), with
         standard errors over images.
     """
+    from glasszoo.explain.explanation_report import standard_error
+
     provenance = model.prototype_provenance
     if provenance is None:
         raise ValueError("object_focus_report needs a pushed model (prototype_provenance is None).")
@@ -109,9 +111,6 @@ def object_focus_report(model, images, threshold, top=3, mostly=0.5, batch_size=
             on_background.append(float(np.mean(~objects[index].reshape(-1)[peaks])))
             chance.append(float(np.mean(~objects[index])))
     on_background, chance = np.array(on_background), np.array(chance)
-
-    def standard_error(values):
-        return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
     return {
         "object_threshold": float(threshold),
