@@ -1,5 +1,15 @@
 """Training recipes of the B-cos presets: data, split, grid, epochs (`glasszoo train NAME`)."""
 
+# the layers both presets share (the softmax-pooled one starts from the sum-pooled one's weights)
+ARCHITECTURE = {
+    "filters": [32, 64, 64, 128, 128],
+    "kernel_sizes": [3, 3, 3, 3, 3, 1],
+    "strides": [1, 2, 1, 2, 1, 1],
+    "max_out": 2,
+    "scale_factor": 100.0,
+    "padding": "symmetric",
+}
+
 RECIPES = {
     "bcos_softmax_fashion_mnist": {
         "family": "bcos",
@@ -9,19 +19,7 @@ RECIPES = {
             "over positions (SoftmaxEvidencePooling), fine-tuned from bcos_fashion_mnist, on Fashion-MNIST."
         ),
         "initial_weights": "bcos_fashion_mnist",
-        "config": {
-            "filters": [32, 64, 64, 128, 128],
-            "kernel_sizes": [3, 3, 3, 3, 3, 1],
-            "strides": [1, 2, 1, 2, 1, 1],
-            "b": 3.0,
-            "max_out": 2,
-            "temperature": 3.0,
-            "scale_factor": 100.0,
-            "padding": "symmetric",
-            "input_encoding": "none",
-            "pooling": "softmax",
-            "pooling_sharpness": 5.0,
-        },
+        "config": dict(ARCHITECTURE, b=3.0, temperature=3.0, input_encoding="none", pooling="softmax", pooling_sharpness=5.0),
         # the pooling's sharpness and T, ranked on the validation split by accuracy + 3x3-grid localisation
         "grid": [
             {"pooling_sharpness": 5.0, "temperature": 3.0},
@@ -53,17 +51,7 @@ RECIPES = {
         "family": "bcos",
         "dataset": "fashion_mnist",
         "description": "B-cos network (B = 3, MaxOut 2, input x, no bias or normalisation, sum over positions / T = 10) on Fashion-MNIST.",
-        "config": {
-            "filters": [32, 64, 64, 128, 128],
-            "kernel_sizes": [3, 3, 3, 3, 3, 1],
-            "strides": [1, 2, 1, 2, 1, 1],
-            "b": 2.0,
-            "max_out": 2,
-            "temperature": 100.0,
-            "scale_factor": 100.0,
-            "padding": "symmetric",
-            "input_encoding": "complement",
-        },
+        "config": dict(ARCHITECTURE, b=2.0, temperature=100.0, input_encoding="complement"),
         # B, T and the input encoding, ranked on the validation split by accuracy + 3x3-grid localisation (equal weight).
         # A first grid (B 2 / 2.5, T 10 / 100, widths 32-128 and 64-256, [x, 1 - x], 3 epochs each; 25 final epochs)
         # gave validation accuracy 0.895-0.915 and localisation 0.54-0.57 after 3 epochs, and 0.932 / 0.49 after 25:
