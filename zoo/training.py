@@ -10,6 +10,12 @@ import time
 import keras
 import numpy as np
 from glasszoo.zoo.atomic import atomic_path, atomic_write_text
+from glasszoo.zoo.checkpoint_selection import (
+    ValidationLocalisation,
+    check_selection_rule,
+    describe_selection,
+    validation_localisation,
+)
 from glasszoo.zoo.distributed import distribution_scope, strategy_for
 from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
 from glasszoo.zoo.families import family_class
@@ -193,6 +199,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     chosen = {}
     # a family with its own pixel map can be chosen on its validation localisation as well as its accuracy
     localisation_weight = float(spec.get("localisation_weight", 0.0))
+    localisation_grids = spec.get("localisation_grids", 8)
     selection_rule = "accuracy" + (f" + {localisation_weight} x 3x3-grid localisation" if localisation_weight else "")
     grid_file = work_dir / "grid.json"
     if grid and spec["grid"] and grid_epochs > 0:
@@ -215,7 +222,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             history = model.fit(x_fit[:grid_size], y_fit[:grid_size], batch_size=grid_batch_size, epochs=grid_epochs, validation_data=validation, verbose=verbose, **model.fit_arguments())
             result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
             if localisation_weight:
-                measured = validation_localisation(model, x_val, y_val, spec.get("localisation_grids", 8), seed)
+                measured = validation_localisation(model, x_val, y_val, localisation_grids, seed)
                 result["val_localisation"] = measured["mean"] if measured else 0.0
             print(f"[grid] {result}", flush=True)
             grid_results.append(result)
@@ -244,6 +251,13 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         _compile(model, learning_rate)
     else:
         model.compile()  # the family's staged optimizer; the schedule sets its rates
+    checkpoint_rule = check_selection_rule(spec.get("checkpoint_selection", "accuracy"))
+    if checkpoint_rule != "accuracy" and (stages is not None or not model.has_attribution_map):
+        raise ValueError(
+            f"Recipe {name!r}: checkpoint_selection {checkpoint_rule!r} needs a family with its own pixel map "
+            "trained without stages."
+        )
+    monitor = "val_accuracy" if checkpoint_rule == "accuracy" else "val_selection"
     checkpoint = work_dir / "best.weights.h5"
     log_path = work_dir / "training_log.csv"
     backup = TrainingBackup(work_dir / "backup")
@@ -254,13 +268,15 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     else:
         print(f"[train] resuming after epoch {initial_epoch} from {backup.folder}", flush=True)
         _truncate_log(log_path, initial_epoch)  # epochs after the backup (or a half-written line) will run again
-    best_so_far = max((row["val_accuracy"] for row in _read_log(log_path)), default=None)
+    best_so_far = max((row[monitor] for row in _read_log(log_path) if monitor in row), default=None)
     callbacks = [
-        BestCheckpoint(checkpoint, monitor="val_accuracy", best=best_so_far),
+        BestCheckpoint(checkpoint, monitor=monitor, best=best_so_far),
         keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
     if stages is not None:  # it keeps its best epoch itself, and logs its stage columns for the CSV
         callbacks = [stages, callbacks[1]]
+    elif checkpoint_rule != "accuracy":  # first: the checkpoint and the log read the keys it adds
+        callbacks.insert(0, ValidationLocalisation(x_val, y_val, localisation_weight, localisation_grids, seed))
     elif schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
     callbacks += list(extra_callbacks or [])
@@ -288,7 +304,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     model.finish_training(x_fit)
     extra_files = model.preset_files(work_dir)
     val_loss, val_accuracy = cross_entropy_and_accuracy(model, x_val, y_val)
-    val_localisation = validation_localisation(model, x_val, y_val, spec.get("localisation_grids", 8), seed) if model.has_attribution_map else None
+    val_localisation = validation_localisation(model, x_val, y_val, localisation_grids, seed) if model.has_attribution_map else None
     if val_localisation is not None:
         print(f"[train] validation localisation {val_localisation['mean']:.3f} +- {val_localisation['standard_error']:.3f} ({val_localisation['grids']} grids)", flush=True)
     test_loss, test_accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test)
@@ -296,12 +312,12 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     save_inference_weights(model, final_weights)
     log = _read_log(log_path)
     candidates = [row for row in log if stages is None or stages.selectable(row)]  # staged: the schedule says which count
-    best_epoch = int(max(candidates, key=lambda row: row["val_accuracy"])["epoch"]) if candidates else None
+    best_epoch = int(max(candidates, key=lambda row: row.get(monitor, float("-inf")))["epoch"]) if candidates else None
 
     staging = stages.describe() if stages is not None else {
         "optimizer": f"Adam(learning_rate={base_learning_rate})" + _schedule_description(schedule, epochs),
         "stages": None,
-        "checkpoint_selection": "best validation accuracy",
+        "checkpoint_selection": describe_selection(checkpoint_rule, localisation_weight, localisation_grids),
     }
     metadata = {
         "name": name,
@@ -370,28 +386,6 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     backup.remove()  # the preset is written: a re-run starts afresh (a run killed before this resumes after training)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)
     return metadata
-
-
-def validation_localisation(model, images, labels, grids=8, seed=0, rows=3):
-    """Localisation (seed 002, eq. 11) of the model's own map on `grids` `rows x rows` grids of validation images.
-
-    Cells hold images of pairwise different classes that the model classifies
-    correctly with probability above 0.5. Returns `{"mean", "standard_error",
-    "grids"}` (the standard error over grids), or None when fewer than
-    `rows²` classes have such images.
-    """
-    from glasszoo.explain.explanation_report import confident_correct, distinct_class_grids
-    from glasszoo.explain.localisation import localisation_scores
-
-    labels = np.asarray(labels)
-    usable = confident_correct(model, images, labels)
-    try:
-        chosen = distinct_class_grids(labels, usable, rows, grids, seed=seed)
-    except ValueError:  # fewer than rows² classes among the usable images (a barely trained model)
-        return None
-    per_grid = [float(np.mean(localisation_scores(model, images[cells], labels[cells], rows)["scores"])) for cells in chosen]
-    spread = float(np.std(per_grid, ddof=1) / np.sqrt(len(per_grid))) if len(per_grid) > 1 else float("nan")
-    return {"mean": float(np.mean(per_grid)), "standard_error": spread, "grids": len(per_grid)}
 
 
 def _schedule_description(schedule, epochs):
