@@ -1,7 +1,7 @@
-"""The `glasszoo` command: list, info, train, evaluate, explain, export, predict, demo.
+"""The `glasszoo` command: list, info, train, evaluate, explain, export, predict, serve, demo.
 
-`predict` serves an ONNX file with onnxruntime and NumPy only; the other
-commands import Keras when they need a model.
+`predict` and `serve` run an ONNX file with onnxruntime and NumPy only; the
+other commands import Keras when they need a model.
 """
 
 import argparse
@@ -319,16 +319,6 @@ def _read_for_serving(paths, input_shape):
     return np.concatenate(batches), labels
 
 
-def _class_scores(served, outputs):
-    """`(name, (B, K) logits)`: the `logits` output, else the only 2-D output of a non-glasszoo model."""
-    if "logits" in outputs:
-        return "logits", outputs["logits"]
-    candidates = [name for name, value in outputs.items() if value.ndim == 2]
-    if len(candidates) == 1:
-        return candidates[0], outputs[candidates[0]]
-    raise ValueError(f"{served.path} has no 'logits' output and no single (batch, classes) output to read class scores from (outputs: {', '.join(outputs)}).")
-
-
 def cmd_predict(args):
     """Serves an ONNX export with onnxruntime and NumPy only; with --out, writes predictions.json, outputs.npz and pictures."""
     import numpy as np
@@ -343,27 +333,17 @@ def cmd_predict(args):
     images, labels = _read_for_serving(args.images, served.input_shape)
     parts = [served(images[i : i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
     outputs = {name: np.concatenate([part[name] for part in parts]) for name in served.output_names}
-    scores_name, logits = _class_scores(served, outputs)
+    from glasszoo.export.predictions import class_names_for, class_scores, top_classes
+
+    scores_name, logits = class_scores(outputs, served.path)
     notes = []
     if scores_name != "logits":
         notes.append(f"no 'logits' output: class scores read from {scores_name!r}")
-    names = served.class_names
-    if len(names) != logits.shape[-1]:
-        if names:
-            notes.append(f"the metadata names {len(names)} classes but the model has {logits.shape[-1]}: classes shown as indices")
-        names = [str(k) for k in range(logits.shape[-1])]
-    from glasszoo.explain.probabilities import probabilities_of
-
+    names = class_names_for(served.class_names, logits.shape[-1], notes)
     activation = served.metadata.get("output_activation", "softmax")
-    probabilities = probabilities_of(logits, activation)
+    probabilities, ranked = top_classes(logits, activation, names)
     family = served.metadata.get("family")
-    results = []
-    for i, (label, p) in enumerate(zip(labels, probabilities)):
-        top = np.argsort(-p, kind="stable")[:3]
-        results.append({
-            "file": label, "class": names[int(top[0])], "class_index": int(top[0]), "probability": round(float(p[top[0]]), 4),
-            "top3": [{"class": names[int(t)], "probability": round(float(p[t]), 4)} for t in top],
-        })
+    results = [{"file": label, **result} for label, result in zip(labels, ranked)]
     report = {
         "model": served.metadata.get("model_name", pathlib.Path(args.model).stem), "family": family,
         "activation": "sigmoid" if activation == "sigmoid" else "softmax", "providers": served.providers, "predictions": results,
@@ -384,6 +364,22 @@ def cmd_predict(args):
     if out is not None:
         drawn = sum(1 for r in results if r.get("picture"))
         print(f"Wrote predictions.json, outputs.npz ({', '.join(outputs)}) and {drawn} picture(s) to {out}/", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args):
+    """Serves an ONNX export over HTTP until SIGINT/SIGTERM (`glasszoo.serving`)."""
+    from glasszoo.serving import serve
+
+    if args.max_batch < 1:
+        raise ValueError(f"--max-batch must be at least 1; got {args.max_batch}.")
+    if not args.batch_window_ms >= 0:
+        raise ValueError(f"--batch-window-ms must be >= 0; got {args.batch_window_ms}.")
+    if not args.max_body_mb > 0 or args.max_pixels < 1:
+        raise ValueError("--max-body-mb and --max-pixels must be positive.")
+    providers = ["CPUExecutionProvider"] if args.provider == "cpu" else None
+    serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+          max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels, providers=providers)
     return 0
 
 
@@ -541,6 +537,17 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime run")
     p.set_defaults(run=cmd_predict)
 
+    p = sub.add_parser("serve", help="serve an ONNX export over HTTP (onnxruntime only; micro-batched)")
+    p.add_argument("model", help="an .onnx file from `glasszoo export`")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32, help="most images run together")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (413 beyond)")
+    p.add_argument("--max-pixels", type=int, default=16 * 2**20, help="most values one request may hold (413 beyond)")
+    p.add_argument("--provider", choices=("auto", "cpu"), default="auto", help="onnxruntime provider (auto: CUDA when it works)")
+    p.set_defaults(run=cmd_serve)
+
     p = sub.add_parser("demo", help="the main job: load, explain samples, export, run in onnxruntime, write pictures")
     p.add_argument("--name", action="append", help="preset to run (repeatable; default: each family's demo preset)")
     p.add_argument("--out", default="glasszoo-demo")
@@ -560,7 +567,7 @@ def main(argv=None):
     except ModuleNotFoundError as error:  # a serving-only install (requirements-serving.txt) has no Keras/TensorFlow
         if (error.name or "").partition(".")[0] not in ("keras", "tensorflow", "tf2onnx", "onnx", "h5py"):
             raise
-        print(f"glasszoo {args.command}: error: {error.name} is not installed; only `glasszoo predict` works without the full install (pip install glasszoo).", file=sys.stderr)
+        print(f"glasszoo {args.command}: error: {error.name} is not installed; only `glasszoo predict` and `glasszoo serve` work without the full install (pip install glasszoo).", file=sys.stderr)
         return 2
 
 

@@ -22,7 +22,6 @@ def read_image_files(paths, input_shape):
     """
     from PIL import Image
 
-    height, width, channels = input_shape
     batch = []
     for path in map(pathlib.Path, paths):
         if not path.exists():
@@ -32,10 +31,28 @@ def read_image_files(paths, input_shape):
             batch.extend(array if array.ndim == 4 else array[None])
             continue
         try:
-            image = Image.open(path)
-            image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+            batch.append(image_to_array(Image.open(path), input_shape))
         except Exception as error:
             raise ValueError(f"Cannot read {path} as an image ({error}).") from error
-        array = np.asarray(image, dtype="float32") / 255.0
-        batch.append(array[..., None] if channels == 1 else array)
     return np.stack(batch).astype("float32")
+
+
+def image_to_array(image, input_shape):
+    """A Pillow image as the float32 `(H, W, C)` array in [0, 1] a model of `input_shape` takes.
+
+    Args:
+        image: an opened `PIL.Image.Image`.
+        input_shape: `(H, W, C)`; colour becomes grayscale for C = 1 and vice
+            versa, then the image is resized (bilinear) to H x W.
+
+    Example:
+    >>> from PIL import Image
+    >>> image_to_array(Image.new("RGB", (64, 32)), (28, 28, 1)).shape
+    (28, 28, 1)
+    """
+    from PIL import Image
+
+    height, width, channels = input_shape
+    image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+    array = np.asarray(image, dtype="float32") / 255.0
+    return array[..., None] if channels == 1 else array

@@ -278,7 +278,7 @@ def assert_one_line_error(result, expected, command="predict"):
 
 def test_commands_that_need_keras_say_so_in_a_serving_install(tmp_path):
     result = serve("export", PRESET or "any_preset", tmp_path / "model.onnx")
-    assert_one_line_error(result, r"(keras|tensorflow) is not installed; only `glasszoo predict` works without the full install", command="export")
+    assert_one_line_error(result, r"(keras|tensorflow) is not installed; only `glasszoo predict` and `glasszoo serve` work without the full install", command="export")
 
 
 def test_cli_accepts_float64_arrays(exports, served_images, tmp_path):
