@@ -379,7 +379,7 @@ def cmd_serve(args):
         raise ValueError("--max-body-mb and --max-pixels must be positive.")
     providers = ["CPUExecutionProvider"] if args.provider == "cpu" else None
     serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-          max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels, providers=providers)
+          max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels, providers=providers, log_level=args.log_level)
     return 0
 
 
@@ -546,6 +546,7 @@ def build_parser():
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (413 beyond)")
     p.add_argument("--max-pixels", type=int, default=16 * 2**20, help="most values one request may hold (413 beyond)")
     p.add_argument("--provider", choices=("auto", "cpu"), default="auto", help="onnxruntime provider (auto: CUDA when it works)")
+    p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info", help="uvicorn's log level")
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("demo", help="the main job: load, explain samples, export, run in onnxruntime, write pictures")

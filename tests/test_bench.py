@@ -215,3 +215,15 @@ def test_dau_benchmark(tmp_path, capsys):
     (row,) = rows
     assert row["row"] == 9 and row["speed_ratio"] > 0
     assert json.loads(out.read_text())["rows"][0]["row"] == 9
+
+
+def test_http_load(tmp_path, capsys):
+    """The load test answers every request right in each mode: in-process, HTTP micro-batched and unbatched."""
+    preset, family = smallest_default_preset(black_box=False)
+    payload, _ = run_main("http_load", ["--models", preset, "--requests", "12", "--clients", "3"], tmp_path, capsys)
+    rows = payload["results"]
+    assert [r["mode"] for r in rows] == ["in-process OnnxModel", "HTTP micro-batched (max 32, 5 ms)", "HTTP unbatched (max 1, 0 ms)"]
+    for row in rows:
+        assert row["preset"] == preset and row["answered"] == 12 and row["lost"] == 0 and row["wrong"] == 0
+        assert row["requests_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+    assert rows[2]["mean_batch"] == 1.0 and rows[1]["mean_batch"] >= 1.0
