@@ -268,8 +268,17 @@ def cmd_export(args):
     import glasszoo
     from glasszoo.data.samples import load_samples
 
+    if (args.output is None) == (args.web is None):
+        raise ValueError("give either OUTPUT (an .onnx file) or --web DIR.")
     _quiet_tensorflow()
     model = glasszoo.load(args.name)
+    if args.web is not None:
+        from glasszoo.export.web_export import export_web
+
+        folder = export_web(model, args.web, ort_web=args.ort_web, model_name=args.name, opset=args.opset)
+        print(f"Wrote {folder}/ (index.html, model.onnx, metadata.json, onnxruntime-web). Serve it, e.g. "
+              f"python3 -m http.server -d {folder} 8000, and open http://127.0.0.1:8000/")
+        return 0
     images = load_samples()[0][:8] if tuple(model.image_shape) == (28, 28, 1) else None
     if images is None:
         from glasszoo.export import to_onnx
@@ -524,9 +533,11 @@ def build_parser():
     p.add_argument("--no-global", action="store_true", help="skip the family's model views (kernel, prototype and grid pictures)")
     p.set_defaults(run=cmd_explain)
 
-    p = sub.add_parser("export", help="export to ONNX (logits + explanations) and check it in onnxruntime")
+    p = sub.add_parser("export", help="export to ONNX (logits + explanations) and check it in onnxruntime; --web: a page that explains in the browser")
     p.add_argument("name")
-    p.add_argument("output")
+    p.add_argument("output", nargs="?", help="the .onnx file to write")
+    p.add_argument("--web", metavar="DIR", help="write a static web folder instead: model.onnx, metadata.json, the page, onnxruntime-web")
+    p.add_argument("--ort-web", metavar="DIST", help="onnxruntime-web's dist/ folder (default: searched; see the README)")
     p.add_argument("--opset", type=int)
     p.set_defaults(run=cmd_export)
 

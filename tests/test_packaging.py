@@ -45,3 +45,10 @@ def test_every_family_and_preset_file_is_in_the_wheel(wheel_files):
         if path.is_file():
             assert f"glasszoo/{path.relative_to(ROOT).as_posix()}" in wheel_files, path
     assert any(name.startswith("glasszoo/samples/") for name in wheel_files)
+
+
+def test_the_web_page_is_in_the_wheel(wheel_files):
+    from glasszoo.export.web_export import PAGE_FILES
+
+    for name in PAGE_FILES:
+        assert f"glasszoo/export/web/{name}" in wheel_files, name

@@ -139,6 +139,11 @@ class ZooModel(keras.Model):
         output_activation: `"softmax"` or `"sigmoid"` (one per class).
         attribution_output: the output that is a `(B, H, W)` pixel map of the
             explained class (the model's own map for evaluation), or None.
+        part_outputs: for a family that explains with parts (prototypes),
+            `{"maps": (B, H, W, P) output of where each part is found,
+            "contributions": (B, P, K) output of what each part adds to each
+            class}`, or None; pages drawn from the ONNX outputs alone (the web
+            export) show the strongest parts with it.
         self_check_tolerance: the largest error `self_checks` may report,
             relative to the size of the logits (at least 1).
 
@@ -159,6 +164,7 @@ class ZooModel(keras.Model):
     explanation_outputs = {"logits": "(B, K) class scores"}
     output_activation = "softmax"
     attribution_output = None
+    part_outputs = None
     self_check_tolerance = 1e-4
 
     def __init__(self, num_classes=10, input_shape=(28, 28, 1), class_names=None, **kwargs):

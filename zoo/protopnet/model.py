@@ -107,6 +107,7 @@ class ProtoPNet(ZooModel):
     family = "protopnet"
     explanation_outputs = EXPLANATION_OUTPUTS
     attribution_output = "class_evidence_map"
+    part_outputs = {"maps": "upsampled_similarity_maps", "contributions": "prototype_contributions"}
 
     def __init__(
         self,
