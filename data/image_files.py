@@ -22,6 +22,9 @@ def read_image_files(paths, input_shape):
     """
     from PIL import Image
 
+    from glasszoo.zoo.inputs import check_image_size
+
+    check_image_size(input_shape, "The model's input")
     batch = []
     for path in map(pathlib.Path, paths):
         if not path.exists():
@@ -31,7 +34,12 @@ def read_image_files(paths, input_shape):
             batch.extend(array if array.ndim == 4 else array[None])
             continue
         try:
-            batch.append(image_to_array(Image.open(path), input_shape))
+            image = Image.open(path)  # reads the header only
+        except Exception as error:
+            raise ValueError(f"Cannot read {path} as an image ({error}).") from error
+        check_image_size((image.height, image.width, len(image.getbands())), f"Image file {path}")
+        try:
+            batch.append(image_to_array(image, input_shape))
         except Exception as error:
             raise ValueError(f"Cannot read {path} as an image ({error}).") from error
     return np.stack(batch).astype("float32")

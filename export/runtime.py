@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from glasszoo.zoo.inputs import validate_images
+from glasszoo.zoo.inputs import check_image_size, validate_images
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -65,6 +65,8 @@ class OnnxModel:
         self.input_name = model_input.name
         self.input_type = model_input.type
         self.input_shape = tuple(d if isinstance(d, int) else None for d in model_input.shape[1:])
+        if all(d is not None for d in self.input_shape):  # before any image is read or resized to it
+            check_image_size(self.input_shape, f"{path}: the declared input (batch, {', '.join(map(str, self.input_shape))})")
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         try:

@@ -180,3 +180,50 @@ def test_cli_bad_input_gives_one_line_errors(preset_folder, tmp_path):
     # a colour image is converted to the model's channels, not refused
     code, out, err = _cli("explain", preset_folder, colour, "--out", tmp_path / "o7")
     assert code == 0, err[-2000:]
+
+
+def test_image_size_is_bounded_before_memory_is_committed(tmp_path, monkeypatch):
+    """One image's values are bounded (GLASSZOO_MAX_IMAGE_VALUES): checked on arrays, on a file's header before
+    it is decoded, and on an ONNX file's declared input before any image is resized to it."""
+    from glasszoo.data.image_files import read_image_files
+    from glasszoo.export import OnnxModel
+    from glasszoo.zoo.inputs import validate_images
+    from PIL import Image
+
+    monkeypatch.setenv("GLASSZOO_MAX_IMAGE_VALUES", "1000")
+    validate_images(np.zeros((3, 28, 28, 1), "float32"), (28, 28, 1))  # 784 values: within the limit
+    with pytest.raises(ValueError, match=r"One image has 40 x 40 x 1 = 1600 values, over the limit of 1000 per image \(set GLASSZOO_MAX_IMAGE_VALUES"):
+        validate_images(np.zeros((1, 40, 40, 1), "float32"), (None, None, 1))  # a fully convolutional model's input
+    monkeypatch.setenv("GLASSZOO_MAX_IMAGE_VALUES", "500")
+    with pytest.raises(ValueError, match="28 x 28 x 1 = 784 values, over the limit of 500"):
+        build(family_names()[0], seed=0).explain(np.zeros((1, 28, 28, 1), "float32"))  # every entry point validates
+    monkeypatch.setenv("GLASSZOO_MAX_IMAGE_VALUES", "1000")
+
+    large = tmp_path / "large.png"
+    Image.new("L", (2000, 1500)).save(large)
+    opened = []
+    real_convert = Image.Image.convert
+    monkeypatch.setattr(Image.Image, "convert", lambda self, *a, **k: opened.append(self.size) or real_convert(self, *a, **k))
+    with pytest.raises(ValueError, match=r"Image file .*large\.png has 1500 x 2000 x 1 = 3000000 values, over the limit of 1000"):
+        read_image_files([large], (28, 28, 1))
+    assert opened == []  # refused from the header: never decoded
+    with pytest.raises(ValueError, match=r"The model's input has 60000 x 60000 x 3"):
+        read_image_files([large], (60000, 60000, 3))
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["logits"], keepdims=0, axes=[1, 2])],
+        "huge", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 60000, 60000, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+    )
+    huge = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    huge.ir_version = 8
+    onnx.save(huge, str(tmp_path / "huge.onnx"))
+    monkeypatch.delenv("GLASSZOO_MAX_IMAGE_VALUES")
+    with pytest.raises(ValueError, match=r"huge\.onnx: the declared input \(batch, 60000, 60000, 3\) has 60000 x 60000 x 3 = 10800000000 values, over the limit of 33554432"):
+        OnnxModel(tmp_path / "huge.onnx")
+    monkeypatch.setenv("GLASSZOO_MAX_IMAGE_VALUES", "many")
+    with pytest.raises(ValueError, match="GLASSZOO_MAX_IMAGE_VALUES='many' is not a whole number"):
+        validate_images(np.zeros((1, 28, 28, 1), "float32"), (28, 28, 1))

@@ -1,6 +1,50 @@
-"""Checks on the images a user hands to a model: clear errors, nothing silently fixed."""
+"""Checks on the images a user hands to a model: clear errors, nothing silently fixed.
+
+The size of one image is bounded before a model runs on it (or before a file
+is decoded into it): `max_image_values()` values (height x width x
+channels), 2**25 by default (a 4096 x 4096 x 2 image; about 134 MB in
+float32), set by the environment variable `GLASSZOO_MAX_IMAGE_VALUES`. A
+fully convolutional model's activations grow with the image, and a
+10000 x 10000 image once crashed TensorFlow instead of raising an error.
+"""
+
+import os
 
 import numpy as np
+
+MAX_IMAGE_VALUES_VARIABLE = "GLASSZOO_MAX_IMAGE_VALUES"
+DEFAULT_MAX_IMAGE_VALUES = 2**25
+
+
+def max_image_values():
+    """The most values (height x width x channels) one image may hold: `$GLASSZOO_MAX_IMAGE_VALUES` or 2**25."""
+    text = os.environ.get(MAX_IMAGE_VALUES_VARIABLE)
+    if not text:
+        return DEFAULT_MAX_IMAGE_VALUES
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{MAX_IMAGE_VALUES_VARIABLE}={text!r} is not a whole number of values.") from None
+    if value < 1:
+        raise ValueError(f"{MAX_IMAGE_VALUES_VARIABLE} must be at least 1; got {value}.")
+    return value
+
+
+def check_image_size(shape, source="the image"):
+    """Raises a `ValueError` naming `source` and the limit when one image of `shape` `(H, W, C)` exceeds `max_image_values()`.
+
+    Example:
+    >>> check_image_size((28, 28, 1))
+    """
+    if any(d is None for d in shape):  # a size chosen per image: checked on the image itself
+        return
+    limit = max_image_values()
+    values = int(np.prod([int(d) for d in shape], dtype=np.float64))
+    if values > limit:
+        raise ValueError(
+            f"{source} has {' x '.join(str(int(d)) for d in shape)} = {values} values, over the limit of {limit} per image "
+            f"(set {MAX_IMAGE_VALUES_VARIABLE} to allow more)."
+        )
 
 
 def validate_images(images, input_shape, allow_single=True):
@@ -44,6 +88,7 @@ def validate_images(images, input_shape, allow_single=True):
                 f"({', '.join(str(d) for d in expected)}); got shape {original_shape}: {name} is {got}, "
                 f"the model takes {want}.{hint}"
             )
+    check_image_size(images.shape[1:], "One image")
     if images.dtype == np.bool_ or not (np.issubdtype(images.dtype, np.floating)):
         hint = " Divide 8-bit images by 255." if images.dtype == np.uint8 else ""
         raise ValueError(f"Expected float images with values in [0, 1]; got dtype {images.dtype}.{hint}")
