@@ -338,6 +338,8 @@ def cmd_predict(args):
     out = pathlib.Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (predictions.json, outputs.npz and pictures go into it).")
+    if out is not None and out.exists() and any(out.iterdir()) and not _is_predict_output(out):
+        raise ValueError(f"--out {out} holds other files; give an empty or new folder, or a previous predict output (replaced whole).")
     served = OnnxModel(args.model)
     images, labels = _read_for_serving(args.images, served.input_shape)
     parts = [served(images[i : i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
@@ -357,16 +359,15 @@ def cmd_predict(args):
         "model": served.metadata.get("model_name", pathlib.Path(args.model).stem), "family": family,
         "activation": "sigmoid" if activation == "sigmoid" else "softmax", "providers": served.providers, "predictions": results,
     }
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        from glasszoo.zoo.atomic import atomic_path
+    if out is not None:  # the run's files are published together: the previous run's or these, never a mixture
+        from glasszoo.zoo.atomic import atomic_folder
 
-        with atomic_path(out / "outputs.npz") as temporary:
-            np.savez_compressed(temporary, **outputs)
-        pictures = _serving_pictures(family, images, outputs, labels, names, probabilities, out, notes)
-        for result, picture in zip(results, pictures):
-            result["picture"] = picture
-        _write_json(out / "predictions.json", report)
+        with atomic_folder(out, replaceable=_is_predict_output) as staging:
+            np.savez_compressed(staging / "outputs.npz", **outputs)
+            pictures = _serving_pictures(family, images, outputs, labels, names, probabilities, staging, notes)
+            for result, picture in zip(results, pictures):
+                result["picture"] = picture
+            _write_json(staging / "predictions.json", report)
     print(json.dumps(report, indent=2))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -374,6 +375,11 @@ def cmd_predict(args):
         drawn = sum(1 for r in results if r.get("picture"))
         print(f"Wrote predictions.json, outputs.npz ({', '.join(outputs)}) and {drawn} picture(s) to {out}/", file=sys.stderr)
     return 0
+
+
+def _is_predict_output(folder):
+    """True for a folder a previous `predict --out` wrote (it holds predictions.json and outputs.npz)."""
+    return (folder / "predictions.json").is_file() and (folder / "outputs.npz").is_file()
 
 
 def cmd_serve(args):

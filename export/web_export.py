@@ -128,18 +128,16 @@ def export_web(model, folder, ort_web=None, model_name=None, opset=None):
     >>> export_web(glasszoo.load("bcos_fashion_mnist"), "bcos-web")  # doctest: +SKIP
     >>> # python3 -m http.server -d bcos-web 8000, then open http://127.0.0.1:8000
     """
-    from glasszoo.export.runtime import OnnxModel
     from glasszoo.export.onnx_export import to_onnx
-    from glasszoo.zoo.atomic import atomic_write_text, temporary_path
+    from glasszoo.export.runtime import OnnxModel
+    from glasszoo.zoo.atomic import atomic_folder, atomic_write_text
 
     folder = pathlib.Path(folder)
-    if not _is_replaceable(folder):
+    if folder.exists() and not _is_replaceable(folder):
         raise FileExistsError(f"{folder} exists and is not a glasszoo web export; give an empty or new folder.")
     dist, ort_version = find_onnxruntime_web(ort_web)
     name = model_name or (getattr(model, "preset_metadata", {}) or {}).get("name") or model.name
-    staging = temporary_path(folder)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_folder(folder, replaceable=_is_replaceable) as staging:
         onnx_path = to_onnx(model, staging / "model.onnx", opset=opset, model_name=name)
         served = OnnxModel(onnx_path, providers=["CPUExecutionProvider"])
         atomic_write_text(staging / "metadata.json", json.dumps(web_metadata(model, served, name, ort_version), indent=2))
@@ -147,14 +145,4 @@ def export_web(model, folder, ort_web=None, model_name=None, opset=None):
             shutil.copyfile(WEB_ASSETS / file, staging / file)
         for file in ORT_WEB_FILES:
             shutil.copyfile(dist / file, staging / file)
-        previous = None
-        if folder.exists():
-            previous = temporary_path(folder)
-            os.replace(folder, previous)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
     return folder

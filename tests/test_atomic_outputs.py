@@ -53,3 +53,46 @@ def test_a_failed_explanation_write_leaves_the_previous_files(tmp_path, monkeypa
     for name, content in before.items():
         assert (tmp_path / name).read_bytes() == content
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_predict_publishes_its_files_together(tmp_path, monkeypatch, samples, capsys):
+    """`predict --out`: a failure mid-run leaves the previous run's files whole; a new run replaces them whole;
+    a folder of other files is refused untouched."""
+    import json
+
+    from glasszoo import cli
+    from glasszoo.export import to_onnx
+    from PIL import Image
+
+    onnx_path = to_onnx(build("cnn"), tmp_path / "model.onnx")
+    files = []
+    for i in (0, 1):
+        files.append(tmp_path / f"image{i}.png")
+        Image.fromarray(np.round(samples[0][i, ..., 0] * 255).astype("uint8")).save(files[-1])
+    out = tmp_path / "served"
+    assert cli.main(["predict", str(onnx_path), str(files[0]), "--out", str(out)]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert json.loads(first["predictions.json"])["predictions"][0]["file"] == str(files[0])
+
+    def full_disk(path, data):
+        raise DiskFull(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "_write_json", full_disk)
+        assert cli.main(["predict", str(onnx_path), str(files[1]), "--out", str(out)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # the previous run, whole
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging folder left
+
+    assert cli.main(["predict", str(onnx_path), str(files[1]), "--out", str(out)]) == 0
+    report = json.loads((out / "predictions.json").read_text())
+    assert [p["file"] for p in report["predictions"]] == [str(files[1])]
+    assert not set(first) - {"predictions.json", "outputs.npz"} & {p.name for p in out.iterdir()}  # the old pictures are gone
+
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    capsys.readouterr()
+    assert cli.main(["predict", str(onnx_path), str(files[0]), "--out", str(other)]) == 2
+    assert "holds other files" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]

@@ -93,3 +93,51 @@ def atomic_copy(source, target):
     with atomic_path(target) as temporary:
         shutil.copyfile(source, temporary)
     return pathlib.Path(target)
+
+
+@contextlib.contextmanager
+def atomic_folder(path, replaceable=None):
+    """Yields an empty staging folder beside `path`; when the block ends without an error it becomes `path`, whole.
+
+    For the outputs of one run that belong together (a prediction's JSON,
+    arrays and pictures; a web export): they are written into the staging
+    folder, then the previous `path` (if any) is moved aside and the staging
+    folder renamed into its place, so a reader finds the previous run's
+    files or the new run's, never a mixture (between the two renames, for a
+    moment, no folder). A failure or an exception removes the staging folder
+    and leaves `path` as it was.
+
+    Args:
+        path: the folder to publish.
+        replaceable: callable `folder -> bool` saying whether an existing,
+            non-empty `path` may be replaced (e.g. it is a previous run's);
+            None replaces only an empty one.
+
+    Raises:
+        FileExistsError: `path` is a file, or a non-empty folder `replaceable` refuses.
+
+    Example:
+    >>> with atomic_folder("served") as folder:  # doctest: +SKIP
+    ...     (folder / "predictions.json").write_text(report)
+    """
+    path = pathlib.Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise FileExistsError(f"{path} is a file; give a folder.")
+        if any(path.iterdir()) and not (replaceable is not None and replaceable(path)):
+            raise FileExistsError(f"{path} holds other files; give an empty or new folder (nothing in it was changed).")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_path(path)
+    staging.mkdir()
+    try:
+        yield staging
+        previous = None
+        if path.exists():
+            previous = temporary_path(path)
+            os.replace(path, previous)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
