@@ -209,14 +209,14 @@ def _evaluate_explanations(model, args, data):
     return results
 
 
-def _images_for(model, image_args, samples):
+def _images_for(model, image_args, samples, strict=False):
     """`(images, stems, labels)`: the given files, or the shipped samples of the preset's dataset."""
     import numpy as np
     from glasszoo.data.image_files import read_image_files
     from glasszoo.data.samples import load_samples
 
     if image_args:
-        images = read_image_files(image_args, model.image_shape)
+        images = read_image_files(image_args, model.image_shape, strict=strict)
         stems = [pathlib.Path(p).stem for p in image_args]
         if len(stems) != len(images):  # .npy files holding several images
             stems = [f"image{i:03d}" for i in range(len(images))]
@@ -235,7 +235,7 @@ def cmd_explain(args):
 
     _quiet_tensorflow()
     model = glasszoo.load(args.name)
-    images, stems, labels = _images_for(model, args.images, args.samples)
+    images, stems, labels = _images_for(model, args.images, args.samples, strict=args.strict)
     progbar = _progbar(len(images), f"Explaining {len(images)} image(s) with {model.name} ({model.family})")
     done = [0]
 
@@ -293,14 +293,18 @@ def cmd_export(args):
     return 0
 
 
-def _read_for_serving(paths, input_shape):
+def _read_for_serving(paths, input_shape, strict=False):
     """`(images, labels)` from image files or .npy arrays, validated per file so errors name it.
 
-    Labels are the paths, or `path[i]` for the images of a .npy array.
+    Labels are the paths, or `path[i]` for the images of a .npy array. The
+    conversions to the model's input are printed once (refused when strict).
     """
     import numpy as np
     from glasszoo.data.image_files import read_image_files
+    from glasszoo.data.image_reader import ConversionNotes
     from glasszoo.zoo.inputs import validate_images
+
+    notes = ConversionNotes(strict=strict, target=f"the model's input {tuple(input_shape)}")
 
     if len(input_shape) != 3 or any(d is None for d in input_shape):
         raise ValueError(f"predict reads images for a fixed NHWC input; the model's input is (batch, {', '.join(str(d) for d in input_shape)}).")
@@ -314,7 +318,7 @@ def _read_for_serving(paths, input_shape):
             if path.endswith(".npy"):
                 images = np.load(path, allow_pickle=False)
             else:
-                images = read_image_files([path], input_shape)
+                images = read_image_files([path], input_shape, notes=notes)
         except Exception as error:
             raise ValueError(f"Cannot read {path} as an image or a .npy array: {' '.join(str(error).split())}") from error
         if path.endswith(".npy") and images.ndim == 4 and images.shape[0] == 0:
@@ -325,6 +329,7 @@ def _read_for_serving(paths, input_shape):
             raise ValueError(f"{path}: {error}") from error
         batches.append(images)
         labels += [f"{path}[{i}]" for i in range(len(images))] if path.endswith(".npy") else [path]
+    notes.report()
     return np.concatenate(batches), labels
 
 
@@ -341,7 +346,7 @@ def cmd_predict(args):
     if out is not None and out.exists() and any(out.iterdir()) and not _is_predict_output(out):
         raise ValueError(f"--out {out} holds other files; give an empty or new folder, or a previous predict output (replaced whole).")
     served = OnnxModel(args.model)
-    images, labels = _read_for_serving(args.images, served.input_shape)
+    images, labels = _read_for_serving(args.images, served.input_shape, strict=args.strict)
     parts = [served(images[i : i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
     outputs = {name: np.concatenate([part[name] for part in parts]) for name in served.output_names}
     from glasszoo.export.predictions import class_names_for, class_scores, top_classes
@@ -537,6 +542,7 @@ def build_parser():
     p.add_argument("--out", required=True)
     p.add_argument("--samples", type=int, default=8, help="shipped samples to use when no image is given")
     p.add_argument("--no-global", action="store_true", help="skip the family's model views (kernel, prototype and grid pictures)")
+    p.add_argument("--strict", action="store_true", help="refuse image files that need converting (channels, size) instead of converting them")
     p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser("export", help="export to ONNX (logits + explanations) and check it in onnxruntime; --web: a page that explains in the browser")
@@ -552,6 +558,7 @@ def build_parser():
     p.add_argument("images", nargs="+", help="image files (png, jpg, ...) or .npy arrays in [0, 1]")
     p.add_argument("--out", help="folder for predictions.json, outputs.npz (every ONNX output) and one explanation png per image")
     p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime run")
+    p.add_argument("--strict", action="store_true", help="refuse image files that need converting (channels, size) instead of converting them")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("serve", help="serve an ONNX export over HTTP (onnxruntime only; micro-batched)")

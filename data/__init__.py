@@ -5,12 +5,13 @@ from glasszoo.data.datasets import (
     ImageDataset,
     load_dataset,
     load_fashion_mnist,
-    load_image_folder,
     load_mnist,
     load_mnist_5k,
 )
+from glasszoo.data.image_folder import FolderDataset, load_image_folder
+from glasszoo.data.image_reader import ImageReadError, read_image
 
 __all__ = [
-    "DatasetUnavailable", "ImageDataset", "load_dataset", "load_fashion_mnist",
-    "load_image_folder", "load_mnist", "load_mnist_5k",
+    "DatasetUnavailable", "FolderDataset", "ImageDataset", "ImageReadError", "load_dataset", "load_fashion_mnist",
+    "load_image_folder", "load_mnist", "load_mnist_5k", "read_image",
 ]

@@ -172,47 +172,28 @@ def load_cifar10():
     )
 
 
-def load_image_folder(directory, image_size, color_mode="grayscale", test_fraction=0.2, seed=0):
-    """A folder of the user's own images, one sub-folder per class.
-
-    Args:
-        directory: root folder (`directory/<class name>/*.png|jpg|...`).
-        image_size: `(height, width)` to resize to.
-        color_mode: `"grayscale"` or `"rgb"`.
-        test_fraction: share held out as the test split (seeded).
-        seed: split seed.
-    """
-    import keras
-
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        raise DatasetUnavailable(f"Image folder {directory} does not exist.")
-    dataset = keras.utils.image_dataset_from_directory(
-        directory, image_size=tuple(image_size), color_mode=color_mode, batch_size=None, shuffle=False
-    )
-    images, labels = [], []
-    for image, label in dataset:
-        images.append(np.asarray(image) / 255.0)
-        labels.append(int(label))
-    if not images:
-        raise DatasetUnavailable(f"No images found under {directory}.")
-    images, labels = np.stack(images).astype("float32"), np.asarray(labels)
-    order = np.random.default_rng(seed).permutation(len(images))
-    cut = int(round(len(images) * test_fraction))
-    test, train = order[:cut], order[cut:]
-    return ImageDataset(
-        directory.name, images[train], labels[train], images[test], labels[test],
-        dataset.class_names, f"image folder {directory}",
-    )
-
-
 LOADERS = {"fashion_mnist": load_fashion_mnist, "mnist": load_mnist, "mnist_5k": load_mnist_5k, "cifar10": load_cifar10}
 
 
 def load_dataset(name, **kwargs):
-    """Loads a dataset by name (`fashion_mnist`, `mnist`, `mnist_5k`, `cifar10`) or a folder path."""
+    """Loads a dataset by name (`fashion_mnist`, `mnist`, `mnist_5k`, `cifar10`), a folder path, or a folder spec.
+
+    Args:
+        name: a dataset name, a folder of images (see
+            `glasszoo.data.image_folder.load_image_folder`), or a dict
+            `{"folder": path, **load_image_folder arguments}` (a recipe's
+            `dataset` for the user's own images).
+        **kwargs: the loader's arguments.
+    """
+    if isinstance(name, dict):
+        from glasszoo.data.image_folder import load_image_folder
+
+        options = dict(name)
+        return load_image_folder(options.pop("folder"), **options, **kwargs)
     if name in LOADERS:
         return LOADERS[name](**kwargs)
     if pathlib.Path(name).is_dir():
+        from glasszoo.data.image_folder import load_image_folder
+
         return load_image_folder(name, **kwargs)
     raise DatasetUnavailable(f"Unknown dataset {name!r}; known: {sorted(LOADERS)} or a folder of images.")

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from glasszoo.zoo.inputs import validate_images
+from glasszoo.zoo.inputs import check_image_size, validate_images
 
 
 class RequestError(ValueError):
@@ -126,9 +126,7 @@ def _uploads(body, content_type):
 
 
 def _encoded_images(files, input_shape, max_pixels):
-    from PIL import Image
-
-    from glasszoo.data.image_files import image_to_array
+    from glasszoo.data.image_reader import conform_image, decode_image, open_image
 
     if len(input_shape) != 3 or any(d is None for d in input_shape):
         raise RequestError(400, f"Image files need a model with a fixed input size; this one's is {tuple(input_shape)}: send a JSON array.")
@@ -138,16 +136,25 @@ def _encoded_images(files, input_shape, max_pixels):
     arrays, names = [], []
     for name, data in files:
         try:
-            image = Image.open(io.BytesIO(data))  # reads the header only
-        except Exception as error:
-            raise RequestError(400, f"Cannot read upload {name!r} as an image: {' '.join(str(error).split())}.") from None
+            image = open_image(data, name=f"upload {name!r}", check_size=False)  # reads the header only
+        except ValueError as error:
+            raise RequestError(400, _sentence(error)) from None
         if image.width * image.height > max_pixels:
             raise RequestError(
                 413, f"Upload {name!r} is {image.width}x{image.height} pixels, over the service's budget of {max_pixels} (--max-pixels)."
             )
         try:
-            arrays.append(image_to_array(image, input_shape))
-        except Exception as error:
-            raise RequestError(400, f"Cannot decode upload {name!r}: {' '.join(str(error).split())}.") from None
+            check_image_size((image.height, image.width, len(image.getbands())), f"Upload {name!r}")
+        except ValueError as error:
+            raise RequestError(413, _sentence(error)) from None
+        try:  # the reader that training and `glasszoo predict` use
+            arrays.append(conform_image(decode_image(image, f"upload {name!r}"), input_shape)[0])
+        except ValueError as error:
+            raise RequestError(400, _sentence(error)) from None
         names.append(name)
     return validate_images(np.stack(arrays), input_shape), names
+
+
+def _sentence(error):
+    text = " ".join(str(error).split())
+    return text if text.endswith(".") else text + "."

@@ -202,8 +202,14 @@ def test_image_size_is_bounded_before_memory_is_committed(tmp_path, monkeypatch)
     large = tmp_path / "large.png"
     Image.new("L", (2000, 1500)).save(large)
     opened = []
-    real_convert = Image.Image.convert
-    monkeypatch.setattr(Image.Image, "convert", lambda self, *a, **k: opened.append(self.size) or real_convert(self, *a, **k))
+    from PIL import ImageFile
+
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self, *a, **k: opened.append(self.size) or real_load(self, *a, **k))
+    Image.new("L", (20, 30)).save(tmp_path / "small.png")
+    read_image_files([tmp_path / "small.png"], (28, 28, 1))
+    assert (20, 30) in opened  # the probe sees a decode
+    opened.clear()
     with pytest.raises(ValueError, match=r"Image file .*large\.png has 1500 x 2000 x 1 = 3000000 values, over the limit of 1000"):
         read_image_files([large], (28, 28, 1))
     assert opened == []  # refused from the header: never decoded

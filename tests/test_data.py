@@ -66,9 +66,11 @@ def test_image_files_and_folders(tmp_path):
     batch = read_image_files(files, (28, 28, 1))
     assert batch.shape == (3, 28, 28, 1) and batch.dtype == np.float32 and batch.max() <= 1.0
     assert read_image_files(files[:1], (28, 28, 3)).shape == (1, 28, 28, 3)
-    folder = load_dataset(str(tmp_path), image_size=(28, 28), test_fraction=0.5)
-    assert folder.class_names == ["class0", "class1"]
-    assert len(folder.x_train) + len(folder.x_test) == 6
+    folder = load_dataset(str(tmp_path), image_size=(28, 28), test_fraction=0.34, validation_fraction=0.33)
+    assert folder.class_names == ["class0", "class1"] and folder.color_mode == "rgb"  # RGB files, even if grey-looking
+    assert (len(folder.x_train), len(folder.x_val), len(folder.x_test)) == (2, 2, 2)
+    spec = load_dataset({"folder": str(tmp_path), "image_size": [28, 28], "color_mode": "grayscale", "test_fraction": 0.34, "validation_fraction": 0.33})
+    assert spec.x_train.shape[1:] == (28, 28, 1) and spec.paths == folder.paths
     with pytest.raises(FileNotFoundError):
         read_image_files([tmp_path / "missing.png"], (28, 28, 1))
 
