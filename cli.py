@@ -101,13 +101,55 @@ def cmd_info(args):
 def cmd_train(args):
     from glasszoo.zoo.training import train_preset
 
-    out = args.out or f"runs/{args.name}/preset"
+    spec, run_name = None, args.name
+    if args.data:
+        from glasszoo.zoo.folder_training import folder_training_recipe
+
+        run_name = f"{_slug(args.name)}_{_slug(pathlib.Path(args.data).resolve().name)}"
+        spec = folder_training_recipe(
+            args.name, _folder_data(args), augment=args.augment, epochs=args.epochs, learning_rate=args.learning_rate,
+            batch_size=args.batch_size, command=_command_line(),
+        )
+    out = args.out or f"runs/{run_name}/preset"
     train_preset(
-        args.name, out, work_dir=args.work_dir, epochs=args.epochs, seed=args.seed, grid=not args.no_grid,
+        run_name, out, work_dir=args.work_dir or f"runs/{run_name}", epochs=args.epochs, seed=args.seed, grid=not args.no_grid,
         grid_epochs=args.grid_epochs, verbose=1 if sys.stdout.isatty() else 2, max_train=args.max_train,
-        distribute=args.distribute,
+        distribute=args.distribute, spec=spec,
     )
     return 0
+
+
+def cmd_finetune(args):
+    from glasszoo.zoo.folder_training import fine_tuning_recipe
+    from glasszoo.zoo.training import train_preset
+
+    _quiet_tensorflow()
+    run_name = f"{_slug(pathlib.Path(args.preset).name)}_{_slug(pathlib.Path(args.data).resolve().name)}"
+    spec = fine_tuning_recipe(
+        args.preset, _folder_data(args), augment=args.augment, epochs=args.epochs, learning_rate=args.learning_rate,
+        batch_size=args.batch_size, command=_command_line(),
+    )
+    out = args.out or f"runs/{run_name}/preset"
+    train_preset(
+        run_name, out, work_dir=args.work_dir or f"runs/{run_name}", epochs=spec["epochs"], seed=args.seed, grid=False,
+        verbose=1 if sys.stdout.isatty() else 2, max_train=args.max_train, spec=spec,
+    )
+    return 0
+
+
+def _folder_data(args):
+    from glasszoo.zoo.folder_training import folder_data
+
+    return folder_data(
+        args.data, image_size=args.image_size, color_mode=args.color_mode, validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction, seed=args.seed, strict=args.strict,
+    )
+
+
+def _command_line():
+    import shlex
+
+    return "glasszoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def cmd_evaluate(args):
@@ -491,6 +533,19 @@ def cmd_demo(args):
 
 
 # -- parser ---------------------------------------------------------------------
+def _folder_arguments(p, required):
+    p.add_argument("--data", required=required, metavar="DIR", help="a folder of images: one sub-folder per class, or train/ val/ test/ folders of them")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize to H x W (default: the preset's; train: the most common size)")
+    p.add_argument("--color-mode", choices=("grayscale", "rgb"), help="default: the preset's; train: grayscale if every file is grey")
+    p.add_argument("--validation-fraction", type=float, default=0.1, help="share of each class for validation (without a val/ folder)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of each class held out for the test (without a test/ folder)")
+    p.add_argument("--augment", choices=("none", "crop", "flip", "flip_and_crop", "affine"), default="crop",
+                   help="training augmentation (default crop: shifts only; flips change digits, text and sided images)")
+    p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
+    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--strict", action="store_true", help="refuse images that need resizing or a colour conversion")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="glasszoo", description="Interpretable image classifiers: load, explain, train, export, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -504,10 +559,11 @@ def build_parser():
     p.add_argument("name")
     p.set_defaults(run=cmd_info)
 
-    p = sub.add_parser("train", help="train a preset from its recipe (grid on validation, checkpoints, model card)")
-    p.add_argument("name")
+    p = sub.add_parser("train", help="train a preset from its recipe (grid on validation, checkpoints, model card); --data: on your folder")
+    p.add_argument("name", help="a recipe name; with --data also a family name (its first recipe's architecture)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
+    _folder_arguments(p, required=False)
     p.add_argument("--out", help="preset folder to write (default runs/NAME/preset)")
     p.add_argument("--work-dir", help="checkpoints and logs (default runs/NAME)")
     p.add_argument("--no-grid", action="store_true", help="skip the hyperparameter grid")
@@ -519,6 +575,16 @@ def build_parser():
         "TF_CONFIG), data_parallel (KERAS_BACKEND=jax, all devices); the recipe's batch size is the global batch",
     )
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a preset on a folder of your images (one sub-folder per class)")
+    p.add_argument("preset", help="a preset name or folder")
+    _folder_arguments(p, required=True)
+    p.add_argument("--epochs", type=int, help="epochs (default: the family's fine-tuning recipe)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and shuffling")
+    p.add_argument("--out", help="preset folder to write (default runs/PRESET_FOLDER/preset)")
+    p.add_argument("--work-dir", help="checkpoints and logs; re-run with the same one to resume (default runs/PRESET_FOLDER)")
+    p.add_argument("--max-train", type=int, help="use at most this many training images (quick trials only)")
+    p.set_defaults(run=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="test accuracy (and decision-image consistency) of a preset")
     p.add_argument("name")

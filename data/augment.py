@@ -1,34 +1,67 @@
-"""Training-time augmentation as a Keras PyDataset (NumPy only, so any backend trains with it)."""
+"""Training-time augmentation as a Keras PyDataset (NumPy and Pillow only, so any backend trains with it).
+
+Recipes and `glasszoo train/finetune --augment` name one of `AUGMENTATIONS`:
+
+- "none": the images as they are;
+- "crop": random shifts (zero padding of 1/8 of the side, then a crop back);
+- "flip": left-right mirror images with probability 1/2;
+- "flip_and_crop": both;
+- "affine": flips, shifts and a small random rotation (up to 15 degrees) and
+  scaling (0.9 to 1.1).
+
+Mirroring changes the class of digits, letters and of images whose side
+matters (a chest X-ray's heart is on the left): use "crop" there.
+"""
 
 import numpy as np
 
 import keras
 
+AUGMENTATIONS = ("none", "crop", "flip", "flip_and_crop", "affine", "horizontal_flip")
 
-class FlippedBatches(keras.utils.PyDataset):
-    """Shuffled batches in which each image is mirrored left-right with probability 1/2.
 
-    Suits datasets whose classes are mirror-symmetric (Fashion-MNIST items),
-    not digits or text.
+def augmentation_options(name, image_size):
+    """`AugmentedBatches` keyword arguments of an augmentation name for images of `(height, width)`.
+
+    Example:
+    >>> augmentation_options("flip_and_crop", (64, 64))
+    {'flip': True, 'crop_padding': 8, 'affine': False}
+    """
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}.")
+    padding = max(2, int(round(min(image_size) / 8)))
+    return {
+        "flip": name in ("flip", "flip_and_crop", "affine", "horizontal_flip"),
+        "crop_padding": padding if name in ("crop", "flip_and_crop", "affine") else 0,
+        "affine": name == "affine",
+    }
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Shuffled batches, each image mirrored, shifted, rotated or scaled at random as asked.
 
     Args:
         images: float32 `(B, H, W, C)`.
         labels: int `(B,)`.
         batch_size: images per batch.
-        seed: seed of the shuffling and flips (a new permutation each epoch).
-        crop_padding: if > 0, also a random crop of the image zero-padded by
-            this many pixels (the CIFAR-10 recipe: 4).
+        seed: seed of the shuffling and of every random choice (a new
+            permutation each epoch).
+        flip: mirror each image left-right with probability 1/2.
+        crop_padding: if > 0, a random crop of the image zero-padded by this
+            many pixels (the CIFAR-10 recipe: 4).
+        affine: also rotate (up to 15 degrees) and scale (0.9 to 1.1) each
+            image about its centre, bilinear, zero outside.
 
     Example:
-    >>> batches = FlippedBatches(x_train, y_train, batch_size=32, seed=0)  # doctest: +SKIP
+    >>> batches = AugmentedBatches(x_train, y_train, batch_size=32, seed=0, crop_padding=4)  # doctest: +SKIP
     >>> model.fit(batches, epochs=10)  # doctest: +SKIP
     """
 
-    def __init__(self, images, labels, batch_size=32, seed=0, crop_padding=0, **kwargs):
+    def __init__(self, images, labels, batch_size=32, seed=0, flip=True, crop_padding=0, affine=False, **kwargs):
         super().__init__(**kwargs)
         self.images, self.labels = images, np.asarray(labels)
         self.batch_size = int(batch_size)
-        self.crop_padding = int(crop_padding)
+        self.flip, self.crop_padding, self.affine = bool(flip), int(crop_padding), bool(affine)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(self.images))
 
@@ -38,8 +71,11 @@ class FlippedBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         batch = self.images[chosen].copy()
-        flip = self.rng.random(len(chosen)) < 0.5
-        batch[flip] = batch[flip, :, ::-1]
+        if self.flip:
+            mirrored = self.rng.random(len(chosen)) < 0.5
+            batch[mirrored] = batch[mirrored, :, ::-1]
+        if self.affine:
+            batch = self._rotate_and_scale(batch)
         if self.crop_padding:
             batch = self._random_crops(batch)
         return batch, self.labels[chosen]
@@ -53,5 +89,36 @@ class FlippedBatches(keras.utils.PyDataset):
         cols = self.rng.integers(0, 2 * pad + 1, size=len(batch))
         return np.stack([padded[i, r : r + height, c : c + width] for i, (r, c) in enumerate(zip(rows, cols))])
 
+    def _rotate_and_scale(self, batch):
+        from PIL import Image
+
+        height, width = batch.shape[1:3]
+        out = np.empty_like(batch)
+        for i, image in enumerate(batch):
+            angle = np.deg2rad(self.rng.uniform(-15.0, 15.0))
+            scale = self.rng.uniform(0.9, 1.1)
+            cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+            cy, cx = height / 2.0, width / 2.0
+            # output (x, y) samples the input at A (x - c) + c: a rotation by `angle` and a zoom by `scale`
+            matrix = (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
+            for c in range(batch.shape[-1]):
+                plane = Image.fromarray(np.ascontiguousarray(image[..., c]), mode="F")
+                out[i, ..., c] = np.asarray(plane.transform((width, height), Image.AFFINE, matrix, resample=Image.BILINEAR))
+        return np.clip(out, 0.0, 1.0)
+
     def on_epoch_end(self):
         self.order = self.rng.permutation(len(self.images))
+
+
+class FlippedBatches(AugmentedBatches):
+    """`AugmentedBatches` with flips on (the Fashion-MNIST recipes' augmentation); `crop_padding` as there.
+
+    Suits datasets whose classes are mirror-symmetric (Fashion-MNIST items),
+    not digits or text.
+
+    Example:
+    >>> batches = FlippedBatches(x_train, y_train, batch_size=32, seed=0)  # doctest: +SKIP
+    """
+
+    def __init__(self, images, labels, batch_size=32, seed=0, crop_padding=0, **kwargs):
+        super().__init__(images, labels, batch_size=batch_size, seed=seed, flip=True, crop_padding=crop_padding, **kwargs)

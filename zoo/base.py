@@ -123,6 +123,51 @@ def weight_units(model):
     return units
 
 
+def adapt_channel_axis(value, shape, source_channels, target_channels):
+    """A conv kernel `value` over `m x source_channels` input channels (axis -2) made one over `m x target_channels`.
+
+    Returns None when `value` is not such a kernel (only axis -2 differs, by
+    the ratio of the channel counts) or neither count is 1.
+
+    Example:
+    >>> adapt_channel_axis(np.ones((3, 3, 1, 8)), (3, 3, 3, 8), 1, 3)[0, 0, :, 0]
+    array([0.33333333, 0.33333333, 0.33333333])
+    """
+    value = np.asarray(value)
+    if value.ndim < 3 or tuple(shape[:-2]) != value.shape[:-2] or shape[-1] != value.shape[-1]:
+        return None
+    if value.shape[-2] % source_channels or shape[-2] % target_channels:
+        return None
+    blocks = value.shape[-2] // source_channels
+    if shape[-2] // target_channels != blocks:
+        return None
+    split = value.reshape(value.shape[:-2] + (blocks, source_channels, value.shape[-1]))
+    if source_channels == 1:
+        split = np.repeat(split, target_channels, axis=-2) / target_channels
+    elif target_channels == 1:
+        split = split.sum(axis=-2, keepdims=True)
+    else:
+        return None
+    return split.reshape(tuple(shape)).astype(value.dtype)
+
+
+def refuse_mixed_precision(policy, what):
+    """Raises a `ValueError` for a mixed-precision dtype policy: the zoo's explanations are exact identities in float32.
+
+    `mixed_float16` / `mixed_bfloat16` would compute the layers in 16 bits:
+    completeness (the contributions summing to the logits) would hold only to
+    about 1e-2, and the ONNX export and its parity checks assume float32.
+    """
+    name = getattr(policy, "name", str(policy))
+    if str(name).startswith("mixed"):
+        raise ValueError(
+            f"{what} runs in float32 only; the dtype policy is {name!r}. Mixed precision is not supported by glasszoo's "
+            "models: their explanations are exact identities (completeness, additivity) that 16-bit arithmetic breaks, "
+            "and the ONNX export is float32. Call keras.config.set_dtype_policy('float32') (or build the model with "
+            "dtype='float32') and train in float32."
+        )
+
+
 class ZooModel(keras.Model):
     """Base class of the zoo's models: the family protocol and its shared implementation.
 
@@ -169,6 +214,7 @@ class ZooModel(keras.Model):
 
     def __init__(self, num_classes=10, input_shape=(28, 28, 1), class_names=None, **kwargs):
         super().__init__(**kwargs)
+        refuse_mixed_precision(self.dtype_policy, type(self).__name__)
         self.num_classes = int(num_classes)
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1; got {num_classes!r}.")
@@ -287,28 +333,120 @@ class ZooModel(keras.Model):
         scale = max(1.0, float(np.max(np.abs(explanation["logits"]))))
         return {name: error for name, error in self.self_checks(images, explanation).items() if not error <= self.self_check_tolerance * scale}
 
+    # -- Keras entry points, with the inputs checked as `explain` checks them --------------
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras `fit`, with array inputs checked first (shape, dtype, range, labels) so errors name the problem.
+
+        A `keras.utils.PyDataset` has its first batch checked; other data
+        sources (tf.data, generators) are passed on unchecked.
+        """
+        self._check_inputs(x, y, "fit")
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            self._check_inputs(validation[0], validation[1], "fit's validation_data")
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """Keras `evaluate`, with array inputs checked first (see `fit`)."""
+        self._check_inputs(x, y, "evaluate")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras `predict`, with array inputs checked first (shape, dtype, values in [0, 1])."""
+        self._check_inputs(x, None, "predict")
+        return super().predict(x, *args, **kwargs)
+
+    def _check_inputs(self, x, y, what):
+        images, labels = x, y
+        if isinstance(x, keras.utils.PyDataset) and len(x):
+            first = x[0]
+            images, labels = (first[0], first[1] if len(first) > 1 else None) if isinstance(first, tuple) else (first, None)
+            what = f"{what} (first batch of the {type(x).__name__})"
+        if not isinstance(images, (np.ndarray, list)):
+            return
+        try:
+            validate_images(images, self.image_shape, allow_single=False)
+        except ValueError as error:
+            raise ValueError(f"{type(self).__name__}.{what}: {error}") from None
+        if labels is None or not isinstance(labels, (np.ndarray, list)):
+            return
+        labels = np.asarray(labels)
+        if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+            raise ValueError(f"{type(self).__name__}.{what}: labels must be class indices (integers); got dtype {labels.dtype}.")
+        count = len(np.asarray(images)) if not hasattr(images, "shape") else images.shape[0]
+        if labels.shape[:1] != (count,):
+            raise ValueError(f"{type(self).__name__}.{what}: {count} images but labels of shape {labels.shape}.")
+        if labels.ndim == 2 and labels.shape[1] == self.num_classes:  # one-hot or soft targets
+            return
+        if labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] != 1):
+            raise ValueError(
+                f"{type(self).__name__}.{what}: labels must be class indices (B,) or one-hot (B, {self.num_classes}); got shape {labels.shape}."
+            )
+        if labels.size and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)) or labels.min() < 0 or labels.max() >= self.num_classes):
+            bad = sorted({float(v) for v in labels.ravel() if not (np.isfinite(v) and v == round(v) and 0 <= v < self.num_classes)})[:5]
+            raise ValueError(f"{type(self).__name__}.{what}: labels must be class indices in [0, {self.num_classes}); got {bad}.")
+
     def predict_classes(self, images, batch_size=256):
         """Predicted class index per image (validated input)."""
         images = validate_images(images, self.image_shape)
         return np.argmax(self.predict(images, batch_size=batch_size, verbose=0), axis=-1)
 
     # -- weights -------------------------------------------------------------------------
-    def transfer_weights_from(self, source):
+    def transfer_weights_from(self, source, adapt_input_channels=False, report=None):
         """Copies every weight unit (a layer's weights) of `source` whose shapes fit; returns the paths copied.
 
         Layers are matched by their path of names; a layer whose weights
         differ in shape (a new class count, another channel count) keeps its
         fresh initialisation. Used for fine-tuning and `resized`.
+
+        Args:
+            source: a model of the same family.
+            adapt_input_channels: also copy the layers that read the image,
+                when only its channel count changed (grey to colour or back),
+                as timm does for `in_chans`: a grey kernel is repeated over
+                the colour channels and divided by their count (a grey image
+                given as RGB then gives the same pre-activations); colour
+                kernels are summed into one grey kernel. A kernel over an
+                encoding of the image (e.g. `[x, 1 - x]`: 2C channels) is
+                adapted per block of C.
+            report: optional dict; filled with `"copied"`, `"adapted"` and
+                `"fresh"` (paths of units left at their initialisation).
+
+        Example:
+        >>> colour = CoDA(**dict(grey.get_config(), input_shape=(64, 64, 3)))  # doctest: +SKIP
+        >>> info = {}
+        >>> colour.transfer_weights_from(grey, adapt_input_channels=True, report=info)  # doctest: +SKIP
+        >>> info["adapted"]  # doctest: +SKIP
+        [('dau_0',)]
         """
         theirs = weight_units(source)
-        copied = []
+        copied, adapted, fresh = [], [], []
+        source_channels = source.image_shape[-1] if hasattr(source, "image_shape") else None
         for path, variables in weight_units(self).items():
             others = theirs.get(path)
-            if others is None or [tuple(v.shape) for v in variables] != [tuple(v.shape) for v in others]:
+            if others is None or len(others) != len(variables):
+                fresh.append(path)
                 continue
-            for variable, other in zip(variables, others):
-                variable.assign(other)
+            if [tuple(v.shape) for v in variables] == [tuple(v.shape) for v in others]:
+                for variable, other in zip(variables, others):
+                    variable.assign(other)
+                copied.append(path)
+                continue
+            values = None
+            if adapt_input_channels and source_channels is not None:
+                values = [
+                    adapt_channel_axis(ops.convert_to_numpy(other), tuple(variable.shape), source_channels, self.image_shape[-1])
+                    for variable, other in zip(variables, others)
+                ]
+            if values is None or any(value is None for value in values):
+                fresh.append(path)
+                continue
+            for variable, value in zip(variables, values):
+                variable.assign(value)
             copied.append(path)
+            adapted.append(path)
+        if report is not None:
+            report.update(copied=copied, adapted=adapted, fresh=fresh)
         return copied
 
     def resized(self, input_shape):

@@ -128,7 +128,41 @@ def load(name_or_preset_dir, pretrained=True, num_classes=None, input_shape=None
     if target_config == base_config:
         return source
     model = cls.from_config(target_config)
-    model.transfer_weights_from(source)
+    transfer = {}
+    model.transfer_weights_from(source, adapt_input_channels=True, report=transfer)
+    describe_transfer(transfer, metadata.get("name", str(folder)), warn=True)
     # a changed model is not the one the card describes: keep only where it came from
     model.preset_metadata, model.preset_dir = {"fine_tuned_from": metadata.get("name", str(folder))}, None
     return model
+
+
+def describe_transfer(report, source_name, warn=False):
+    """One sentence on a `transfer_weights_from` report: what was adapted to new channels and what starts afresh.
+
+    Args:
+        report: the dict `transfer_weights_from(..., report=)` filled.
+        source_name: the model the weights came from.
+        warn: also issue it as a `UserWarning` (when anything was adapted).
+
+    Returns:
+        the sentence, or None when every layer was copied as it was.
+    """
+    import warnings
+
+    def names(paths):
+        return ", ".join("/".join(part for part in path if part != "<own>") or "<model>" for path in paths)
+
+    parts = []
+    if report.get("adapted"):
+        parts.append(
+            f"adapted to the new channel count (grey kernels repeated over the colour channels and divided by their count, "
+            f"or colour kernels summed): {names(report['adapted'])}"
+        )
+    if report.get("fresh"):
+        parts.append(f"newly initialised (their shapes differ): {names(report['fresh'])}")
+    if not parts:
+        return None
+    sentence = f"Weights from {source_name}: {len(report.get('copied', []))} layers copied; " + "; ".join(parts) + "."
+    if warn and report.get("adapted"):
+        warnings.warn(sentence, stacklevel=3)
+    return sentence

@@ -98,7 +98,7 @@ def _compile(model, learning_rate):
 
 def train_preset(
     name, out_dir, work_dir=None, epochs=None, seed=0, grid=True, grid_epochs=None, verbose="auto", max_train=None,
-    distribute="none", callbacks=None,
+    distribute="none", callbacks=None, spec=None,
 ):
     """Trains preset `name` from its recipe and writes the preset folder.
 
@@ -128,6 +128,8 @@ def train_preset(
             write under `work_dir/worker_<index>`.
         callbacks: extra Keras callbacks for the final training (they run
             after the checkpoint and the log, before the epoch's backup).
+        spec: a recipe dict to train instead of the recipe named `name`
+            (`glasszoo.zoo.folder_training` builds one for a folder of images).
 
     An interrupted run resumes when re-run with the same `work_dir`: the
     grid skips the points `grid.json` holds and the final training restarts
@@ -138,7 +140,7 @@ def train_preset(
     Returns:
         the metadata dict written.
     """
-    spec = recipe(name)
+    spec = recipe(name) if spec is None else spec
     strategy_for(distribute)  # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
     with contextlib.ExitStack() as scope:
         distribution = scope.enter_context(distribution_scope(distribute))
@@ -156,12 +158,21 @@ def _initialise(model, spec):
         return None
     from glasszoo.zoo.registry import load
 
+    from glasszoo.zoo.registry import describe_transfer
+
     start = load(source)
-    copied = model.transfer_weights_from(start)
+    transfer = {}
+    copied = model.transfer_weights_from(start, adapt_input_channels=True, report=transfer)
     if not copied:
         raise ValueError(f"Recipe initial_weights {source!r}: no layer of it fits the model to train.")
+    note = describe_transfer(transfer, source)
+    if note:
+        print(f"[train] {note}", flush=True)
     digest = (start.preset_metadata or {}).get("weights_sha256")
-    return {"preset": source, "weights": f"sha256:{digest}" if digest else None, "layers_copied": len(copied)}
+    record = {"preset": str(source), "weights": f"sha256:{digest}" if digest else None, "layers_copied": len(copied)}
+    if transfer["adapted"] or transfer["fresh"]:
+        record["transfer"] = note
+    return record
 
 
 def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs, verbose, max_train, distribution, extra_callbacks, scope):
@@ -178,7 +189,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     started = time.time()
 
     data = load_dataset(spec["dataset"])
-    x_fit, y_fit, x_val, y_val = data.validation_split(spec["validation_size"], seed=seed)
+    x_fit, y_fit, x_val, y_val = data.validation_split(spec.get("validation_size"), seed=seed)  # a folder keeps its own
     if max_train:
         x_fit, y_fit = x_fit[:max_train], y_fit[:max_train]
     batch_size = spec["batch_size"]
@@ -285,11 +296,11 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         epochs=epochs, initial_epoch=initial_epoch, validation_data=validation, callbacks=callbacks, verbose=verbose,
         **model.fit_arguments(),
     )
-    if spec.get("augment") in ("horizontal_flip", "flip_and_crop"):
-        from glasszoo.data.augment import FlippedBatches
+    if spec.get("augment") not in (None, "none"):
+        from glasszoo.data.augment import AugmentedBatches, augmentation_options
 
-        crop_padding = 4 if spec["augment"] == "flip_and_crop" else 0
-        model.fit(FlippedBatches(x_fit, y_fit, batch_size=batch_size, seed=seed, crop_padding=crop_padding), **fit_arguments)
+        options = augmentation_options(spec["augment"], x_fit.shape[1:3])
+        model.fit(AugmentedBatches(x_fit, y_fit, batch_size=batch_size, seed=seed, **options), **fit_arguments)
     else:
         model.fit(x_fit, y_fit, batch_size=batch_size, **fit_arguments)
     if sharded:  # evaluation, centring and files on one device: JAX's DataParallel cannot shard odd-sized batches
@@ -325,7 +336,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         "description": spec["description"],
         "class_names": data.class_names,
         "input": {"shape": list(data.x_train.shape[1:]), "dtype": "float32", "range": [0.0, 1.0], "layout": "NHWC"},
-        "data": {
+        "data": data.card() if hasattr(data, "card") else {
             "dataset": data.name,
             "source": data.source,
             "train_images": len(x_fit),
@@ -334,8 +345,10 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             "split": f"validation = {len(x_val)} images of the training set drawn with numpy default_rng({seed}); test split untouched until the final evaluation",
         },
         "training": {
-            "command": f"glasszoo train {name} --epochs {epochs} --seed {seed}" + ("" if grid else " --no-grid")
-            + ("" if distribution["kind"] == "none" else f" --distribute {distribution['kind']}") + f" --out {out_dir}",
+            "command": spec.get("command") or (
+                f"glasszoo train {name} --epochs {epochs} --seed {seed}" + ("" if grid else " --no-grid")
+                + ("" if distribution["kind"] == "none" else f" --distribute {distribution['kind']}") + f" --out {out_dir}"
+            ),
             "seed": seed,
             "epochs": epochs,
             "best_epoch": best_epoch,
@@ -359,6 +372,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             "grid_train_images": int(min(spec.get("grid_train_size") or len(x_fit), len(x_fit))),
             "notes": spec.get("notes", ""),
             "initial_weights": initial_weights,
+            **({"fine_tuning": spec["fine_tuning"]} if spec.get("fine_tuning") else {}),
             "chosen_overrides": chosen,
             "seconds": round(time.time() - started, 1),
             "seconds_note": "wall time of the last (possibly resumed) invocation, grid points reused from grid.json not included",
@@ -382,6 +396,10 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     }
     if getattr(model, "explanation_outputs", None):
         metadata["explanation_outputs"] = model.explanation_outputs
+    if getattr(data, "paths", None):  # a folder of images: which file went to which split
+        split_file = work_dir / "split.json"
+        write_json(split_file, data.paths)
+        extra_files = dict(extra_files or {}, **{"split.json": split_file})
     write_preset(out_dir, spec["family"], model.get_config(), final_weights, metadata, extra_files=extra_files)
     backup.remove()  # the preset is written: a re-run starts afresh (a run killed before this resumes after training)
     print(f"[train] {name}: validation accuracy {val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; preset written to {out_dir}", flush=True)

@@ -344,9 +344,9 @@ class ProtoPNet(ZooModel):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if loss is None else loss
         super().compile(optimizer=optimizer, loss=loss, metrics=["accuracy"] if metrics is None else metrics, **kwargs)
 
-    def transfer_weights_from(self, source):
+    def transfer_weights_from(self, source, adapt_input_channels=False, report=None):
         """Copies every layer whose weights fit (`ZooModel.transfer_weights_from`); the provenance with the prototypes."""
-        copied = super().transfer_weights_from(source)
+        copied = super().transfer_weights_from(source, adapt_input_channels=adapt_input_channels, report=report)
         if any(path[0] == self.prototype_layer.name for path in copied):
             self.prototype_provenance = source.prototype_provenance
         return copied
