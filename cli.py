@@ -108,7 +108,7 @@ def cmd_train(args):
         run_name = f"{_slug(args.name)}_{_slug(pathlib.Path(args.data).resolve().name)}"
         spec = folder_training_recipe(
             args.name, _folder_data(args), augment=args.augment, epochs=args.epochs, learning_rate=args.learning_rate,
-            batch_size=args.batch_size, command=_command_line(),
+            batch_size=args.batch_size, command=_command_line(), max_seconds=args.time_budget,
         )
     out = args.out or f"runs/{run_name}/preset"
     train_preset(
@@ -127,7 +127,7 @@ def cmd_finetune(args):
     run_name = f"{_slug(pathlib.Path(args.preset).name)}_{_slug(pathlib.Path(args.data).resolve().name)}"
     spec = fine_tuning_recipe(
         args.preset, _folder_data(args), augment=args.augment, epochs=args.epochs, learning_rate=args.learning_rate,
-        batch_size=args.batch_size, command=_command_line(),
+        batch_size=args.batch_size, command=_command_line(), max_seconds=args.time_budget,
     )
     out = args.out or f"runs/{run_name}/preset"
     train_preset(
@@ -544,6 +544,7 @@ def _folder_arguments(p, required):
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--strict", action="store_true", help="refuse images that need resizing or a colour conversion")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop training before this much wall time (families trained in stages ignore it)")
 
 
 def build_parser():

@@ -154,11 +154,16 @@ def adapt_channel_axis(value, shape, source_channels, target_channels):
 def refuse_mixed_precision(policy, what):
     """Raises a `ValueError` for a mixed-precision dtype policy: the zoo's explanations are exact identities in float32.
 
+    The model's own policy and the global one (`keras.config.dtype_policy()`,
+    which its layers are built with) are both checked.
     `mixed_float16` / `mixed_bfloat16` would compute the layers in 16 bits:
     completeness (the contributions summing to the logits) would hold only to
     about 1e-2, and the ONNX export and its parity checks assume float32.
     """
     name = getattr(policy, "name", str(policy))
+    global_name = keras.config.dtype_policy().name  # the policy the model's layers are built with
+    if not str(name).startswith("mixed") and global_name.startswith("mixed"):
+        name = global_name
     if str(name).startswith("mixed"):
         raise ValueError(
             f"{what} runs in float32 only; the dtype policy is {name!r}. Mixed precision is not supported by glasszoo's "
@@ -435,7 +440,8 @@ class ZooModel(keras.Model):
             values = None
             if adapt_input_channels and source_channels is not None:
                 values = [
-                    adapt_channel_axis(ops.convert_to_numpy(other), tuple(variable.shape), source_channels, self.image_shape[-1])
+                    other if tuple(variable.shape) == tuple(other.shape)  # e.g. the bias of an adapted kernel
+                    else adapt_channel_axis(ops.convert_to_numpy(other), tuple(variable.shape), source_channels, self.image_shape[-1])
                     for variable, other in zip(variables, others)
                 ]
             if values is None or any(value is None for value in values):

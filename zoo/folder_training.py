@@ -89,7 +89,7 @@ def _for_folder(spec, data, augment, overrides, description, command):
     return spec
 
 
-def folder_training_recipe(name, data, augment="crop", epochs=None, learning_rate=None, batch_size=None, command=None):
+def folder_training_recipe(name, data, augment="crop", epochs=None, learning_rate=None, batch_size=None, command=None, max_seconds=None):
     """A recipe that trains recipe `name`'s architecture (or family `name`'s first recipe's) from scratch on a folder.
 
     Args:
@@ -98,18 +98,19 @@ def folder_training_recipe(name, data, augment="crop", epochs=None, learning_rat
         augment: one of `glasszoo.data.augment.AUGMENTATIONS`.
         epochs, learning_rate, batch_size: overrides of the recipe's.
         command: the command line recorded in the card.
+        max_seconds: stop training before this much wall time (`TimeBudget`).
 
     Example:
     >>> spec = folder_training_recipe("cnn", folder_data("my_images/"))  # doctest: +SKIP
     """
     base, family = _base_recipe(name)
     base.pop("initial_weights", None)
-    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "classes_hint": _class_count(data)}
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "max_seconds": max_seconds, "classes_hint": _class_count(data)}
     description = f"{family} ({name}'s architecture) trained from scratch on the image folder {data['folder']}."
     return _for_folder(base, data, augment, overrides, description, command)
 
 
-def fine_tuning_recipe(preset, data, augment="crop", epochs=None, learning_rate=None, batch_size=None, command=None):
+def fine_tuning_recipe(preset, data, augment="crop", epochs=None, learning_rate=None, batch_size=None, command=None, max_seconds=None):
     """A recipe that fine-tunes `preset` (a name, a preset folder) on a folder of images.
 
     The architecture is the preset's (its `config.json`); the training is its
@@ -120,7 +121,7 @@ def fine_tuning_recipe(preset, data, augment="crop", epochs=None, learning_rate=
     Args:
         preset: a preset name or folder.
         data: `folder_data(...)`.
-        augment, epochs, learning_rate, batch_size, command: as `folder_training_recipe`.
+        augment, epochs, learning_rate, batch_size, command, max_seconds: as `folder_training_recipe`.
 
     Example:
     >>> spec = fine_tuning_recipe("coda_fashion_mnist", folder_data("my_images/"))  # doctest: +SKIP
@@ -147,7 +148,7 @@ def fine_tuning_recipe(preset, data, augment="crop", epochs=None, learning_rate=
         data["image_size"] = [int(shape[0]), int(shape[1])]
     if shape and "color_mode" not in data:
         data["color_mode"] = "grayscale" if int(shape[2]) == 1 else "rgb"
-    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "classes_hint": _class_count(data)}
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "max_seconds": max_seconds, "classes_hint": _class_count(data)}
     description = f"{preset_name} fine-tuned on the image folder {data['folder']}."
     spec = _for_folder(spec, data, augment, overrides, description, command)
     spec["fine_tuning"] = {key: spec.get(key) for key in tuning}  # as run (overrides included)

@@ -291,6 +291,11 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     elif schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
     callbacks += list(extra_callbacks or [])
+    if spec.get("max_seconds"):
+        if stages is not None:
+            print(f"[train] max_seconds ignored: {spec['family']} trains in stages whose plan sets its epochs", flush=True)
+        else:
+            callbacks.append(TimeBudget(float(spec["max_seconds"])))
     callbacks.append(backup)  # last: an epoch counts as done once its checkpoint and log line are written
     fit_arguments = dict(
         epochs=epochs, initial_epoch=initial_epoch, validation_data=validation, callbacks=callbacks, verbose=verbose,
@@ -365,6 +370,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             "optimizer": staging["optimizer"],
             "stages": staging["stages"],
             "augmentation": spec.get("augment") or "none",
+            **({"max_seconds": spec["max_seconds"]} if spec.get("max_seconds") else {}),
             "checkpoint_selection": staging["checkpoint_selection"],
             "grid": grid_results,
             "grid_selection": selection_rule,
@@ -482,6 +488,41 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.best = value
             with atomic_path(self.path) as temporary:
                 self.model.save_weights(str(temporary))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the epoch whose successor would end past `seconds` of wall time since `fit` began.
+
+    The next epoch is assumed to take as long as the slowest so far, so a run
+    stays within its budget (a first epoch longer than the budget still runs).
+
+    Args:
+        seconds: the wall-clock budget of the training.
+
+    Example:
+    >>> model.fit(x, y, epochs=100, callbacks=[TimeBudget(300)])  # doctest: +SKIP
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.started = self.epoch_started = None
+        self.slowest = 0.0
+        self.stopped_after = None
+
+    def on_train_begin(self, logs=None):
+        self.started = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        self.slowest = max(self.slowest, now - self.epoch_started)
+        if now - self.started + self.slowest > self.seconds:
+            self.model.stop_training = True
+            self.stopped_after = epoch + 1
+            print(f"[train] time budget of {self.seconds:.0f} s reached after epoch {epoch + 1} ({now - self.started:.0f} s)", flush=True)
 
 
 class TrainingBackup(keras.callbacks.Callback):
