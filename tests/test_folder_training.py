@@ -172,3 +172,19 @@ def test_fit_evaluate_and_predict_check_their_inputs(family):
 
     with pytest.raises(ValueError, match=r"first batch of the AugmentedBatches"):
         model.fit(AugmentedBatches(good * 2, labels, batch_size=2), verbose=0)
+
+
+def test_readme_fine_tuning_snippet_runs_as_written(shapes_folder, tmp_path):
+    """The README's Python fine-tuning lines, run on a small generated folder in place of `my_images/`."""
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("# fine-tune on your own images")
+    block = readme[start : readme.index("\n\n", start)].replace('"my_images/"', repr(str(shapes_folder)))
+    block = block.replace("epochs=5", "epochs=1")
+    assert "load_image_folder" in block and "model.fit" in block
+    namespace = {"glasszoo": glasszoo}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the documented snippet itself
+    model, data = namespace["model"], namespace["data"]
+    assert model.image_shape == (28, 28, 1) and model.class_names == data.class_names == ["circle", "square", "triangle"]
+    assert len(data.x_val) and model.predict_classes(data.x_test).shape == (len(data.x_test),)
