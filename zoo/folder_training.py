@@ -50,10 +50,16 @@ def folder_data(folder, image_size=None, color_mode=None, validation_fraction=0.
     return spec
 
 
+def _family_recipes(family):
+    """The recipes of a family, sorted by name (copies)."""
+    table = {name: spec for name, spec in all_recipes().items() if spec["family"] == family}
+    return [copy.deepcopy(table[name]) for name in sorted(table)]
+
+
 def _family_recipe(family):
     """The first (by name) recipe of a family, or None."""
-    table = {name: spec for name, spec in all_recipes().items() if spec["family"] == family}
-    return copy.deepcopy(table[sorted(table)[0]]) if table else None
+    recipes = _family_recipes(family)
+    return recipes[0] if recipes else None
 
 
 def _base_recipe(name):
@@ -138,7 +144,8 @@ def fine_tuning_recipe(preset, data, augment="crop", epochs=None, learning_rate=
     recipes = all_recipes()
     base = copy.deepcopy(recipes[preset_name]) if recipes.get(preset_name, {}).get("family") == family else _family_recipe(family)
     base = base or {}
-    tuning = dict(DEFAULT_FINE_TUNING, **base.get("finetune", {}))
+    family_tuning = next((spec["finetune"] for spec in _family_recipes(family) if spec.get("finetune")), {})
+    tuning = dict(DEFAULT_FINE_TUNING, **(base.get("finetune") or family_tuning))
     architecture = {key: value for key, value in config["config"].items() if key not in TASK_KEYS}
     architecture.update(tuning.pop("config", {}))  # e.g. another temperature for the new task
     spec = dict(base, config=architecture, family=family, initial_weights=str(preset), **tuning)

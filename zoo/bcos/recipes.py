@@ -49,6 +49,8 @@ RECIPES = {
     },
     "bcos_fashion_mnist": {
         "family": "bcos",
+        # a fine-tune on a new folder (`glasszoo finetune`): a higher rate than the preset's for the new class layer
+        "finetune": {"epochs": 30, "learning_rate": 2e-3, "batch_size": 32},
         "dataset": "fashion_mnist",
         "description": "B-cos network (B = 3, MaxOut 2, input x, no bias or normalisation, sum over positions / T = 10) on Fashion-MNIST.",
         "config": dict(ARCHITECTURE, b=2.0, temperature=100.0, input_encoding="complement"),

@@ -3,6 +3,8 @@
 RECIPES = {
     "cnn_fashion_mnist": {
         "family": "cnn",
+        # a fine-tune on a new folder (`glasszoo finetune`): the budget binds before the epochs do
+        "finetune": {"epochs": 30, "learning_rate": 1e-3, "batch_size": 32},
         "dataset": "fashion_mnist",
         "description": "Black-box baseline: plain CNN (3 stages of 2 conv-BN-ReLU, 32/64/128 channels, GAP, dense) on Fashion-MNIST.",
         "config": {"filters": [32, 64, 128], "dropout": 0.3},

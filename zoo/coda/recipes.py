@@ -3,6 +3,8 @@
 RECIPES = {
     "coda_fashion_mnist": {
         "family": "coda",
+        # a fine-tune on a new folder (`glasszoo finetune`): the grid's best rate on Fashion-MNIST
+        "finetune": {"epochs": 30, "learning_rate": 3e-3, "batch_size": 32},
         "dataset": "fashion_mnist",
         "description": "CoDA-Net (5 dynamic-alignment layers, SQ, input [x, 1-x], sum-pool / T) on Fashion-MNIST.",
         "config": {

@@ -3,6 +3,9 @@
 RECIPES = {
     "inam_fashion_mnist": {
         "family": "inam",
+        # a fine-tune on a new folder (`glasszoo finetune`): the head's class layer starts afresh, hence 3e-3;
+        # the head is re-centred on the training images at the end (finish_training)
+        "finetune": {"epochs": 30, "learning_rate": 3e-3, "batch_size": 32},
         "dataset": "fashion_mnist",
         "description": "INAM (256 interpretable 13x13 kernels + neural additive head) on Fashion-MNIST.",
         "config": {"num_kernels": 256, "kernel_size": 13, "tv_weight": 0.05, "ortho_weight": 0.05, "padding": "same"},

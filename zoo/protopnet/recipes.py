@@ -3,6 +3,19 @@
 RECIPES = {
     "protopnet_fashion_mnist": {
         "family": "protopnet",
+        # a fine-tune on a new folder (`glasszoo finetune`): new prototypes and last layer for the new classes, so one
+        # long joint stage (the backbone at 1e-3), one push, 3 last-layer epochs
+        "finetune": {
+            "stages": {
+                "warm_epochs": 1,
+                "joint_epochs": 14,
+                "last_layer_epochs": 3,
+                "cycles": 1,
+                "joint_decay_every": 10,
+                "rates": {"joint": {"backbone": 1e-3}, "last_layer": {"last_layer": 1e-3}},
+                "distinct_push": True,
+            },
+        },
         "dataset": "fashion_mnist",
         "description": "ProtoPNet (small CNN backbone from scratch, 7x7x128 latent, 10 prototypes of 1x1 per class) on Fashion-MNIST.",
         "config": {

@@ -3,6 +3,8 @@
 RECIPES = {
     "prototypedl_fashion_mnist": {
         "family": "prototypedl",
+        # a fine-tune on a new folder (`glasszoo finetune`): cheap epochs, so many of them
+        "finetune": {"epochs": 100, "learning_rate": 2e-3, "batch_size": 32},
         "dataset": "fashion_mnist",
         "description": "PrototypeDL (Li et al. 2018: conv autoencoder, 40-d latent, 15 latent prototypes, logits = squared distances @ W) on Fashion-MNIST.",
         "config": {
