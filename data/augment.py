@@ -80,6 +80,11 @@ class AugmentedBatches(keras.utils.PyDataset):
             batch = self._random_crops(batch)
         return batch, self.labels[chosen]
 
+    def peek_batch(self):
+        """The first batch's images and labels without augmentation, the random state untouched (input checks)."""
+        chosen = self.order[: self.batch_size]
+        return self.images[chosen], self.labels[chosen]
+
     def _random_crops(self, batch):
         """Zero-pads by `crop_padding` and crops back to the size at a random offset per image."""
         pad = self.crop_padding

@@ -227,3 +227,26 @@ def test_http_load(tmp_path, capsys):
         assert row["preset"] == preset and row["answered"] == 12 and row["lost"] == 0 and row["wrong"] == 0
         assert row["requests_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
     assert rows[2]["mean_batch"] == 1.0 and rows[1]["mean_batch"] >= 1.0
+
+
+def test_finetune_folder(tmp_path, capsys):
+    """Fine-tuning from a folder: an interpretable preset and the black-box one on both tasks, tiny, with the table."""
+    interpretable, _ = smallest_default_preset(black_box=False)
+    black_box, _ = smallest_default_preset(black_box=True)
+    out = tmp_path / "finetune_folder.json"
+    argv = [
+        "--models", interpretable, black_box, "--budget", "20", "--max-epochs", "1", "--images-per-class", "8",
+        "--digits-per-class", "6", "--localisation-images", "4", "--ig-steps", "4", "--out", str(tmp_path / "runs"), "--json", str(out),
+    ]
+    rows = bench_module("finetune_folder").main(argv)
+    printed = capsys.readouterr().out
+    assert sum(line.startswith("|---|") for line in printed.splitlines()) == 2  # one table per task
+    payload = json.loads(out.read_text())
+    assert payload["benchmark"] == "finetune_folder" and len(payload["results"]) == len(rows) == 4
+    for row in rows:
+        assert 0.0 <= row["test_accuracy"] <= 1.0 and row["wall_s"] > 0 and row["epochs_run"] >= 1
+    shapes = [row for row in rows if row["task"] == "shapes"]
+    for row in shapes:
+        share, error = row["localisation"]["integrated_gradients"]
+        assert 0.0 <= share <= 1.0 and row["localisation"]["images"] == 4
+    assert any(row["black_box"] for row in shapes) and not all(row["black_box"] for row in shapes)

@@ -364,7 +364,8 @@ class ZooModel(keras.Model):
     def _check_inputs(self, x, y, what):
         images, labels = x, y
         if isinstance(x, keras.utils.PyDataset) and len(x):
-            first = x[0]
+            # a dataset that can show its first batch without drawing from its random state does so
+            first = x.peek_batch() if hasattr(x, "peek_batch") else x[0]
             images, labels = (first[0], first[1] if len(first) > 1 else None) if isinstance(first, tuple) else (first, None)
             what = f"{what} (first batch of the {type(x).__name__})"
         if not isinstance(images, (np.ndarray, list)):
