@@ -22,7 +22,7 @@ import pathlib
 import numpy as np
 
 from glasszoo.data.datasets import DatasetUnavailable, ImageDataset
-from glasszoo.data.image_reader import ConversionNotes, conform_image, decode_image, open_image
+from glasszoo.data.image_reader import ConversionNotes, decode_image, open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
 GREY_MODES = ("1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")

@@ -125,8 +125,8 @@ def export_web(model, folder, ort_web=None, model_name=None, opset=None):
         FileExistsError: `folder` holds other files.
 
     Example:
-    >>> export_web(glasszoo.load("bcos_fashion_mnist"), "bcos-web")  # doctest: +SKIP
-    >>> # python3 -m http.server -d bcos-web 8000, then open http://127.0.0.1:8000
+    >>> export_web(glasszoo.load("my_preset"), "my-web")  # doctest: +SKIP
+    >>> # python3 -m http.server -d my-web 8000, then open http://127.0.0.1:8000
     """
     from glasszoo.export.onnx_export import to_onnx
     from glasszoo.export.runtime import OnnxModel

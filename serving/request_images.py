@@ -9,7 +9,6 @@ and a message naming the upload.
 
 import email.parser
 import email.policy
-import io
 import json
 
 import numpy as np
