@@ -156,9 +156,7 @@ def _initialise(model, spec):
     source = spec.get("initial_weights")
     if not source:
         return None
-    from glasszoo.zoo.registry import load
-
-    from glasszoo.zoo.registry import describe_transfer
+    from glasszoo.zoo.registry import describe_transfer, load
 
     start = load(source)
     transfer = {}
@@ -341,7 +339,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         "description": spec["description"],
         "class_names": data.class_names,
         "input": {"shape": list(data.x_train.shape[1:]), "dtype": "float32", "range": [0.0, 1.0], "layout": "NHWC"},
-        "data": data.card() if hasattr(data, "card") else {
+        "data": dict(data.card(), train_images=len(x_fit)) if hasattr(data, "card") else {
             "dataset": data.name,
             "source": data.source,
             "train_images": len(x_fit),
