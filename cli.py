@@ -101,38 +101,37 @@ def cmd_info(args):
 def cmd_train(args):
     from glasszoo.zoo.training import train_preset
 
-    spec, run_name = None, args.name
     if args.data:
         from glasszoo.zoo.folder_training import folder_training_recipe
 
-        run_name = f"{_slug(args.name)}_{_slug(pathlib.Path(args.data).resolve().name)}"
-        spec = folder_training_recipe(
-            args.name, _folder_data(args), augment=args.augment, epochs=args.epochs, learning_rate=args.learning_rate,
-            batch_size=args.batch_size, command=_command_line(), max_seconds=args.time_budget,
-        )
-    out = args.out or f"runs/{run_name}/preset"
+        return _train_on_folder(args, args.name, folder_training_recipe, grid=not args.no_grid, distribute=args.distribute)
     train_preset(
-        run_name, out, work_dir=args.work_dir or f"runs/{run_name}", epochs=args.epochs, seed=args.seed, grid=not args.no_grid,
-        grid_epochs=args.grid_epochs, verbose=1 if sys.stdout.isatty() else 2, max_train=args.max_train,
-        distribute=args.distribute, spec=spec,
+        args.name, args.out or f"runs/{args.name}/preset", work_dir=args.work_dir, epochs=args.epochs, seed=args.seed,
+        grid=not args.no_grid, grid_epochs=args.grid_epochs, verbose=1 if sys.stdout.isatty() else 2,
+        max_train=args.max_train, distribute=args.distribute,
     )
     return 0
 
 
 def cmd_finetune(args):
     from glasszoo.zoo.folder_training import fine_tuning_recipe
-    from glasszoo.zoo.training import train_preset
 
     _quiet_tensorflow()
-    run_name = f"{_slug(pathlib.Path(args.preset).name)}_{_slug(pathlib.Path(args.data).resolve().name)}"
-    spec = fine_tuning_recipe(
-        args.preset, _folder_data(args), augment=args.augment, epochs=args.epochs, learning_rate=args.learning_rate,
+    return _train_on_folder(args, args.preset, fine_tuning_recipe, grid=False)
+
+
+def _train_on_folder(args, source, build_recipe, **options):
+    """Trains the recipe `build_recipe(source, folder data, ...)` makes (`train --data`, `finetune`)."""
+    from glasszoo.zoo.training import train_preset
+
+    run_name = f"{_slug(pathlib.Path(source).name)}_{_slug(pathlib.Path(args.data).resolve().name)}"
+    spec = build_recipe(
+        source, _folder_data(args), augment=args.augment, epochs=args.epochs, learning_rate=args.learning_rate,
         batch_size=args.batch_size, command=_command_line(), max_seconds=args.time_budget,
     )
-    out = args.out or f"runs/{run_name}/preset"
     train_preset(
-        run_name, out, work_dir=args.work_dir or f"runs/{run_name}", epochs=spec["epochs"], seed=args.seed, grid=False,
-        verbose=1 if sys.stdout.isatty() else 2, max_train=args.max_train, spec=spec,
+        run_name, args.out or f"runs/{run_name}/preset", work_dir=args.work_dir or f"runs/{run_name}", epochs=spec["epochs"],
+        seed=args.seed, verbose=1 if sys.stdout.isatty() else 2, max_train=args.max_train, spec=spec, **options,
     )
     return 0
 
