@@ -124,13 +124,15 @@ def load_image_folder(
     if not files["train"]:
         raise DatasetUnavailable(f"No image files found under {root} (looked for {', '.join(IMAGE_SUFFIXES)} in the class folders).")
 
-    headers, digest = _read_headers(root, [path for split in files.values() for path, _ in split])
+    headers = _read_headers([path for split in files.values() for path, _ in split])
     image_size = _common_size(headers, image_size)
     if color_mode is None:
         color_mode = "grayscale" if all(mode in GREY_MODES for _, mode in headers.values()) else "rgb"
     input_shape = (image_size[0], image_size[1], 1 if color_mode == "grayscale" else 3)
     notes = ConversionNotes(strict=strict, target=f"the common shape {input_shape}")
-    arrays = {split: _read_split(entries, root, input_shape, notes) for split, entries in files.items()}
+    file_digests = {}
+    arrays = {split: _read_split(entries, input_shape, notes, file_digests) for split, entries in files.items()}
+    digest = _folder_digest(file_digests, root)
 
     rng = np.random.default_rng(seed)
     train_paths, train_labels = [p for p, _ in files["train"]], np.array([label for _, label in files["train"]], dtype="int64")
@@ -212,16 +214,22 @@ def _image_files(folder):
     return found, skipped
 
 
-def _read_headers(root, paths):
-    """`({path: ((height, width), mode)}, folder digest)`: every file's header (size checked) and the content hash."""
-    digest = hashlib.sha256()
+def _read_headers(paths):
+    """`{path: ((height, width), mode)}`: every file's header (Pillow reads no more of the file; the size is checked)."""
     headers = {}
-    for path in sorted(paths, key=lambda p: _relative(p, root)):
-        data = path.read_bytes()
-        digest.update(_relative(path, root).encode("utf-8") + b"\0" + hashlib.sha256(data).digest())
-        image = open_image(data, name=str(path))
+    for path in paths:
+        image = open_image(path)
         headers[path] = ((image.height, image.width), image.mode)
-    return headers, digest.hexdigest()
+        image.close()
+    return headers
+
+
+def _folder_digest(file_digests, root):
+    """sha256 of the folder: each file's relative path and content digest, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(file_digests, key=lambda p: _relative(p, root)):
+        digest.update(_relative(path, root).encode("utf-8") + b"\0" + file_digests[path])
+    return digest.hexdigest()
 
 
 def _common_size(headers, image_size):
@@ -234,10 +242,13 @@ def _common_size(headers, image_size):
     return sizes.most_common(1)[0][0]
 
 
-def _read_split(entries, root, input_shape, notes):
+def _read_split(entries, input_shape, notes, file_digests):
+    """The conformed images of `entries`, each file read once: its bytes are hashed (into `file_digests`) and decoded."""
     images = np.empty((len(entries),) + tuple(input_shape), dtype="float32")
     for row, (path, _) in enumerate(entries):
-        image = decode_image(open_image(path), str(path))
+        data = path.read_bytes()
+        file_digests[path] = hashlib.sha256(data).digest()
+        image = decode_image(open_image(data, name=str(path)), str(path))
         images[row] = notes.conform(image, input_shape, str(path))
     return images
 

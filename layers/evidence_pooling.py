@@ -46,8 +46,12 @@ class SoftmaxEvidencePooling(keras.layers.Layer):
         weights = ops.softmax(flat / self.sharpness, axis=1)
         return ops.reshape(weights, shape) / self.temperature
 
+    def pooled(self, maps, weights):
+        """The logits of `maps` with the position weights `weights` (`position_weights(maps)`, computed once by the caller)."""
+        return ops.sum(weights * maps, axis=(1, 2)) + self.bias
+
     def call(self, maps):
-        return ops.sum(self.position_weights(maps) * maps, axis=(1, 2)) + self.bias
+        return self.pooled(maps, self.position_weights(maps))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])

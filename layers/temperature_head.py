@@ -37,6 +37,10 @@ class TemperatureSumPooling(keras.layers.Layer):
         """`(B, H, W, K)` weight of each position in each class logit: `1 / T` everywhere."""
         return ops.ones_like(maps) / self.temperature
 
+    def pooled(self, maps, weights):
+        """The logits of `maps` with the position weights `weights` (`position_weights(maps)`)."""
+        return ops.sum(weights * maps, axis=(1, 2)) + self.bias
+
     def call(self, maps):
         return ops.sum(maps, axis=(1, 2)) / self.temperature + self.bias
 

@@ -136,6 +136,41 @@ def test_time_budget_stops_before_the_budget():
     assert len(history.history["loss"]) == 1 and budget.stopped_after == 1
 
 
+def test_cosine_to_horizon_decays_by_batches_or_by_the_clock_whichever_ends_first():
+    import keras
+
+    from glasszoo.zoo.training import CosineToHorizon
+
+    model = build(family_names()[0], seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    images = np.random.default_rng(0).random((32, 28, 28, 1)).astype("float32")
+    rates = []
+    by_steps = CosineToHorizon(0.01, steps=4)
+    recorder = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: rates.append(float(model.optimizer.learning_rate.numpy())))
+    model.fit(images, np.arange(32) % 10, epochs=2, batch_size=16, verbose=0, callbacks=[by_steps, recorder])
+    expected = [0.005 * (1 + np.cos(np.pi * step / 4)) for step in range(4)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-5)
+    by_clock = CosineToHorizon(0.01, steps=10**6, seconds=100.0)
+    by_clock.started = __import__("time").time() - 50.0  # half the budget gone: half the rate
+    assert abs(by_clock.rate() - 0.005) < 1e-4
+    by_clock.started -= 1000.0  # past the budget: zero, not negative or rising again
+    assert by_clock.progress() == 1.0 and by_clock.rate() == 0.0
+
+
+def test_a_budgeted_fine_tune_anneals_over_its_budget(shapes_folder, tmp_path):
+    """`--time-budget` with the cosine schedule: the rate falls over the budget, not over the (huge) epoch count."""
+    from glasszoo.zoo.folder_training import fine_tuning_recipe, folder_data
+    from glasszoo.zoo.training import train_preset
+
+    spec = fine_tuning_recipe("cnn_fashion_mnist", folder_data(shapes_folder, image_size=(28, 28)), epochs=1000, max_seconds=12.0)
+    assert spec["schedule"] == "cosine"
+    train_preset("budget", tmp_path / "preset", work_dir=tmp_path / "work", epochs=spec["epochs"], seed=0, verbose=0, spec=spec)
+    log = (tmp_path / "work" / "training_log.csv").read_text().splitlines()
+    header, rows = log[0].split(","), [line.split(",") for line in log[1:]]
+    rates = [float(row[header.index("learning_rate")]) for row in rows]
+    assert len(rates) < 1000 and rates[-1] < 0.6 * spec["learning_rate"], rates
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_is_refused_at_once(policy):
     import keras

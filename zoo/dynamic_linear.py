@@ -64,8 +64,9 @@ class DynamicLinearStack:
             state = layer.dynamic_state(activations)
             states.append(state)
             activations = state["outputs"]
-        logits = self.head(activations)
-        relevance = self.head.position_weights(activations) * (class_selection(logits, target) * scale)[:, None, None, :]
+        weights = self.head.position_weights(activations)  # once: the logits and the relevance share them
+        logits = self.head.pooled(activations, weights)
+        relevance = weights * (class_selection(logits, target) * scale)[:, None, None, :]
         for layer, state, shape in zip(reversed(self.stack()), reversed(states), reversed(shapes)):
             relevance = layer.explain_backward(state, relevance, shape)
         return encoded, logits, relevance

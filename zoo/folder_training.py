@@ -29,7 +29,7 @@ from glasszoo.zoo.families import families
 from glasszoo.zoo.recipes import all_recipes
 
 # settings of a fine-tune when neither the preset's recipe nor its family's recipes name any
-DEFAULT_FINE_TUNING = {"epochs": 10, "learning_rate": 1e-3, "batch_size": 32, "schedule": "plateau"}
+DEFAULT_FINE_TUNING = {"epochs": 10, "learning_rate": 1e-3, "batch_size": 32, "schedule": "cosine"}
 TASK_KEYS = ("num_classes", "input_shape", "class_names", "name")
 
 

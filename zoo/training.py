@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import os
 import pathlib
 import platform
@@ -248,7 +249,12 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     steps_per_epoch = -(-len(x_fit) // batch_size)
     base_learning_rate = chosen.get("learning_rate", spec["learning_rate"])
     schedule = spec.get("schedule", "plateau")
-    if schedule == "cosine":
+    budget_cosine = None
+    if schedule == "cosine" and spec.get("max_seconds") and stages is None:
+        # whichever horizon comes first, the epochs or the wall-clock budget, ends the decay
+        budget_cosine = CosineToHorizon(base_learning_rate, epochs * steps_per_epoch, seconds=float(spec["max_seconds"]))
+        learning_rate = base_learning_rate
+    elif schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(base_learning_rate, decay_steps=epochs * steps_per_epoch)
     elif schedule == "step":  # the CoDA paper's: divide by 1.5 every 30 epochs
         learning_rate = keras.optimizers.schedules.ExponentialDecay(
@@ -294,6 +300,8 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             print(f"[train] max_seconds ignored: {spec['family']} trains in stages whose plan sets its epochs", flush=True)
         else:
             callbacks.append(TimeBudget(float(spec["max_seconds"])))
+    if budget_cosine is not None:
+        callbacks.insert(0, budget_cosine)
     callbacks.append(backup)  # last: an epoch counts as done once its checkpoint and log line are written
     fit_arguments = dict(
         epochs=epochs, initial_epoch=initial_epoch, validation_data=validation, callbacks=callbacks, verbose=verbose,
@@ -521,6 +529,57 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
             self.stopped_after = epoch + 1
             print(f"[train] time budget of {self.seconds:.0f} s reached after epoch {epoch + 1} ({now - self.started:.0f} s)", flush=True)
+
+
+class CosineToHorizon(keras.callbacks.Callback):
+    """Cosine decay of the learning rate to zero over whichever ends first: `steps` batches or `seconds` of wall time.
+
+    A run stopped by a wall-clock budget (`TimeBudget`) does not know its
+    epoch count in advance; a cosine over the epochs asked for (say 1000)
+    would leave the rate where it started. This one sets the rate before
+    each batch from the progress `max(batches done / steps, seconds since
+    fit began / seconds)`, so the last epochs of a budgeted run are trained
+    at a low rate however many there were. The rate depends on the wall
+    clock, so two runs on machines of different speed differ.
+
+    Args:
+        base_rate: the rate at the start.
+        steps: the batches of the whole run (epochs x steps per epoch).
+        seconds: the wall-clock budget, or None for a cosine over `steps` only.
+
+    Example:
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))  # doctest: +SKIP
+    >>> model.fit(x, y, epochs=1000, callbacks=[TimeBudget(300), CosineToHorizon(1e-3, 1000 * 30, seconds=300)])  # doctest: +SKIP
+    """
+
+    def __init__(self, base_rate, steps, seconds=None):
+        super().__init__()
+        self.base_rate = float(base_rate)
+        self.steps = max(1, int(steps))
+        self.seconds = None if seconds is None else float(seconds)
+        self.started = None
+        self.batches = 0
+
+    def on_train_begin(self, logs=None):
+        self.started = time.time()
+
+    def progress(self):
+        """The share of the run done, in [0, 1]."""
+        done = self.batches / self.steps
+        if self.seconds:
+            done = max(done, (time.time() - self.started) / self.seconds)
+        return min(1.0, done)
+
+    def rate(self):
+        return 0.5 * self.base_rate * (1.0 + math.cos(math.pi * self.progress()))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate())
+        self.batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:  # for the log and the CSV (this callback runs before them)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 class TrainingBackup(keras.callbacks.Callback):

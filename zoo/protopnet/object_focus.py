@@ -17,26 +17,22 @@ def object_pixels(images, threshold):
     return np.asarray(images).max(axis=-1) > threshold
 
 
-def footprint_shares(images, threshold, grid_shape, prototype_size=1):
+def footprint_shares_tensor(images, threshold, grid_shape, prototype_size=1):
     """`(B, h - k + 1, w - k + 1)` share of object pixels in the footprint of each `k x k` patch of an `h x w` grid.
+
+    Keras ops, so it runs inside a training step; `footprint_shares` is the
+    same on NumPy arrays.
 
     Args:
         images: `(B, H, W, C)`; `H` and `W` multiples of the grid's `h` and `w`.
         threshold: object pixel threshold.
         grid_shape: `(h, w)` of the latent grid.
         prototype_size: `k`, patch side in latent positions.
+
+    Example:
+    >>> tuple(footprint_shares_tensor(np.ones((1, 8, 8, 1), "float32"), 0.05, (4, 4)).shape)
+    (1, 4, 4)
     """
-    mask = object_pixels(images, threshold).astype("float64")
-    batch, height, width = mask.shape
-    rows, cols = grid_shape
-    cells = mask.reshape(batch, rows, height // rows, cols, width // cols).mean(axis=(2, 4))
-    k = int(prototype_size)
-    windows = np.lib.stride_tricks.sliding_window_view(cells, (k, k), axis=(1, 2))
-    return windows.mean(axis=(-2, -1))
-
-
-def footprint_shares_tensor(images, threshold, grid_shape, prototype_size=1):
-    """`footprint_shares` in Keras ops (inside a training step), float `(B, h - k + 1, w - k + 1)`."""
     mask = ops.cast(ops.max(images, axis=-1, keepdims=True) > threshold, "float32")
     height, width = images.shape[1], images.shape[2]
     rows, cols = grid_shape
@@ -45,6 +41,11 @@ def footprint_shares_tensor(images, threshold, grid_shape, prototype_size=1):
     if k > 1:
         cells = ops.average_pool(cells, (k, k), strides=(1, 1), padding="valid")
     return cells[..., 0]
+
+
+def footprint_shares(images, threshold, grid_shape, prototype_size=1):
+    """`footprint_shares_tensor` of a NumPy batch, as a NumPy array."""
+    return ops.convert_to_numpy(footprint_shares_tensor(np.asarray(images, dtype="float32"), threshold, grid_shape, prototype_size))
 
 
 def check_divisible(image_shape, grid_shape):
