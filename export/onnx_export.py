@@ -6,6 +6,7 @@ import pathlib
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
+BATCH_DIMENSION = "batch"  # the name of the dynamic first dimension of the input and of every output
 
 
 def explanation_function(model):
@@ -29,6 +30,28 @@ def explanation_function(model):
         return model.explanation_graph(image)
 
     return explain
+
+
+def name_batch_dimension(graph, name=BATCH_DIMENSION):
+    """Names the first, dynamic dimension of the graph's inputs and outputs `name` (tf2onnx leaves `unk__N`).
+
+    One name says that every output has as many rows as the input has
+    images, and runtimes that show shapes (Netron, onnxruntime's
+    `get_inputs()`) show `batch` instead of a generated name.
+
+    Args:
+        graph: an `onnx.GraphProto`, changed in place.
+        name: the dimension's name.
+
+    Example:
+    >>> name_batch_dimension(proto.graph)  # doctest: +SKIP
+    >>> proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # doctest: +SKIP
+    'batch'
+    """
+    for value in list(graph.input) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = name
 
 
 def to_onnx(model, path, opset=None, model_name=None):
@@ -63,6 +86,7 @@ def to_onnx(model, path, opset=None, model_name=None):
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset or DEFAULT_OPSET)
+    name_batch_dimension(proto.graph)
     metadata = getattr(model, "preset_metadata", {}) or {}
     outputs = getattr(model, "explanation_outputs", {})
     properties = {
@@ -70,7 +94,7 @@ def to_onnx(model, path, opset=None, model_name=None):
         "family": getattr(model, "family", type(model).__name__),
         "class_names": json.dumps(list(getattr(model, "class_names", []))),
         "input_name": INPUT_NAME,
-        "input_shape": json.dumps(["batch"] + list(model.image_shape)),
+        "input_shape": json.dumps([BATCH_DIMENSION] + list(model.image_shape)),
         "input_range": "[0, 1]",
         "input_layout": "NHWC float32",
         "outputs": json.dumps(outputs),

@@ -184,6 +184,12 @@ def test_onnx_outputs_equal_keras_outputs(model, images, explained, onnx_model, 
     assert onnx_model.metadata["family"] == model.family
 
 
+def test_onnx_batch_dimension_is_named_batch_everywhere(onnx_model):
+    """The input and every output carry the same named dynamic first dimension, so runtimes show how they relate."""
+    for value in list(onnx_model.session.get_inputs()) + list(onnx_model.session.get_outputs()):
+        assert value.shape[0] == "batch", f"{value.name}: {value.shape}"
+
+
 def _pixels(figure):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -92,6 +92,12 @@ def test_fine_tuning_recipe_takes_the_presets_shape_and_family_settings(shapes_f
     assert spec["config"]["num_kernels"] == 256 and "num_classes" not in spec["config"]
     given = fine_tuning_recipe("inam_fashion_mnist", folder_data(shapes_folder, image_size=(32, 32), color_mode="rgb"), epochs=3)
     assert given["dataset"]["image_size"] == [32, 32] and given["epochs"] == 3
+    # PrototypeDL's reconstruction error is a sum over pixels: its weight follows the image's size
+    scaled = fine_tuning_recipe("prototypedl_fashion_mnist", folder_data(shapes_folder, image_size=(32, 32), color_mode="rgb"))
+    assert scaled["config"]["reconstruction_weight"] == pytest.approx(28 * 28 / (32 * 32 * 3))
+    kept = fine_tuning_recipe("prototypedl_fashion_mnist", folder_data(shapes_folder))
+    assert kept["config"]["reconstruction_weight"] == 1.0
+    assert given["config"]["tv_weight"] == spec["config"]["tv_weight"]  # other families keep their settings
     with pytest.raises(Exception, match="Unknown model .no_such_preset"):
         fine_tuning_recipe("no_such_preset", folder_data(shapes_folder))
 

@@ -502,6 +502,26 @@ class ZooModel(keras.Model):
         return folder
 
     # -- training hooks (no-op defaults) -------------------------------------------------
+    @classmethod
+    def config_for_new_input(cls, config, old_shape, new_shape):
+        """The architecture settings of a fine-tune on images of `new_shape` from a preset trained on `old_shape`.
+
+        `glasszoo finetune` calls it when the image shape changes; a family
+        whose loss terms scale with the image (PrototypeDL's reconstruction
+        error, a sum over pixels) rebalances them here. The default keeps
+        `config` as it is.
+
+        Args:
+            config: the preset's architecture settings (without the task's keys).
+            old_shape: `(H, W, C)` the preset was trained on.
+            new_shape: `(H, W, C)` of the new images.
+
+        Example:
+        >>> ZooModel.config_for_new_input({"filters": 8}, (28, 28, 1), (32, 32, 3))
+        {'filters': 8}
+        """
+        return dict(config)
+
     def fit_arguments(self):
         """Extra keyword arguments `glasszoo train` passes to `fit`."""
         return {}

@@ -25,7 +25,7 @@ Example:
 
 import copy
 
-from glasszoo.zoo.families import families
+from glasszoo.zoo.families import families, family_class
 from glasszoo.zoo.recipes import all_recipes
 
 # settings of a fine-tune when neither the preset's recipe nor its family's recipes name any
@@ -146,15 +146,20 @@ def fine_tuning_recipe(preset, data, augment="crop", epochs=None, learning_rate=
     base = base or {}
     family_tuning = next((spec["finetune"] for spec in _family_recipes(family) if spec.get("finetune")), {})
     tuning = dict(DEFAULT_FINE_TUNING, **(base.get("finetune") or family_tuning))
-    architecture = {key: value for key, value in config["config"].items() if key not in TASK_KEYS}
-    architecture.update(tuning.pop("config", {}))  # e.g. another temperature for the new task
-    spec = dict(base, config=architecture, family=family, initial_weights=str(preset), **tuning)
     shape = config["config"].get("input_shape") or card.get("input", {}).get("shape")
     data = dict(data)
     if shape and "image_size" not in data:
         data["image_size"] = [int(shape[0]), int(shape[1])]
     if shape and "color_mode" not in data:
         data["color_mode"] = "grayscale" if int(shape[2]) == 1 else "rgb"
+    architecture = {key: value for key, value in config["config"].items() if key not in TASK_KEYS}
+    if shape and "image_size" in data:  # the family rebalances what scales with the image (before the recipe's own settings)
+        old_shape = tuple(int(n) for n in shape)
+        new_shape = (*data["image_size"], 1 if data.get("color_mode") == "grayscale" else 3)
+        if new_shape != old_shape:
+            architecture = family_class(family).config_for_new_input(architecture, old_shape, new_shape)
+    architecture.update(tuning.pop("config", {}))  # e.g. another temperature for the new task
+    spec = dict(base, config=architecture, family=family, initial_weights=str(preset), **tuning)
     overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "max_seconds": max_seconds, "classes_hint": _class_count(data)}
     description = f"{preset_name} fine-tuned on the image folder {data['folder']}."
     spec = _for_folder(spec, data, augment, overrides, description, command)

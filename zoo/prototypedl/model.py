@@ -264,6 +264,22 @@ class PrototypeDL(ZooModel):
             kwargs.setdefault("loss_weights", [self.classification_weight])
         super().compile(optimizer=optimizer, loss=loss, metrics=["accuracy"] if metrics is None else metrics, **kwargs)
 
+    @classmethod
+    def config_for_new_input(cls, config, old_shape, new_shape):
+        """Scales the reconstruction weight by `old pixels / new pixels`: R is a sum over pixels, the others are not.
+
+        So R keeps the share of the loss it had on the preset's images
+        (a 32x32 RGB image has 3.9x the values of a 28x28 grey one).
+
+        Example:
+        >>> PrototypeDL.config_for_new_input({"reconstruction_weight": 1.0}, (28, 28, 1), (56, 56, 1))
+        {'reconstruction_weight': 0.25}
+        """
+        config = dict(config)
+        ratio = math.prod(old_shape) / math.prod(new_shape)
+        config["reconstruction_weight"] = float(config.get("reconstruction_weight", 1.0)) * ratio
+        return config
+
     def get_config(self):
         config = super().get_config()
         config.update(
