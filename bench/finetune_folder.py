@@ -184,7 +184,7 @@ def main(argv=None):
         table = []
         for r in rows:
             gap = "" if baseline is None else f"{100 * (r['test_accuracy'] - baseline):+.1f}"
-            cells = [r["preset"], f"{r['test_accuracy']:.3f}", gap, f"{r['wall_s']:.0f}", f"{r['wall_s'] / args.budget:.2f}", str(r["epochs_run"])]
+            cells = [r["preset"], f"{r['validation_accuracy']:.3f}", f"{r['test_accuracy']:.3f}", gap, f"{r['wall_s']:.0f}", f"{r['wall_s'] / args.budget:.2f}", str(r["epochs_run"])]
             if task == "shapes":
                 loc = r["localisation"]
                 own = loc.get("own_map")
@@ -195,7 +195,7 @@ def main(argv=None):
                     f"{loc['object_area_share']:.3f}",
                 ]
             table.append(cells)
-        header = ["preset", "test acc.", "vs black box (points)", "wall s", "wall / budget", "epochs"]
+        header = ["preset", "val. acc.", "test acc.", "vs black box (points)", "wall s", "wall / budget", "epochs"]
         if task == "shapes":
             header += ["own map on object", "IG on object", "object area"]
         n_test = rows[0]["test_images"] if rows else 0

@@ -1,6 +1,8 @@
 """Export of a zoo model to ONNX with logits and every explanation output (TensorFlow backend)."""
 
+import contextlib
 import json
+import logging
 import os
 import pathlib
 
@@ -30,6 +32,41 @@ def explanation_function(model):
         return model.explanation_graph(image)
 
     return explain
+
+
+@contextlib.contextmanager
+def quiet_optimizer_failures():
+    """Within the block, tf2onnx's "Failed to apply <optimizer>" warnings (with a traceback) are gathered, not printed.
+
+    tf2onnx tries each graph optimizer and, when one raises (its transpose
+    optimizer does on the B-cos graphs), logs a warning with a full
+    traceback and goes on without that rewrite. The exported graph is still
+    exact (the export tests compare every output with Keras), so the
+    traceback only alarms the user; the optimizers' names are yielded.
+
+    Example:
+    >>> with quiet_optimizer_failures() as skipped:  # doctest: +SKIP
+    ...     proto, _ = tf2onnx.convert.from_function(function, input_signature=signature)
+    >>> skipped  # doctest: +SKIP
+    ['optimize_transpose']
+    """
+    skipped = []
+
+    class _Gather(logging.Filter):
+        def filter(self, record):
+            message = record.getMessage()
+            if message.startswith("Failed to apply ") and record.exc_info:
+                skipped.append(message[len("Failed to apply "):])
+                return False
+            return True
+
+    gather = _Gather()
+    logger = logging.getLogger("tf2onnx.optimizer")
+    logger.addFilter(gather)
+    try:
+        yield skipped
+    finally:
+        logger.removeFilter(gather)
 
 
 def name_batch_dimension(graph, name=BATCH_DIMENSION):
@@ -81,12 +118,17 @@ def to_onnx(model, path, opset=None, model_name=None):
     import tf2onnx
 
     from glasszoo import __version__
+    from glasszoo.export.portable_graph import make_portable
 
     function = explanation_function(model)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset or DEFAULT_OPSET)
+    with quiet_optimizer_failures() as skipped:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset or DEFAULT_OPSET)
+    if skipped:
+        logging.getLogger(__name__).info("tf2onnx skipped its optimizers %s on this graph (the graph is still exact)", skipped)
     name_batch_dimension(proto.graph)
+    make_portable(proto)  # the same values in OpenVINO and the ONNX reference evaluator as in onnxruntime
     metadata = getattr(model, "preset_metadata", {}) or {}
     outputs = getattr(model, "explanation_outputs", {})
     properties = {

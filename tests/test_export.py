@@ -73,3 +73,18 @@ def test_pretrained_export_parity(samples, tmp_path):
     assert served.metadata["model_name"] == "inam_fashion_mnist"
     assert_parity(model, served, samples[0][:1])
     assert_parity(model, served, samples[0][:24])
+
+
+def test_export_prints_no_optimizer_traceback(tmp_path, capfd):
+    """tf2onnx's transpose optimizer raises on B-cos graphs; the export says nothing alarming and stays exact."""
+    import logging
+
+    from tiny_models import build
+
+    model = build("bcos", seed=0)
+    path = to_onnx(model, tmp_path / "bcos.onnx")
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out and "Failed to apply" not in captured.err + captured.out
+    assert not logging.getLogger("tf2onnx.optimizer").filters  # the filter does not outlive the export
+    images = np.random.default_rng(0).random((3, 28, 28, 1)).astype("float32")
+    assert_parity(model, OnnxModel(path), images)

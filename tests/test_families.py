@@ -184,6 +184,25 @@ def test_onnx_outputs_equal_keras_outputs(model, images, explained, onnx_model, 
     assert onnx_model.metadata["family"] == model.family
 
 
+def test_onnx_export_runs_in_the_onnx_reference_evaluator(model, images, onnx_model):
+    """The plain-NumPy reference runtime gives onnxruntime's outputs (no construct only onnxruntime reads right)."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    proto = onnx.load(onnx_model.path)
+    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
+    empty_unsqueezes = [n.name for n in proto.graph.node if n.op_type == "Unsqueeze" and len(n.input) > 1 and constants.get(n.input[1], [0]).size == 0]
+    assert not empty_unsqueezes, f"Unsqueeze with empty axes (OpenVINO inserts an axis): {empty_unsqueezes}"
+    assert not [n for n in proto.graph.node if n.op_type == "GlobalMaxPool"], "GlobalMaxPool left in the graph"
+    batch = images[:2]
+    names = [output.name for output in proto.graph.output]
+    reference = dict(zip(names, ReferenceEvaluator(proto).run(None, {"image": batch})))
+    served = onnx_model(batch)
+    for name in names:
+        _close(np.asarray(reference[name], dtype="float32"), served[name], f"reference evaluator vs onnxruntime: {name}", tolerance=1e-4)
+
+
 def test_onnx_batch_dimension_is_named_batch_everywhere(onnx_model):
     """The input and every output carry the same named dynamic first dimension, so runtimes show how they relate."""
     for value in list(onnx_model.session.get_inputs()) + list(onnx_model.session.get_outputs()):
