@@ -91,7 +91,7 @@ def name_batch_dimension(graph, name=BATCH_DIMENSION):
             dims[0].dim_param = name
 
 
-def to_onnx(model, path, opset=None, model_name=None):
+def to_onnx(model, path, opset=None, model_name=None, sidecar=True):
     """Writes `model` as an ONNX graph whose outputs are `logits` and its explanations.
 
     The graph takes `image`: float32 `(batch, H, W, C)` in [0, 1], dynamic
@@ -104,9 +104,11 @@ def to_onnx(model, path, opset=None, model_name=None):
         path: output `.onnx` file.
         opset: ONNX opset (17 if None).
         model_name: name recorded in the metadata (the preset name if known).
+        sidecar: also write the metadata beside the file as JSON (`write_sidecar`).
 
     Returns:
-        `pathlib.Path` of the written file.
+        `pathlib.Path` of the written file. Its metadata is also written
+        beside it as JSON (`sidecar_path`), for JavaScript runtimes.
 
     Example:
     >>> model = glasszoo.load(preset_name)  # doctest: +SKIP
@@ -159,4 +161,48 @@ def to_onnx(model, path, opset=None, model_name=None):
 
     with atomic_path(path) as temporary:  # a kill or a full disk leaves the previous export in place
         onnx.save(proto, str(temporary))
+    if sidecar:
+        write_sidecar(path, properties)
     return path
+
+
+def sidecar_path(path):
+    """The metadata file written beside an export: `model.onnx` -> `model.onnx.json`."""
+    path = pathlib.Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def write_sidecar(path, properties):
+    """Writes the export's metadata beside it as JSON, for runtimes that cannot read ONNX metadata (JavaScript).
+
+    onnxruntime-node and onnxruntime-web expose no `metadata_props`, so a
+    page or a Node service reads the class names, the input range and the
+    output descriptions from this file instead. Values that the ONNX
+    metadata holds as JSON strings are decoded; `onnx_sha256` is the digest
+    of the export, so a reader can tell a sidecar from another export.
+
+    Args:
+        path: the written `.onnx` file.
+        properties: `{key: string}` as stored in the ONNX metadata.
+
+    Example:
+    >>> write_sidecar("model.onnx", {"family": "bcos", "class_names": '["a", "b"]'})  # doctest: +SKIP
+    PosixPath('model.onnx.json')
+    """
+    import hashlib
+
+    from glasszoo.zoo.atomic import atomic_write_text
+
+    decoded = {}
+    for key, value in properties.items():
+        try:
+            decoded[key] = json.loads(value) if str(value)[:1] in "[{" else value
+        except ValueError:
+            decoded[key] = value
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    decoded["onnx_file"] = pathlib.Path(path).name
+    decoded["onnx_sha256"] = digest.hexdigest()
+    return atomic_write_text(sidecar_path(path), json.dumps(decoded, indent=2))

@@ -138,7 +138,7 @@ def export_web(model, folder, ort_web=None, model_name=None, opset=None):
     dist, ort_version = find_onnxruntime_web(ort_web)
     name = model_name or (getattr(model, "preset_metadata", {}) or {}).get("name") or model.name
     with atomic_folder(folder, replaceable=_is_replaceable) as staging:
-        onnx_path = to_onnx(model, staging / "model.onnx", opset=opset, model_name=name)
+        onnx_path = to_onnx(model, staging / "model.onnx", opset=opset, model_name=name, sidecar=False)  # metadata.json instead
         served = OnnxModel(onnx_path, providers=["CPUExecutionProvider"])
         atomic_write_text(staging / "metadata.json", json.dumps(web_metadata(model, served, name, ort_version), indent=2))
         for file in PAGE_FILES:

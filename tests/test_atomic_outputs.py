@@ -1,5 +1,7 @@
 """Exports and explanation outputs are written atomically: a failure mid-write leaves the previous file, and no debris."""
 
+import json
+
 import numpy as np
 import pytest
 from tiny_models import build
@@ -31,7 +33,8 @@ def test_a_failed_export_leaves_the_previous_one(tmp_path, monkeypatch):
         to_onnx(model, path, model_name="second")
     assert path.read_bytes() == before
     assert OnnxModel(path).metadata["model_name"] == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no partial file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]  # no partial file left behind
+    assert json.loads((tmp_path / "model.onnx.json").read_text())["model_name"] == "first"  # the sidecar of the export in place
 
 
 def test_a_failed_explanation_write_leaves_the_previous_files(tmp_path, monkeypatch, samples):

@@ -33,8 +33,17 @@ def test_parity_at_batch_1_and_larger(exported, samples):
 
 
 def test_metadata(exported):
+    import hashlib
+
+    from glasszoo.export.onnx_export import sidecar_path
+
     model, served = exported
     assert served.metadata["model_name"] == "tiny"
+    sidecar = json.loads(sidecar_path(served.path).read_text())  # the same metadata for JavaScript runtimes
+    assert sidecar["class_names"] == model.class_names and sidecar["model_name"] == "tiny"
+    assert sidecar["outputs"] == json.loads(served.metadata["outputs"]) and sidecar["input_shape"] == ["batch", 28, 28, 1]
+    with open(served.path, "rb") as handle:
+        assert sidecar["onnx_sha256"] == hashlib.sha256(handle.read()).hexdigest()
     assert served.metadata["input_range"] == "[0, 1]"
     assert served.class_names == model.class_names
     assert set(json.loads(served.metadata["outputs"])) == set(served.output_names)

@@ -203,6 +203,16 @@ def test_onnx_export_runs_in_the_onnx_reference_evaluator(model, images, onnx_mo
         _close(np.asarray(reference[name], dtype="float32"), served[name], f"reference evaluator vs onnxruntime: {name}", tolerance=1e-4)
 
 
+def test_onnx_export_runs_in_openvino_when_installed(images, onnx_model):
+    """OpenVINO (not a dependency; measured here with 2026.4) converts every family and matches onnxruntime in f32."""
+    openvino = pytest.importorskip("openvino")
+    compiled = openvino.Core().compile_model(onnx_model.path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = {key.get_any_name(): value for key, value in compiled({"image": images[:2]}).items()}
+    served = onnx_model(images[:2])
+    for name in onnx_model.output_names:
+        _close(result[name], served[name], f"OpenVINO vs onnxruntime: {name}", tolerance=1e-4)
+
+
 def test_onnx_batch_dimension_is_named_batch_everywhere(onnx_model):
     """The input and every output carry the same named dynamic first dimension, so runtimes show how they relate."""
     for value in list(onnx_model.session.get_inputs()) + list(onnx_model.session.get_outputs()):
