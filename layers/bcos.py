@@ -97,16 +97,32 @@ class BcosConv2D(keras.layers.Layer):
         units = ops.reshape(linear, (-1, height, width, self.filters, self.max_out))
         winner = first_max_one_hot(units, axis=-1)
         selected = ops.sum(units * winner, axis=-1)
-        factor = ops.ones_like(selected) / self.scale
-        if self.b != 1.0:
-            ones = ops.ones((self.kernel_size, self.kernel_size, inputs.shape[-1], 1), dtype=padded.dtype)
-            squared_norm = ops.conv(ops.square(padded), ones, strides=self.strides, padding="valid")  # |p|^2 per position
-            cosine = ops.abs(selected) / ops.sqrt(squared_norm + self.epsilon) + self.epsilon
-            factor = ops.power(cosine, self.b - 1.0) / self.scale
+        factor = self._factor(padded, selected)
         return {"outputs": selected * factor, "factor": factor, "winner": winner}
 
+    def _factor(self, padded, selected):
+        """The dynamic factor `|cos|^(B - 1) / s` of the selected outputs (`1 / s` for B = 1)."""
+        if self.b == 1.0:
+            return ops.ones_like(selected) / self.scale
+        # |p|^2 of every patch: the channels' squares summed first, then a k x k window sum (a pooling, not a
+        # convolution with one output channel)
+        energy = ops.sum(ops.square(padded), axis=-1, keepdims=True)
+        squared_norm = ops.average_pool(energy, self.kernel_size, strides=self.strides, padding="valid") * float(self.kernel_size**2)
+        cosine = ops.abs(selected) / ops.sqrt(squared_norm + self.epsilon) + self.epsilon
+        exponent = self.b - 1.0
+        powered = ops.square(cosine) if exponent == 2.0 else cosine if exponent == 1.0 else ops.power(cosine, exponent)
+        return powered / self.scale
+
     def call(self, inputs):
-        return self.dynamic_state(inputs)["outputs"]
+        """The forward pass alone: the same outputs as `dynamic_state`, with MaxOut as a plain maximum (cheaper to train)."""
+        if not self.built:
+            self.build(inputs.shape)
+            self.built = True
+        padded = conv_padding.pad(inputs, *self._paddings(inputs.shape[1], inputs.shape[2]))
+        linear = ops.conv(padded, self.unit_kernel(), strides=self.strides, padding="valid")
+        height, width = linear.shape[1], linear.shape[2]
+        selected = ops.max(ops.reshape(linear, (-1, height, width, self.filters, self.max_out)), axis=-1)
+        return selected * self._factor(padded, selected)
 
     # -- explanation -------------------------------------------------------------
     def explain_backward(self, state, relevance, input_shape):

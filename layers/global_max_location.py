@@ -39,9 +39,16 @@ class GlobalMaxPoolingWithLocation(keras.layers.Layer):
         positions = ops.cast(ops.arange(height * width), maps.dtype)[None, :, None]
         beyond = ops.cast(height * width, maps.dtype)
         index = ops.min(ops.where(flat >= values[:, None, :], positions, beyond), axis=1)
-        width_f = ops.cast(width, maps.dtype)
-        row = ops.floor(index / width_f)
-        col = index - row * width_f
+        # row and column of the first maximum read from per-position constants, not floor(index / width): a
+        # converter may fold that division into a multiplication by 1 / width, whose rounding (in float16
+        # certainly) puts a position at the end of a row into the next one
+        flat_positions = ops.arange(height * width)
+        rows = ops.cast(ops.floor_divide(flat_positions, width), maps.dtype)[None, :, None]
+        cols = ops.cast(ops.mod(flat_positions, width), maps.dtype)[None, :, None]
+        first = ops.equal(positions, index[:, None, :])
+        zero = ops.zeros_like(flat)
+        row = ops.sum(ops.where(first, rows + zero, zero), axis=1)
+        col = ops.sum(ops.where(first, cols + zero, zero), axis=1)
         locations = ops.stack([row, col], axis=-1) + float(self.location_offset)
         return values, locations
 
