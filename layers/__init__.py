@@ -6,7 +6,6 @@ from glasszoo.layers.complement_encoding import ComplementEncoding
 from glasszoo.layers.dynamic_alignment import DAUConv2D
 from glasszoo.layers.global_max_location import (
     GlobalMaxPoolingWithLocation,
-    location_one_hot,
 )
 from glasszoo.layers.imagenet_preprocessing import ImageNetPreprocessing
 from glasszoo.layers.interpretable_conv import InterpretableConv2D
@@ -35,6 +34,5 @@ __all__ = [
     "SumOfRegularizers",
     "TemperatureSumPooling",
     "TotalVariation",
-    "location_one_hot",
     "log_similarity",
 ]

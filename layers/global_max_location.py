@@ -1,6 +1,7 @@
 """Global max-pooling that also reports where each maximum sits."""
 
 import keras
+from glasszoo.layers.single_node_ops import first_argmax
 from keras import ops
 
 
@@ -8,9 +9,8 @@ from keras import ops
 class GlobalMaxPoolingWithLocation(keras.layers.Layer):
     """Per-channel global maximum and its (row, column) location.
 
-    Ties are broken towards the first position in row-major order. The
-    location search uses only max/min/where reductions (no `argmax`), so it
-    converts to ONNX on the TensorFlow backend.
+    Ties are broken towards the first position in row-major order
+    (`first_argmax`).
 
     Args:
         location_offset: int, added to the map indices to give input pixels
@@ -36,19 +36,11 @@ class GlobalMaxPoolingWithLocation(keras.layers.Layer):
         height, width, channels = shape[1], shape[2], shape[3]
         flat = ops.reshape(maps, (-1, height * width, channels))
         values = ops.max(flat, axis=1)
-        positions = ops.cast(ops.arange(height * width), maps.dtype)[None, :, None]
-        beyond = ops.cast(height * width, maps.dtype)
-        index = ops.min(ops.where(flat >= values[:, None, :], positions, beyond), axis=1)
-        # row and column of the first maximum read from per-position constants, not floor(index / width): a
-        # converter may fold that division into a multiplication by 1 / width, whose rounding (in float16
-        # certainly) puts a position at the end of a row into the next one
-        flat_positions = ops.arange(height * width)
-        rows = ops.cast(ops.floor_divide(flat_positions, width), maps.dtype)[None, :, None]
-        cols = ops.cast(ops.mod(flat_positions, width), maps.dtype)[None, :, None]
-        first = ops.equal(positions, index[:, None, :])
-        zero = ops.zeros_like(flat)
-        row = ops.sum(ops.where(first, rows + zero, zero), axis=1)
-        col = ops.sum(ops.where(first, cols + zero, zero), axis=1)
+        index = first_argmax(flat, axis=1)  # (B, N) int32
+        # row and column by integer division: exact in every precision (a converter may fold a float
+        # floor(index / width) into index * (1 / width), whose float16 rounding moves a position to the next row)
+        row = ops.cast(ops.floor_divide(index, width), maps.dtype)
+        col = ops.cast(ops.mod(index, width), maps.dtype)
         locations = ops.stack([row, col], axis=-1) + float(self.location_offset)
         return values, locations
 
@@ -62,23 +54,3 @@ class GlobalMaxPoolingWithLocation(keras.layers.Layer):
         return config
 
 
-def location_one_hot(locations, height, width, location_offset=0):
-    """One-hot response maps `(B, height, width, N)` from `(B, N, 2)` locations.
-
-    Args:
-        locations: `(B, N, 2)` (row, column) in input pixels.
-        height, width: size of the response map.
-        location_offset: the same offset the pooling layer added.
-
-    Example:
-    >>> maps = location_one_hot(keras.ops.zeros((1, 3, 2)), 4, 4)
-    >>> tuple(maps.shape)
-    (1, 4, 4, 3)
-    """
-    rows = locations[..., 0] - float(location_offset)
-    cols = locations[..., 1] - float(location_offset)
-    row_grid = ops.cast(ops.arange(height), locations.dtype)[None, :, None, None]
-    col_grid = ops.cast(ops.arange(width), locations.dtype)[None, None, :, None]
-    on_row = ops.cast(ops.equal(row_grid, rows[:, None, None, :]), locations.dtype)
-    on_col = ops.cast(ops.equal(col_grid, cols[:, None, None, :]), locations.dtype)
-    return on_row * on_col

@@ -1,6 +1,7 @@
 """The interpretable convolution of INAM: N bias-free kernels with TV and orthonormality penalties."""
 
 import keras
+from glasszoo.layers.single_node_ops import scatter_sum
 from glasszoo.layers.regularizers import (
     Orthonormality,
     SumOfRegularizers,
@@ -75,16 +76,59 @@ class InterpretableConv2D(keras.layers.Layer):
     def call(self, images):
         return ops.conv(images, self.kernel, strides=1, padding=self.padding)
 
-    def place_kernels(self, weighted_maps):
-        """Adjoint of `call`: puts each kernel, scaled, where `weighted_maps` says.
+    def placement_by_group(self, locations, groups, weights, num_groups, height, width):
+        """Kernels centred where they responded, weighted and summed into one image per group.
+
+        Image `g` of batch item `b` is the sum, over the kernels `l` with
+        `groups[b, l] == g`, of `weights[b, l]` times kernel `l` translated so
+        that its centre sits on `locations[b, l]` in a `height x width`
+        image (parts falling outside are cut). With the class each kernel
+        contributes most to as its group and that contribution as its weight,
+        these are INAM's decision images.
+
+        The work is that of the placed kernels themselves, `B x N x k x k x c`
+        additions into the images (one scatter-add), not a transposed
+        convolution over one response map per group.
 
         Args:
-            weighted_maps: tensor `(B, H', W', N)` in response-map coordinates.
+            locations: tensor `(B, N, 2)` of (row, column) input pixels, as
+                `GlobalMaxPoolingWithLocation` reports them (whole numbers
+                inside the image).
+            groups: int tensor `(B, N)` in `[0, num_groups)`.
+            weights: float tensor `(B, N)`.
+            num_groups: int, the number of images per batch item.
+            height, width: int, the size of the input image.
 
         Returns:
-            tensor `(B, H, W, c)` in input coordinates.
+            tensor `(B, num_groups, H, W, c)`.
+
+        Example:
+        >>> conv = InterpretableConv2D(filters=2, kernel_size=3)
+        >>> conv.build((None, 8, 8, 1))
+        >>> images = conv.placement_by_group(keras.ops.ones((1, 2, 2)), keras.ops.zeros((1, 2), "int32"), keras.ops.ones((1, 2)), 4, 8, 8)
+        >>> tuple(images.shape)
+        (1, 4, 8, 8, 1)
         """
-        return ops.conv_transpose(weighted_maps, self.kernel, strides=1, padding=self.padding)
+        size, filters = self.kernel_size, self.filters
+        kernels = ops.transpose(self.kernel, (3, 0, 1, 2))  # (N, k, k, c)
+        channels = kernels.shape[-1]
+        # the images with a border of k // 2 pixels, so that every kernel pixel lands inside; cut afterwards
+        padded_height, padded_width = height + size - 1, width + size - 1
+        centres = ops.cast(locations, "int32")
+        batch = ops.shape(centres)[0]
+        image = ops.arange(batch, dtype="int32")[:, None] * num_groups + ops.cast(groups, "int32")  # (B, N)
+        top_left = (image * padded_height + centres[..., 0]) * padded_width + centres[..., 1]  # (B, N), in padded pixels
+        offsets = ops.arange(size, dtype="int32")[:, None] * padded_width + ops.arange(size, dtype="int32")[None, :]  # (k, k)
+        indices = top_left[:, :, None, None] + offsets[None, None]  # (B, N, k, k)
+        updates = weights[:, :, None, None, None] * kernels[None]  # (B, N, k, k, c)
+        images = scatter_sum(
+            ops.reshape(indices, (-1, 1)),
+            ops.reshape(updates, (-1, channels)),
+            (batch * num_groups * padded_height * padded_width, channels),
+        )
+        images = ops.reshape(images, (-1, num_groups, padded_height, padded_width, channels))
+        half = size // 2
+        return images[:, :, half : half + height, half : half + width, :]
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -104,3 +148,4 @@ class InterpretableConv2D(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
+

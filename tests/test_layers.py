@@ -8,7 +8,6 @@ from glasszoo.layers import (
     Orthonormality,
     SumOfRegularizers,
     TotalVariation,
-    location_one_hot,
 )
 from keras import ops
 
@@ -73,15 +72,47 @@ def test_interpretable_conv_shapes_and_losses():
         InterpretableConv2D(filters=4, kernel_size=4)
 
 
-def test_place_kernels_is_the_adjoint_of_the_convolution(rng):
-    for padding in ("same", "valid"):
-        conv = InterpretableConv2D(filters=3, kernel_size=5, padding=padding)
-        x = rng.random((2, 12, 12, 2)).astype("float32")
-        y = conv(x).numpy()
-        r = rng.normal(size=y.shape).astype("float32")
-        back = conv.place_kernels(r).numpy()
-        assert back.shape == x.shape
-        assert np.sum(y * r) == pytest.approx(np.sum(x * back), rel=1e-4)
+def numpy_placement_by_group(kernel, locations, groups, weights, num_groups, height, width):
+    """Each kernel copied pixel by pixel to its centre, weighted, into its group's image."""
+    size, channels, filters = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    out = np.zeros((len(weights), num_groups, height, width, channels), "float64")
+    for b in range(len(weights)):
+        for n in range(filters):
+            row, col = locations[b, n].astype(int)
+            for i in range(size):
+                for j in range(size):
+                    y, x = row + i - size // 2, col + j - size // 2
+                    if 0 <= y < height and 0 <= x < width:
+                        out[b, groups[b, n], y, x] += weights[b, n] * kernel[i, j, :, n]
+    return out
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_placement_by_group_puts_each_kernel_centred_on_its_location(rng, channels):
+    conv = InterpretableConv2D(filters=5, kernel_size=5)
+    conv.build((None, 9, 8, channels))
+    # corners, an edge, and two kernels of one group overlapping at the same place
+    locations = np.array([[[0, 0], [4, 3], [8, 7], [4, 3], [0, 7]], [[2, 6], [1, 1], [6, 0], [8, 0], [4, 4]]], "float32")
+    groups = np.array([[0, 2, 1, 2, 2], [1, 1, 1, 0, 2]], "int32")
+    weights = rng.normal(size=(2, 5)).astype("float32")
+    placed = conv.placement_by_group(locations, groups, weights, 3, 9, 8)
+    expected = numpy_placement_by_group(conv.kernel.numpy(), locations, groups, weights, 3, 9, 8)
+    assert tuple(placed.shape) == (2, 3, 9, 8, channels)
+    np.testing.assert_allclose(ops.convert_to_numpy(placed), expected, atol=1e-5)
+
+
+def test_placement_at_every_response_is_the_adjoint_of_the_convolution(rng):
+    """Kernels placed at every response position and weighted by it give the transposed convolution."""
+    conv = InterpretableConv2D(filters=2, kernel_size=3, padding="valid")
+    x = rng.random((1, 6, 5, 2)).astype("float32")
+    responses = conv(x).numpy()  # (1, 4, 3, 2)
+    r = rng.normal(size=responses.shape).astype("float32")
+    rows, cols = np.meshgrid(np.arange(4), np.arange(3), indexing="ij")
+    positions = np.stack([rows.ravel(), cols.ravel()], -1).astype("float32") + conv.location_offset  # 12 positions
+    locations = np.repeat(positions[:, None, :], 2, axis=1)  # a batch of 12: both kernels at one position each
+    placed = conv.placement_by_group(locations, np.zeros((12, 2), "int32"), r[0].reshape(12, 2), 1, 6, 5)
+    back = ops.convert_to_numpy(placed).sum(axis=0)[0]  # (6, 5, 2)
+    assert np.sum(responses * r) == pytest.approx(np.sum(x[0] * back), rel=1e-4)
 
 
 def test_max_pool_with_location_matches_numpy(rng):
@@ -94,10 +125,6 @@ def test_max_pool_with_location_matches_numpy(rng):
     np.testing.assert_array_equal(locations.numpy()[..., 0], index // 5 + 2)
     np.testing.assert_array_equal(locations.numpy()[..., 1], index % 5 + 2)
     assert tuple(locations.numpy()[0, 1]) == (2.0, 2.0)
-    one_hot = location_one_hot(locations, 6, 5, location_offset=2).numpy()
-    assert one_hot.shape == (3, 6, 5, 4)
-    assert np.all(one_hot.sum(axis=(1, 2)) == 1)
-    assert np.all(np.sum(one_hot * maps, axis=(1, 2)) == flat.max(axis=1))
 
 
 def test_additive_head_equals_independent_subnets(rng):

@@ -9,8 +9,8 @@ from glasszoo.layers import (
     GlobalMaxPoolingWithLocation,
     InterpretableConv2D,
     NeuralAdditiveHead,
-    location_one_hot,
 )
+from glasszoo.layers.single_node_ops import first_argmax
 from glasszoo.zoo.base import ZooModel
 from glasszoo.zoo.inam.feature_sample import FEATURE_SAMPLE_FILE
 from keras import ops
@@ -122,27 +122,30 @@ class INAM(ZooModel):
             "max_responses": values,
             "max_locations": locations,
             "contributions": contributions,
-            "decision_images": self.decision_images(contributions, locations, maps.shape[1], maps.shape[2]),
+            "decision_images": self.decision_images(contributions, locations, images.shape[1], images.shape[2]),
         }
 
-    def decision_images(self, contributions, locations, map_height, map_width):
-        """Decision image of every class (seed 000), as one transposed convolution.
+    def decision_images(self, contributions, locations, height, width):
+        """Decision image of every class (seed 000): each class's kernels, placed and weighted.
 
-        For class t, every kernel l whose centred contribution is largest for
-        t is placed, scaled by that contribution, centred on the location of
-        its maximal response.
+        For class t, every kernel l whose contribution is largest for t is
+        placed, scaled by that contribution, centred on the location of its
+        maximal response (`InterpretableConv2D.placement_by_group`: work
+        proportional to the N placed kernels, not a transposed convolution
+        over N x K one-hot maps). A kernel tied between classes goes to the
+        first of them.
+
+        Args:
+            contributions: `(B, N, K)` contribution of each feature to each class.
+            locations: `(B, N, 2)` input pixel of each feature's maximal response.
+            height, width: int, the input image's size.
 
         Returns:
             `(B, K, H, W, C)`.
         """
-        strongest = ops.max(contributions, axis=-1, keepdims=True)
-        weights = contributions * ops.cast(contributions >= strongest, contributions.dtype)  # (B, N, K)
-        one_hot = location_one_hot(locations, map_height, map_width, self.conv.location_offset)  # (B,h,w,N)
-        per_class = one_hot[:, None] * ops.transpose(weights, (0, 2, 1))[:, :, None, None, :]
-        per_class = ops.reshape(per_class, (-1, map_height, map_width, self.num_kernels))
-        images = self.conv.place_kernels(per_class)
-        height, width, channels = images.shape[1], images.shape[2], images.shape[3]
-        return ops.reshape(images, (-1, self.num_classes, height, width, channels))
+        strongest = first_argmax(contributions, axis=-1)  # (B, N): the class each kernel is placed in
+        weights = ops.max(contributions, axis=-1)
+        return self.conv.placement_by_group(locations, strongest, weights, self.num_classes, height, width)
 
     # -- user API ----------------------------------------------------------
     def attribution_map(self, images, targets=None, batch_size=32):
