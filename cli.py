@@ -289,7 +289,7 @@ def cmd_explain(args):
     return 0
 
 
-def export_and_check(model, path, images, opset=None, model_name=None, from_keras=None):
+def export_and_check(model, path, images, opset=None, model_name=None, from_keras=None, precision="fp32"):
     """Exports to ONNX, runs it in onnxruntime and returns the largest difference per output.
 
     `from_keras` is `model.explain(images)` when the caller has it already.
@@ -297,7 +297,7 @@ def export_and_check(model, path, images, opset=None, model_name=None, from_kera
     import numpy as np
     from glasszoo.export import OnnxModel, to_onnx
 
-    to_onnx(model, path, opset=opset, model_name=model_name)
+    to_onnx(model, path, opset=opset, model_name=model_name, precision=precision)
     served = OnnxModel(path)
     from_onnx = served(images)
     from_keras = model.explain(images) if from_keras is None else from_keras
@@ -311,6 +311,8 @@ def cmd_export(args):
 
     if (args.output is None) == (args.web is None):
         raise ValueError("give either OUTPUT (an .onnx file) or --web DIR.")
+    if args.web is not None and args.precision != "fp32":
+        raise ValueError(f"--precision {args.precision} applies to an .onnx file; the --web page runs the float32 export.")
     _quiet_tensorflow()
     model = glasszoo.load(args.name)
     if args.web is not None:
@@ -324,11 +326,12 @@ def cmd_export(args):
     if images is None:
         from glasszoo.export import to_onnx
 
-        to_onnx(model, args.output, opset=args.opset, model_name=args.name)
-        print(f"Wrote {args.output}")
+        to_onnx(model, args.output, opset=args.opset, model_name=args.name, precision=args.precision)
+        print(f"Wrote {args.output} ({args.precision})")
         return 0
-    served, differences = export_and_check(model, args.output, images, opset=args.opset, model_name=args.name)
-    print(f"Wrote {args.output}; onnxruntime ({served.providers[0]}) vs Keras on {len(images)} images, max |difference| per output:")
+    served, differences = export_and_check(model, args.output, images, opset=args.opset, model_name=args.name, precision=args.precision)
+    rounding = "" if args.precision == "fp32" else f" (the {args.precision} export's rounding; README: reduced precision)"
+    print(f"Wrote {args.output} ({args.precision}); onnxruntime ({served.providers[0]}) vs Keras on {len(images)} images, max |difference| per output{rounding}:")
     for name, value in differences.items():
         print(f"  {name:16s} {value:.2e}")
     return 0
@@ -617,6 +620,10 @@ def build_parser():
     p.add_argument("--web", metavar="DIR", help="write a static web folder instead: model.onnx, metadata.json, the page, onnxruntime-web")
     p.add_argument("--ort-web", metavar="DIST", help="onnxruntime-web's dist/ folder (default: searched; see the README)")
     p.add_argument("--opset", type=int)
+    p.add_argument(
+        "--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+        help="fp16: float16 arithmetic; int8: int8 weights, dynamic quantization (input and outputs stay float32)",
+    )  # fmt: skip
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("predict", help="serve an ONNX export with onnxruntime only")

@@ -91,7 +91,7 @@ def name_batch_dimension(graph, name=BATCH_DIMENSION):
             dims[0].dim_param = name
 
 
-def to_onnx(model, path, opset=None, model_name=None, sidecar=True):
+def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="fp32"):
     """Writes `model` as an ONNX graph whose outputs are `logits` and its explanations.
 
     The graph takes `image`: float32 `(batch, H, W, C)` in [0, 1], dynamic
@@ -105,6 +105,10 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True):
         opset: ONNX opset (17 if None).
         model_name: name recorded in the metadata (the preset name if known).
         sidecar: also write the metadata beside the file as JSON (`write_sidecar`).
+        precision: `"fp32"`, `"fp16"` (float16 arithmetic) or `"int8"` (int8
+            weights, dynamic quantization); the input and the outputs stay
+            float32 (see `glasszoo.export.precision`). Recorded in the
+            metadata as `precision`.
 
     Returns:
         `pathlib.Path` of the written file. Its metadata is also written
@@ -115,6 +119,8 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True):
     >>> to_onnx(model, "model.onnx")  # doctest: +SKIP
     >>> sorted(OnnxModel("model.onnx")(images)) == sorted(model.explanation_outputs)  # doctest: +SKIP
     """
+    from glasszoo.export.precision import check_precision, full_precision_layer_names, full_precision_nodes, reduce_precision
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import onnx
     import tf2onnx
@@ -122,6 +128,7 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True):
     from glasszoo import __version__
     from glasszoo.export.portable_graph import make_portable
 
+    check_precision(precision)
     function = explanation_function(model)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +138,9 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True):
         logging.getLogger(__name__).info("tf2onnx skipped its optimizers %s on this graph (the graph is still exact)", skipped)
     name_batch_dimension(proto.graph)
     make_portable(proto)  # the same values in OpenVINO and the ONNX reference evaluator as in onnxruntime
+    if precision != "fp32":
+        keep = full_precision_nodes(proto.graph, full_precision_layer_names(model))
+        proto = reduce_precision(proto, precision, keep_nodes=keep)
     metadata = getattr(model, "preset_metadata", {}) or {}
     outputs = getattr(model, "explanation_outputs", {})
     properties = {
@@ -144,6 +154,7 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True):
         "outputs": json.dumps(outputs),
         "output_activation": getattr(model, "output_activation", "softmax"),
         "glasszoo_version": __version__,
+        "precision": precision,
     }
     if "metrics" in metadata:
         properties["metrics"] = json.dumps(metadata["metrics"])

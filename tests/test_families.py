@@ -219,6 +219,75 @@ def test_onnx_batch_dimension_is_named_batch_everywhere(onnx_model):
         assert value.shape[0] == "batch", f"{value.name}: {value.shape}"
 
 
+@pytest.fixture(scope="module", params=["fp16", "int8"])
+def reduced_export(model, tmp_path_factory, request):
+    """`(precision, OnnxModel)` of the tiny model exported at a reduced precision."""
+    from glasszoo.export import OnnxModel, to_onnx
+
+    path = to_onnx(model, tmp_path_factory.mktemp("reduced") / f"model.{request.param}.onnx", model_name="tiny", precision=request.param)
+    return request.param, OnnxModel(path)
+
+
+# how far a reduced export's outputs may lie from the float32 export's (relative L2), on the tiny models
+REDUCED_DRIFT = {"fp16": 0.02, "int8": 0.35}
+
+
+def test_reduced_precision_exports_keep_the_interface_and_stay_close(model, images, onnx_model, reduced_export):
+    """float32 in and out, the same outputs, finite values, locations inside the image, close to the float32 export."""
+    from glasszoo.export.precision import location_output_names, output_drift
+
+    precision, reduced = reduced_export
+    assert reduced.metadata["precision"] == precision
+    assert sorted(reduced.output_names) == sorted(onnx_model.output_names)
+    assert [value.type for value in reduced.session.get_inputs()] == ["tensor(float)"]
+    assert {value.type for value in reduced.session.get_outputs()} == {"tensor(float)"}
+    served, reference = reduced(images), onnx_model(images)
+    positions = location_output_names(model.explanation_outputs)
+    height, width = model.image_shape[:2]
+    for name in positions:
+        assert np.all((served[name][..., 0] >= 0) & (served[name][..., 0] <= height - 1)), f"{precision} {name}: a row outside the image"
+        assert np.all((served[name][..., 1] >= 0) & (served[name][..., 1] <= width - 1)), f"{precision} {name}: a column outside the image"
+    drift = output_drift({k: v for k, v in reference.items() if k not in positions}, {k: v for k, v in served.items() if k not in positions})
+    for name, values in drift.items():
+        assert values["non_finite"] == 0, f"{precision} {name}: {values['non_finite']} non-finite values"
+        assert served[name].shape == reference[name].shape
+        assert values["relative_l2"] <= REDUCED_DRIFT[precision], f"{precision} {name}: relative L2 drift {values['relative_l2']:.3g}"
+
+
+def test_reduced_precision_exports_run_in_the_onnx_reference_evaluator(images, reduced_export):
+    """The reduced graphs use standard operators only: the NumPy reference runtime gives onnxruntime's outputs."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    precision, reduced = reduced_export
+    proto = onnx.load(reduced.path)
+    assert {node.domain for node in proto.graph.node} <= {"", "ai.onnx"}, "an operator outside the standard domain"
+    names = [output.name for output in proto.graph.output]
+    reference = dict(zip(names, ReferenceEvaluator(proto).run(None, {"image": images[:2]})))
+    served = reduced(images[:2])
+    for name in names:
+        _close(np.asarray(reference[name], dtype="float32"), served[name], f"{precision}: reference evaluator vs onnxruntime: {name}", tolerance=2e-2)
+
+
+def test_reduced_precision_exports_run_in_openvino_when_installed(images, reduced_export):
+    openvino = pytest.importorskip("openvino")
+    precision, reduced = reduced_export
+    compiled = openvino.Core().compile_model(reduced.path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    produced = compiled({"image": images[:2]})
+    result = {name: value for key, value in produced.items() for name in key.get_names()}  # a cast output has two names
+    served = reduced(images[:2])
+    for name in reduced.output_names:
+        _close(result[name], served[name], f"{precision}: OpenVINO vs onnxruntime: {name}", tolerance=2e-2)
+
+
+def test_an_unknown_precision_is_refused_before_anything_is_written(model, tmp_path):
+    from glasszoo.export import to_onnx
+
+    with pytest.raises(ValueError, match="fp32, fp16, int8"):
+        to_onnx(model, tmp_path / "model.onnx", precision="bf16")
+    assert not list(tmp_path.iterdir())
+
+
 def _pixels(figure):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

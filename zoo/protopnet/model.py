@@ -95,6 +95,10 @@ class ProtoPNet(ZooModel):
         object_share: share of a patch's footprint that must be object for
             the patch to count as on the object.
         class_names: optional `K` names.
+        distance_dtype: `"float32"` (default, fast, similarities within
+            ~3e-4 of float64 next to pushed prototypes) or `"float64"`:
+            how `PrototypeLayer` computes 1x1 prototypes' distances (see
+            its docstring). Configs saved without it load with the default.
 
     Example:
     >>> model = ProtoPNet(num_classes=10, input_shape=(28, 28, 1), backbone_stages=[[8], [16]],
@@ -125,6 +129,7 @@ class ProtoPNet(ZooModel):
         object_threshold=None,
         object_share=0.5,
         class_names=None,
+        distance_dtype="float32",
         **kwargs,
     ):
         kwargs.setdefault("name", "protopnet")
@@ -143,7 +148,9 @@ class ProtoPNet(ZooModel):
         else:
             self.backbone = applications_backbone(self.backbone_name, self.image_shape, weights=backbone_weights)
         self.add_on = add_on_layers(self.prototype_channels)
-        self.prototype_layer = PrototypeLayer(self.num_classes * self.prototypes_per_class, int(prototype_size), name="prototype_layer")
+        self.prototype_layer = PrototypeLayer(
+            self.num_classes * self.prototypes_per_class, int(prototype_size), distance_dtype=distance_dtype, name="prototype_layer"
+        )
         self.last_layer = keras.layers.Dense(self.num_classes, use_bias=False, name="last_layer")
         self.prototype_class = np.repeat(np.arange(self.num_classes), self.prototypes_per_class)
         self.prototype_provenance = None
@@ -411,5 +418,6 @@ class ProtoPNet(ZooModel):
             l1_weight=self.l1_weight,
             object_threshold=self.object_threshold,
             object_share=self.object_share,
+            distance_dtype=self.prototype_layer.distance_dtype,
         )
         return config

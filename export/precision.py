@@ -1,0 +1,368 @@
+"""Reduced-precision exports: float16 arithmetic, or int8 weights with dynamic quantization.
+
+Both keep the graph's interface: a float32 `image` in, float32 outputs
+with the same names and shapes out, so a service or a page runs a reduced
+export exactly as the float32 one.
+
+- `fp16`: weights and arithmetic in float16 (onnxruntime's converter,
+  `onnxruntime.transformers.float16`). A few operations stay in float32:
+  those the converter always keeps, `ScatterND` (onnxruntime's CPU
+  provider has no float16 scatter-add), and every node of a layer that
+  declares `export_in_full_precision = True` (a computation that cancels,
+  such as ProtoPNet's squared distances next to a prototype) or that is
+  computed from its outputs (`full_precision_nodes`).
+- `int8`: weights of matrix products and convolutions (`QUANTIZED_OPERATORS`) stored as int8,
+  activations quantized per batch at run time
+  (`onnxruntime.quantization.quantize_dynamic`); the same layers are kept
+  in float32.
+
+A reduced export changes the numbers: `output_drift` measures how far
+each output moves from the float32 export (`bench/precision_drift.py`
+reports it for every preset).
+"""
+
+import logging
+import pathlib
+
+import numpy as np
+import re
+import tempfile
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# operators whose weights an int8 export quantizes: their integer forms (ConvInteger, MatMulInteger) are standard
+# ONNX; other operators would get weight-only DequantizeLinear nodes, which the ONNX reference evaluator lacks at opset 17
+QUANTIZED_OPERATORS = ["Conv", "MatMul", "Gemm"]
+
+
+def check_precision(precision):
+    """Returns `precision` if it is one of `PRECISIONS`, else raises a `ValueError` that lists them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    return precision
+
+
+def full_precision_layer_names(model):
+    """Names of the layers of `model` (at any depth) whose class sets `export_in_full_precision = True`.
+
+    Args:
+        model: a Keras model.
+
+    Example:
+    >>> full_precision_layer_names(glasszoo.load("protopnet_fashion_mnist"))  # doctest: +SKIP
+    ['prototype_layer']
+    """
+    return sorted({layer.name for layer in model._flatten_layers() if getattr(layer, "export_in_full_precision", False)})
+
+
+def full_precision_nodes(graph, layer_names):
+    """Names of the nodes of an exported graph that a reduced export keeps in float32.
+
+    The nodes of the given Keras layers, and every node computed from
+    their outputs: a precise result is of no use if the next operation
+    rounds it to float16 (ProtoPNet's similarity `log((d + 1) / (d + 1e-4))`
+    of a distance `d` near 0 comes after its prototype layer). tf2onnx
+    names a node after the TensorFlow name scope it came from; a layer's
+    scope is its name, with `_<n>` appended when the layer was traced more
+    than once (`prototype_layer_1/MatMul`).
+
+    Args:
+        graph: an `onnx.GraphProto`.
+        layer_names: iterable of layer names.
+
+    Example:
+    >>> full_precision_nodes(proto.graph, ["prototype_layer"])[:1]  # doctest: +SKIP
+    ['Log']
+    """
+    patterns = [re.compile(re.escape(name) + r"(_\d+)?/") for name in layer_names]
+    named = {node.name for node in graph.node if any(pattern.match(node.name) for pattern in patterns)}
+    producer = {output: node.name for node in graph.node for output in node.output}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in producer:
+                readers.setdefault(producer[name], set()).add(node.name)
+    kept, stack = set(named), list(named)
+    while stack:
+        for reader in readers.get(stack.pop(), ()):
+            if reader not in kept:
+                kept.add(reader)
+                stack.append(reader)
+    return sorted(kept)
+
+
+def reduce_precision(proto, precision, keep_nodes=()):
+    """A copy of an exported graph at `precision`; float32 input and outputs are kept.
+
+    Args:
+        proto: the float32 `onnx.ModelProto` (not changed).
+        precision: one of `PRECISIONS`.
+        keep_nodes: names of nodes that stay in float32.
+
+    Returns:
+        `onnx.ModelProto`.
+
+    Example:
+    >>> half = reduce_precision(onnx.load("model.onnx"), "fp16")  # doctest: +SKIP
+    """
+    import onnx
+
+    check_precision(precision)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    if precision == "fp32":
+        return copy
+    if precision == "fp16":
+        return _to_float16(copy, list(keep_nodes))
+    return _to_int8(copy, list(keep_nodes))
+
+
+def _to_float16(proto, keep_nodes):
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    blocked = list(DEFAULT_OP_BLOCK_LIST) + ["ScatterND"]  # no float16 scatter-add on onnxruntime's CPU provider
+    converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=blocked, node_block_list=keep_nodes)
+    drop_repeated_nodes(converted.graph)  # one cast per reader of a float32 region's input, all under one name
+    bypass_cast_round_trips(converted)  # the converter rounds values passed between two float32 nodes
+    sort_topologically(converted.graph)  # the converter appends the casts of the graph's input last
+    return converted
+
+
+def drop_repeated_nodes(graph):
+    """Removes every node that repeats an earlier one exactly (operator, inputs, outputs, attributes), in place.
+
+    Two nodes writing the same output make an invalid graph; the float16
+    converter inserts one identical cast per reader of a tensor that enters
+    a float32 region.
+
+    Args:
+        graph: an `onnx.GraphProto`.
+
+    Returns:
+        int, the number of nodes removed.
+    """
+    seen, kept = set(), []
+    for node in graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    removed = len(graph.node) - len(kept)
+    if removed:
+        copies = [type(node)() for node in kept]
+        for copy, node in zip(copies, kept):
+            copy.CopyFrom(node)
+        del graph.node[:]
+        graph.node.extend(copies)
+    return removed
+
+
+def _to_int8(proto, keep_nodes):
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # quantize_dynamic advises pre-processing through the root logger on every call
+    try:
+        with tempfile.TemporaryDirectory(prefix="glasszoo-int8-") as folder:
+            source, target = pathlib.Path(folder) / "float32.onnx", pathlib.Path(folder) / "int8.onnx"
+            onnx.save(proto, str(source))
+            others = [node.name for node in proto.graph.node if node.op_type not in QUANTIZED_OPERATORS]  # e.g. ConvTranspose
+            quantize_dynamic(
+                str(source),
+                str(target),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=QUANTIZED_OPERATORS,
+                nodes_to_exclude=list(keep_nodes) + others,
+            )
+            quantized = onnx.load(str(target))
+            fold_constant_dequantization(quantized.graph)
+            return quantized
+    finally:
+        quiet.setLevel(level)
+
+
+def output_drift(reference, reduced):
+    """How far each output of a reduced-precision export lies from the float32 export's.
+
+    Args:
+        reference: `{name: array}` from the float32 export.
+        reduced: `{name: array}` from the reduced export, on the same images.
+
+    Returns:
+        `{name: {"relative_l2", "max_abs", "scale", "non_finite"}}`:
+        `|reduced - reference|_2 / |reference|_2`, the largest absolute
+        difference, the largest absolute reference value (to read
+        `max_abs` against) and the count of non-finite reduced values.
+
+    Example:
+    >>> output_drift({"logits": np.ones((2, 3))}, {"logits": np.ones((2, 3)) * 1.01})["logits"]["relative_l2"]  # doctest: +ELLIPSIS
+    0.01...
+    """
+    drift = {}
+    for name, expected in reference.items():
+        expected = np.asarray(expected, "float64")
+        actual = np.asarray(reduced[name], "float64")
+        finite = np.isfinite(actual)
+        difference = np.where(finite, actual - expected, 0.0)
+        norm = float(np.linalg.norm(expected))
+        drift[name] = {
+            "relative_l2": float(np.linalg.norm(difference)) / norm if norm > 0 else float(np.linalg.norm(difference)),
+            "max_abs": float(np.abs(difference).max()) if difference.size else 0.0,
+            "scale": float(np.abs(expected).max()) if expected.size else 0.0,
+            "non_finite": int(finite.size - finite.sum()),
+        }
+    return drift
+
+
+def location_output_names(explanation_outputs):
+    """Outputs that hold pixel positions (their name or description says "location").
+
+    A reduced precision may move a maximum to a near-tied position, so such
+    outputs are compared by equality and checked to lie inside the image,
+    not measured by distance.
+
+    Args:
+        explanation_outputs: `{name: description}` (a model's `explanation_outputs`).
+
+    Example:
+    >>> location_output_names({"logits": "(B, K)", "max_locations": "(B, N, 2) row, column"})
+    ['max_locations']
+    """
+    return [name for name, text in explanation_outputs.items() if "location" in (name + " " + str(text)).lower()]
+
+
+def sort_topologically(graph):
+    """Orders `graph.node` so that every node comes after the nodes whose outputs it reads (in place).
+
+    The ONNX standard asks for this order; onnxruntime sorts by itself, but
+    the reference evaluator and other runtimes run the nodes as listed.
+    Nodes keep their relative order where the dependencies allow.
+
+    Args:
+        graph: an `onnx.GraphProto` (a graph without subgraphs).
+
+    Raises:
+        ValueError: the graph has a cycle or reads a value nothing produces.
+
+    Example:
+    >>> sort_topologically(proto.graph)  # doctest: +SKIP
+    """
+    available = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        remaining = []
+        for node in pending:
+            if all(name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                remaining.append(node)
+        if len(remaining) == len(pending):
+            missing = sorted({name for node in remaining for name in node.input if name not in available})[:5]
+            raise ValueError(f"The graph cannot be ordered: {len(remaining)} nodes read values nothing produces first ({missing}).")
+        pending = remaining
+    copies = [type(node)() for node in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def bypass_cast_round_trips(model):
+    """Lets a node read a float32 value directly where it was cast to float16 and back (in place).
+
+    onnxruntime's float16 converter passes a value from one node kept in
+    float32 to another through a float16 copy (Cast to float16, then Cast
+    to float32), which rounds it: exactly what keeping the nodes in float32
+    was to avoid. Readers of the float32 copy read the original instead;
+    casts nobody reads any more are removed.
+
+    Args:
+        model: an `onnx.ModelProto`, changed in place.
+
+    Returns:
+        int, the number of round trips bypassed.
+    """
+    import onnx
+    from onnx import TensorProto
+
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    element_type = {value.name: value.type.tensor_type.elem_type for value in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+    element_type.update({tensor.name: tensor.data_type for tensor in graph.initializer})
+
+    def cast_to(node):
+        return next((attribute.i for attribute in node.attribute if attribute.name == "to"), None)
+
+    producer = {output: node for node in graph.node for output in node.output}
+    replacement = {}
+    for node in graph.node:
+        if node.op_type != "Cast" or cast_to(node) != TensorProto.FLOAT:
+            continue
+        source = producer.get(node.input[0])
+        if source is not None and source.op_type == "Cast" and cast_to(source) == TensorProto.FLOAT16:
+            original = source.input[0]
+            if element_type.get(original) == TensorProto.FLOAT:
+                replacement[node.output[0]] = original
+    if not replacement:
+        return 0
+    outputs = {value.name for value in graph.output}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in replacement:
+                node.input[index] = replacement[name]
+    for value in graph.output:
+        if value.name in replacement:  # a graph output keeps its name: leave that cast in place
+            outputs.add(value.name)
+    # remove the casts no node and no graph output reads any more (repeatedly: a float16 copy may become unread)
+    while True:
+        read = {name for node in graph.node for name in node.input} | outputs
+        unread = [node for node in graph.node if node.op_type == "Cast" and not any(output in read for output in node.output)]
+        if not unread:
+            break
+        for node in unread:
+            graph.node.remove(node)
+    return len(replacement)
+
+
+def fold_constant_dequantization(graph):
+    """Replaces each `DequantizeLinear` of a constant by the float32 constant it computes (in place).
+
+    When a weight feeds both a quantized node and one left in float (a
+    convolution and the transposed convolution of an explanation share
+    their kernel), the quantizer stores it once as int8 and dequantizes it
+    for the float reader at run time. The ONNX reference evaluator has no
+    `DequantizeLinear` before opset 19; computing it once here gives the
+    same values, `(q - zero_point) * scale`.
+
+    Args:
+        graph: an `onnx.GraphProto`.
+
+    Returns:
+        int, the number of nodes folded.
+    """
+    from onnx import numpy_helper
+
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    folded = []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or not all(name in constants for name in node.input if name):
+            continue
+        values = numpy_helper.to_array(constants[node.input[0]]).astype("float64")
+        scale = numpy_helper.to_array(constants[node.input[1]]).astype("float64")
+        zero = numpy_helper.to_array(constants[node.input[2]]).astype("float64") if len(node.input) > 2 and node.input[2] else np.zeros_like(scale)
+        axis = next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 1)
+        if scale.ndim == 1 and values.ndim > 1:  # per-axis parameters
+            shape = [1] * values.ndim
+            shape[axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        graph.initializer.append(numpy_helper.from_array(((values - zero) * scale).astype("float32"), node.output[0]))
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    for tensor in [tensor for tensor in graph.initializer if tensor.name not in read]:
+        graph.initializer.remove(tensor)
+    return len(folded)

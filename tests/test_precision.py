@@ -1,0 +1,80 @@
+"""Reduced-precision exports of the shipped presets: accuracy and every output against the float32 export.
+
+The conformance suite (`test_families.py`) checks the interface and the
+runtimes on tiny models; here the trained presets run on real test images,
+where the drift a user sees is measured (the README's table comes from
+`bench/precision_drift.py` on 1,000 images).
+"""
+
+import json
+
+import numpy as np
+import pytest
+from glasszoo.zoo.registry import list_models
+
+IMAGES = 300
+# per precision: largest accuracy loss (points) and largest relative L2 drift of an output from the float32 export
+LIMITS = {"fp16": {"accuracy_points": 0.5, "relative_l2": 0.02}, "int8": {"accuracy_points": 1.5, "relative_l2": 0.25}}
+# share of positions (max locations) that must equal float32's; a near tie may move one
+LOCATION_AGREEMENT = {"fp16": 0.95, "int8": 0.75}
+# outputs built from locations: a moved maximum moves a whole kernel in INAM's decision images
+LOCATION_BUILT = {"decision_images": {"fp16": 0.1, "int8": 0.35}}
+PRESETS = [name for name in list_models() if name.endswith("_fashion_mnist") and name != "bcos_softmax_fashion_mnist"]
+
+
+@pytest.fixture(scope="module")
+def test_images(fashion_mnist):
+    return fashion_mnist.x_test[:IMAGES].astype("float32"), fashion_mnist.y_test[:IMAGES]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_reduced_precision_presets_keep_their_accuracy_and_explanations(name, test_images, tmp_path):
+    import glasszoo
+    from glasszoo.export import OnnxModel, to_onnx
+    from glasszoo.export.precision import location_output_names, output_drift
+
+    images, labels = test_images
+    model = glasszoo.load(name)
+    positions = location_output_names(model.explanation_outputs)
+    reference = OnnxModel(to_onnx(model, tmp_path / "fp32.onnx", sidecar=False))(images)
+    accuracy = np.mean(reference["logits"].argmax(-1) == labels)
+    for precision, limits in LIMITS.items():
+        served = OnnxModel(to_onnx(model, tmp_path / f"{precision}.onnx", sidecar=False, precision=precision))(images)
+        reduced_accuracy = np.mean(served["logits"].argmax(-1) == labels)
+        assert reduced_accuracy >= accuracy - limits["accuracy_points"] / 100, f"{name} {precision}: accuracy {reduced_accuracy} vs {accuracy}"
+        drift = output_drift({k: v for k, v in reference.items() if k not in positions}, {k: v for k, v in served.items() if k not in positions})
+        for output, values in drift.items():
+            assert values["non_finite"] == 0, f"{name} {precision} {output}: non-finite values"
+            limit = LOCATION_BUILT.get(output, {}).get(precision, limits["relative_l2"])
+            assert values["relative_l2"] <= limit, f"{name} {precision} {output}: drift {values['relative_l2']:.3g}"
+        for output in positions:
+            agreement = np.mean(served[output] == reference[output])
+            assert agreement >= LOCATION_AGREEMENT[precision], f"{name} {precision} {output}: {agreement:.3f} equal"
+            height, width = model.image_shape[:2]
+            assert served[output].min() >= 0 and served[output][..., 0].max() <= height - 1 and served[output][..., 1].max() <= width - 1
+
+
+def test_cli_exports_each_precision_and_records_it(tmp_path, capsys):
+    from glasszoo.cli import main
+    from glasszoo.export import OnnxModel
+
+    for precision in ("fp16", "int8"):
+        path = tmp_path / f"inam.{precision}.onnx"
+        assert main(["export", "inam_fashion_mnist", str(path), "--precision", precision]) == 0
+        out = capsys.readouterr().out
+        assert f"({precision})" in out and "decision_images" in out
+        assert OnnxModel(path).metadata["precision"] == precision
+        assert json.loads((tmp_path / f"inam.{precision}.onnx.json").read_text())["precision"] == precision
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main(["export", "inam_fashion_mnist", str(tmp_path / "x.onnx"), "--precision", "bf16"])
+    assert "invalid choice: 'bf16'" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_refuses_a_reduced_precision_for_the_web_page(tmp_path, capsys):
+    from glasszoo.cli import main
+
+    assert main(["export", "inam_fashion_mnist", "--web", str(tmp_path / "page"), "--precision", "fp16"]) == 2
+    assert "--precision fp16 applies to an .onnx file" in capsys.readouterr().err
+    assert not (tmp_path / "page").exists()
