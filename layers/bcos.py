@@ -4,7 +4,6 @@ import math
 
 import keras
 from glasszoo.layers import conv_padding
-from glasszoo.layers.selection import first_max_one_hot
 from keras import ops
 
 
@@ -80,25 +79,53 @@ class BcosConv2D(keras.layers.Layer):
         return self.kernel / ops.maximum(norm, self.epsilon)
 
     # -- forward ---------------------------------------------------------------------
+    def unit_major_kernel(self):
+        """`unit_kernel()` with its output channels reordered unit-major: channel `k · filters + j` is unit `k` of filter `j`.
+
+        The `max_out` candidates of the filters are then `max_out` contiguous
+        blocks of `filters` channels, so MaxOut and its one-hot are
+        elementwise operations between blocks rather than reductions over a
+        trailing axis of `max_out` values (which onnxruntime broadcasts
+        slowly).
+        """
+        kernel = ops.reshape(self.unit_kernel(), self.kernel.shape[:3] + (self.filters, self.max_out))
+        return ops.reshape(ops.transpose(kernel, (0, 1, 2, 4, 3)), self.kernel.shape)
+
     def dynamic_state(self, inputs):
         """Forward pass that also returns what the explanation pass needs.
+
+        MaxOut is an elementwise maximum of the units' blocks (the logits do
+        not depend on the winners, so a graph cut to its logits leaves the
+        selection out) and the winners are pairwise comparisons of the blocks
+        (ties go to the first unit).
 
         Returns:
             dict: `outputs` `(B, H', W', filters)`; `factor`, the dynamic
             factor `|cos|^(B - 1) / s` of each output; `winner`, the MaxOut
-            one-hot `(B, H', W', filters, max_out)`.
+            one-hot `(B, H', W', filters, max_out)`; `selection`, the same
+            one-hot unit-major, `(B, H', W', max_out · filters)` (see
+            `unit_major_kernel`).
         """
         if not self.built:
             self.build(inputs.shape)
             self.built = True
         padded = conv_padding.pad(inputs, *self._paddings(inputs.shape[1], inputs.shape[2]))
-        linear = ops.conv(padded, self.unit_kernel(), strides=self.strides, padding="valid")  # |p| cos per unit
-        height, width = linear.shape[1], linear.shape[2]
-        units = ops.reshape(linear, (-1, height, width, self.filters, self.max_out))
-        winner = first_max_one_hot(units, axis=-1)
-        selected = ops.sum(units * winner, axis=-1)
+        linear = ops.conv(padded, self.unit_major_kernel(), strides=self.strides, padding="valid")  # |p| cos per unit
+        filters = self.filters
+        units = [linear[..., k * filters : (k + 1) * filters] for k in range(self.max_out)]
+        selected = units[0]
+        for unit in units[1:]:
+            selected = ops.maximum(selected, unit)
+        winners = []
+        for k, unit in enumerate(units):  # unit k wins where it beats every earlier unit and ties no later one
+            wins = [ops.cast(unit > other, unit.dtype) for other in units[:k]] + [ops.cast(unit >= other, unit.dtype) for other in units[k + 1 :]]
+            won = wins[0] if wins else ops.ones_like(unit)
+            for win in wins[1:]:
+                won = won * win
+            winners.append(won)
         factor = self._factor(padded, selected)
-        return {"outputs": selected * factor, "factor": factor, "winner": winner}
+        selection = winners[0] if len(winners) == 1 else ops.concatenate(winners, axis=-1)
+        return {"outputs": selected * factor, "factor": factor, "winner": ops.stack(winners, axis=-1), "selection": selection}
 
     def _factor(self, padded, selected):
         """The dynamic factor `|cos|^(B - 1) / s` of the selected outputs (`1 / s` for B = 1)."""
@@ -137,10 +164,10 @@ class BcosConv2D(keras.layers.Layer):
             `(B, H, W, channels)`, with `sum(result * inputs) == sum(relevance * outputs)`.
         """
         weighted = relevance * ops.stop_gradient(state["factor"])
-        per_unit = weighted[..., None] * ops.stop_gradient(state["winner"])
-        height, width = per_unit.shape[1], per_unit.shape[2]
-        per_unit = ops.reshape(per_unit, (-1, height, width, self.filters * self.max_out))
-        placed = ops.conv_transpose(per_unit, self.unit_kernel(), strides=self.strides, padding="valid")
+        per_unit = weighted  # max_out = 1: every unit wins
+        if self.max_out > 1:  # unit-major, as `selection`
+            per_unit = ops.concatenate([weighted] * self.max_out, axis=-1) * ops.stop_gradient(state["selection"])
+        placed = ops.conv_transpose(per_unit, self.unit_major_kernel(), strides=self.strides, padding="valid")
         return conv_padding.place_back(placed, input_shape, *self._paddings(input_shape[1], input_shape[2]))
 
     def get_config(self):
