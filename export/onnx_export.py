@@ -91,7 +91,7 @@ def name_batch_dimension(graph, name=BATCH_DIMENSION):
             dims[0].dim_param = name
 
 
-def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="fp32"):
+def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="fp32", calibration=None):
     """Writes `model` as an ONNX graph whose outputs are `logits` and its explanations.
 
     The graph takes `image`: float32 `(batch, H, W, C)` in [0, 1], dynamic
@@ -109,6 +109,10 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="f
             weights, dynamic quantization); the input and the outputs stay
             float32 (see `glasszoo.export.precision`). Recorded in the
             metadata as `precision`.
+        calibration: optional float32 images `(N, H, W, C)` in [0, 1] for an
+            fp16 export: nodes whose values exceed 4096 on them (or on black,
+            white, checkerboard and noise images) stay float32. Default: the
+            shipped samples of the preset's dataset, when they fit.
 
     Returns:
         `pathlib.Path` of the written file. Its metadata is also written
@@ -119,7 +123,14 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="f
     >>> to_onnx(model, "model.onnx")  # doctest: +SKIP
     >>> sorted(OnnxModel("model.onnx")(images)) == sorted(model.explanation_outputs)  # doctest: +SKIP
     """
-    from glasszoo.export.precision import check_precision, full_precision_layer_names, full_precision_nodes, reduce_precision
+    from glasszoo.export.precision import (
+        calibration_images,
+        check_precision,
+        full_precision_layer_names,
+        full_precision_nodes,
+        overflowing_nodes,
+        reduce_precision,
+    )
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import onnx
@@ -140,6 +151,9 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="f
     make_portable(proto)  # the same values in OpenVINO and the ONNX reference evaluator as in onnxruntime
     if precision != "fp32":
         keep = full_precision_nodes(proto.graph, full_precision_layer_names(model))
+        if precision == "fp16":
+            images = calibration_images(tuple(model.image_shape), _shipped_samples(model) if calibration is None else calibration)
+            keep = sorted(set(keep) | set(overflowing_nodes(proto, images)))
         proto = reduce_precision(proto, precision, keep_nodes=keep)
     metadata = getattr(model, "preset_metadata", {}) or {}
     outputs = getattr(model, "explanation_outputs", {})
@@ -217,3 +231,15 @@ def write_sidecar(path, properties):
     decoded["onnx_file"] = pathlib.Path(path).name
     decoded["onnx_sha256"] = digest.hexdigest()
     return atomic_write_text(sidecar_path(path), json.dumps(decoded, indent=2))
+
+
+def _shipped_samples(model):
+    """The shipped sample images of the model's dataset when they have its input shape, else None."""
+    from glasszoo.data.samples import load_samples
+
+    dataset = ((getattr(model, "preset_metadata", {}) or {}).get("data") or {}).get("dataset") or "fashion_mnist"
+    try:
+        images = load_samples(dataset if isinstance(dataset, str) else "fashion_mnist")[0]
+    except (FileNotFoundError, OSError, KeyError, ValueError):
+        return None
+    return images if tuple(images.shape[1:]) == tuple(model.image_shape) else None

@@ -7,7 +7,9 @@ export exactly as the float32 one.
 - `fp16`: weights and arithmetic in float16 (onnxruntime's converter,
   `onnxruntime.transformers.float16`). A few operations stay in float32:
   those the converter always keeps, `ScatterND` (onnxruntime's CPU
-  provider has no float16 scatter-add), and every node of a layer that
+  provider has no float16 scatter-add), every node that reads or writes a
+  value beyond 4096 on calibration images (`overflowing_nodes`: B-cos's
+  patch norms reach 1.5e5, past float16's 65504), and every node of a layer that
   declares `export_in_full_precision = True` (a computation that cancels,
   such as ProtoPNet's squared distances next to a prototype) or that is
   computed from its outputs (`full_precision_nodes`).
@@ -89,6 +91,70 @@ def full_precision_nodes(graph, layer_names):
                 kept.add(reader)
                 stack.append(reader)
     return sorted(kept)
+
+
+# a float16 export keeps in float32 every node that reads or writes a value beyond this on the calibration images:
+# 16 times below float16's largest finite value (65504), a margin for images unlike them
+FLOAT16_SAFE_MAGNITUDE = 2.0**12
+
+
+def calibration_images(image_shape, samples=None, seed=0):
+    """Images that probe a float16 export's value ranges: `samples`, black, white, a checkerboard and noise.
+
+    Inputs lie in [0, 1]; a white image maximises every sum of squares
+    (B-cos patch norms), a checkerboard every high-frequency response.
+
+    Args:
+        image_shape: `(H, W, C)`.
+        samples: optional float32 `(N, H, W, C)` real images in [0, 1].
+        seed: of the noise.
+
+    Returns:
+        float32 `(N + 6, H, W, C)`.
+
+    Example:
+    >>> calibration_images((4, 4, 1)).shape
+    (6, 4, 4, 1)
+    """
+    height, width, channels = image_shape
+    rows, cols = np.indices((height, width))
+    checker = ((rows + cols) % 2).astype("float32")[..., None] * np.ones(channels, "float32")
+    noise = np.random.default_rng(seed).uniform(size=(3, height, width, channels)).astype("float32")
+    synthetic = np.concatenate([np.zeros((1,) + tuple(image_shape), "float32"), np.ones((1,) + tuple(image_shape), "float32"), checker[None], noise])
+    if samples is None or not len(samples):
+        return synthetic
+    return np.concatenate([np.asarray(samples, "float32"), synthetic])
+
+
+def overflowing_nodes(proto, images, limit=FLOAT16_SAFE_MAGNITUDE):
+    """Names of the nodes of a float32 graph that read or write a float value beyond `limit` on `images`.
+
+    Every float32 tensor of the graph is made an output and the graph run in
+    onnxruntime once on `images`.
+
+    Args:
+        proto: the float32 `onnx.ModelProto` (not changed).
+        images: float32 `(N, H, W, C)` for the graph's input.
+        limit: largest magnitude a float16 node may see.
+
+    Example:
+    >>> overflowing_nodes(onnx.load("bcos.onnx"), calibration_images((28, 28, 1)))[:1]  # doctest: +SKIP
+    ['Square_7']
+    """
+    import onnx
+    import onnxruntime
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    inferred = onnx.shape_inference.infer_shapes(probe).graph
+    float_values = [value.name for value in inferred.value_info if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    known = {value.name for value in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in float_values if name not in known)
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [value.name for value in session.get_outputs()]
+    magnitude = {name: float(np.max(np.abs(value))) if np.size(value) else 0.0 for name, value in zip(names, session.run(None, {probe.graph.input[0].name: images}))}
+    magnitude[probe.graph.input[0].name] = float(np.max(np.abs(images)))
+    return sorted(node.name for node in proto.graph.node if any(magnitude.get(name, 0.0) > limit for name in list(node.input) + list(node.output)))
 
 
 def reduce_precision(proto, precision, keep_nodes=()):

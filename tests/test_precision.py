@@ -78,3 +78,38 @@ def test_cli_refuses_a_reduced_precision_for_the_web_page(tmp_path, capsys):
     assert main(["export", "inam_fashion_mnist", "--web", str(tmp_path / "page"), "--precision", "fp16"]) == 2
     assert "--precision fp16 applies to an .onnx file" in capsys.readouterr().err
     assert not (tmp_path / "page").exists()
+
+
+def test_a_float16_export_keeps_in_float32_what_would_overflow(tmp_path):
+    """A value beyond float16's range on the calibration images keeps its nodes in float32, so no inf comes out."""
+    import keras
+    from glasszoo.export import OnnxModel, to_onnx
+    from glasszoo.export.precision import calibration_images, overflowing_nodes
+
+    images = calibration_images((8, 8, 1))
+    assert images.shape == (6, 8, 8, 1) and images.min() == 0.0 and images.max() == 1.0
+
+    class Squares(keras.Model):
+        """Sum of (1000 x)^2 over the image: 6.4e7 for a white image, beyond float16's 65504."""
+
+        image_shape = (8, 8, 1)
+        explanation_outputs = {"logits": "(B, 2)", "energy_map": "(B, 8, 8)"}
+
+        def explanation_graph(self, images, target=None):
+            energy = keras.ops.square(images[..., 0] * 1000.0)
+            total = keras.ops.sum(energy, axis=(1, 2))
+            return {"logits": keras.ops.stack([total * 1e-6, -total * 1e-6], axis=-1), "energy_map": energy * 1e-6}
+
+    model = Squares()
+    path = to_onnx(model, tmp_path / "squares.fp16.onnx", precision="fp16", sidecar=False)
+    served = OnnxModel(path)(images)
+    expected = np.sum(np.square(images[..., 0] * 1000.0), axis=(1, 2)) * 1e-6
+    assert np.all(np.isfinite(served["logits"]))
+    np.testing.assert_allclose(served["logits"][:, 0], expected, rtol=2e-3)
+    import onnx
+
+    full = onnx.load(str(to_onnx(model, tmp_path / "squares.onnx", sidecar=False)))
+    kept = overflowing_nodes(full, images)
+    squares = [node.name for node in full.graph.node if node.op_type in ("Mul", "Pow") and node.name in kept]
+    assert squares, f"the squaring node should be kept in float32; kept {kept}"
+    assert overflowing_nodes(full, images * 0.0) == []  # black images: nothing beyond the limit
