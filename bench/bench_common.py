@@ -241,3 +241,23 @@ def sample_images(count, image_shape=None, dataset="fashion_mnist", seed=0):
 def model_images(model, preset, count):
     """`count` images for `model` (built from `preset`): its dataset's shipped samples, else noise of its shape."""
     return sample_images(count, tuple(model.image_shape), preset_dataset(preset))
+
+
+# -- peak memory of a process (Linux) -----------------------------------------------------------------
+def rss_kib(field):
+    """A `/proc/self/status` memory field in KiB (`VmRSS`, `VmHWM`, ...)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} missing from /proc/self/status")
+
+
+def reset_peak_rss():
+    """Resets the kernel's peak RSS to the current RSS; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return rss_kib("VmHWM") <= rss_kib("VmRSS") + 1024
+    except OSError:
+        return False

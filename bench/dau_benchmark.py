@@ -48,6 +48,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import reset_peak_rss, rss_kib  # noqa: E402
+
 # the nine DAU layers of the dynamic alignment paper's small CIFAR-10 network: 32 x 32 x 3 inputs,
 # complement-encoded to 6 channels
 INPUT_SHAPE = (32, 32, 6)
@@ -167,24 +170,6 @@ def run_step(step, inputs, cotangent):
 
 
 # -- memory ------------------------------------------------------------------------------------
-def rss_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{field} missing from /proc/self/status")
-
-
-def reset_peak_rss():
-    """Reset the kernel's peak RSS to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return rss_kib("VmHWM") <= rss_kib("VmRSS") + 1024
-    except OSError:
-        return False
-
-
 def memory_worker(args):
     """Subprocess: peak RSS increase of one step of one formulation on one row, printed as JSON."""
     import gc

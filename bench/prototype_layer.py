@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-from bench_common import interleaved_best, markdown_table, ratio
+from bench_common import interleaved_best, markdown_table, ratio, reset_peak_rss, rss_kib
 
 FORMULATIONS = ("ours_float32", "ours_float64", "reference_float32")
 BASELINE = "reference_float32"
@@ -233,24 +233,6 @@ def time_worker(args):
 
 
 # -- memory: one first step in a fresh process ---------------------------------------------------------
-def rss_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{field} missing from /proc/self/status")
-
-
-def reset_peak_rss():
-    """Resets the kernel's peak RSS to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return rss_kib("VmHWM") <= rss_kib("VmRSS") + 1024
-    except OSError:
-        return False
-
-
 def memory_worker(args):
     """Subprocess, one backend and formulation: the peak RSS increase of one step, printed as JSON."""
     import gc
