@@ -133,6 +133,23 @@ def test_schedule_plan():
     assert schedule.plan(8)[1] == 4  # joint epochs before epoch 8: its decay counts across cycles
 
 
+def test_a_time_budget_ends_the_plan_on_the_last_cycle_that_fits(samples):
+    """No cycle starts that would end past the budget; training stops after a last-layer stage (pushed prototypes)."""
+    images, labels = samples[0], samples[1]  # every class: the push needs an image of each
+    model = tiny_protopnet()
+    model.compile()
+    schedule = ProtoPNetSchedule(images, labels, warm_epochs=1, joint_epochs=1, last_layer_epochs=1, cycles=4)
+    schedule.set_time_budget(0.0)  # the first cycle already ends past it: the second must not start
+    history = model.fit(images, labels, epochs=schedule.total_epochs, batch_size=10, callbacks=[schedule], verbose=0)
+    assert len(history.history["loss"]) == 1 + 2  # warm-up and one whole cycle
+    assert history.history["pushed"][-1] == 1.0 and schedule.cycles_run == 1
+    assert schedule.describe()["stages"]["cycles_run"] == 1
+    unbounded = ProtoPNetSchedule(images, labels, warm_epochs=0, joint_epochs=1, last_layer_epochs=1, cycles=2)
+    model.compile()
+    history = model.fit(images, labels, epochs=unbounded.total_epochs, batch_size=10, callbacks=[unbounded], verbose=0)
+    assert len(history.history["loss"]) == 4 and unbounded.cycles_run == 2  # no budget: the whole plan
+
+
 def test_stages_freeze_the_right_parts_and_push_is_exact(trained, samples):
     model, schedule, history, snapshots = trained
     images, labels = samples[0], samples[1]

@@ -296,7 +296,9 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
     callbacks += list(extra_callbacks or [])
     if spec.get("max_seconds"):
-        if stages is not None:
+        if stages is not None and hasattr(stages, "set_time_budget"):
+            stages.set_time_budget(float(spec["max_seconds"]))  # it ends on a whole stage cycle that fits
+        elif stages is not None:
             print(f"[train] max_seconds ignored: {spec['family']} trains in stages whose plan sets its epochs", flush=True)
         else:
             callbacks.append(TimeBudget(float(spec["max_seconds"])))

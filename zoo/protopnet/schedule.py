@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import time
 
 import keras
 import numpy as np
@@ -27,6 +28,11 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
     only the last layer trains (BatchNorm statistics frozen, so the pushed
     prototypes stay equal to the patches their provenance names). Rates are set on the model's `StagedAdam`
     (its default optimizer), so frozen parts stay exactly unchanged.
+
+    With a time budget (`set_time_budget`), no cycle starts that would end
+    past it, judged by the last cycle's duration: training stops after the
+    last-layer stage of the last cycle that fits, so it always ends on
+    pushed prototypes.
 
     The best epoch by `monitor` among the epochs after a push (when the
     prototypes are real training patches) is kept: its weights go to
@@ -82,10 +88,26 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         self.work_dir = pathlib.Path(work_dir) if work_dir else None
         self.monitor, self.push_batch_size, self.distinct_push = monitor, int(push_batch_size), bool(distinct_push)
         self.best, self.pushed = None, False
+        self.max_seconds, self._started, self._cycle_started, self.cycles_run = None, None, None, 0
+
+    def set_time_budget(self, seconds):
+        """Ends training at the end of the last cycle that fits in `seconds` of wall time from the start of `fit`.
+
+        Args:
+            seconds: float, or None for no budget (the whole plan runs).
+        """
+        self.max_seconds = None if seconds is None else float(seconds)
 
     @property
     def total_epochs(self):
         return self.warm_epochs + self.cycles * (self.joint_epochs + self.last_layer_epochs)
+
+    def _cycle_offset(self, epoch):
+        """The epoch's index within its joint/push/last-layer cycle (None in the warm-up or past the plan)."""
+        if epoch < self.warm_epochs:
+            return None
+        cycle, offset = divmod(epoch - self.warm_epochs, self.joint_epochs + self.last_layer_epochs)
+        return offset if cycle < self.cycles else None
 
     def plan(self, epoch):
         """`(stage, joint epochs before this one, push at the start of this epoch)` of a 0-based epoch."""
@@ -108,6 +130,7 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
 
     # -- callback hooks ------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        self._started = time.monotonic()
         if not isinstance(self.model.optimizer, StagedAdam):
             raise ValueError(
                 "ProtoPNetSchedule sets per-part learning rates: compile the model with its default optimizer "
@@ -125,6 +148,8 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         stage, joint_done, push_now = self.plan(epoch)
+        if self._cycle_offset(epoch) == 0:
+            self._cycle_started = time.monotonic()
         rates = dict(self.rates[stage])
         if stage == "joint" and self.joint_decay_every > 0:
             factor = self.joint_decay ** (joint_done // self.joint_decay_every)
@@ -158,6 +183,12 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
                 self.model.save_weights(str(partial))
                 os.replace(partial, weights)
                 self.model.save_provenance(self._path("best_provenance.npz"))
+        if self._cycle_offset(epoch) == self.joint_epochs + self.last_layer_epochs - 1:  # a cycle's last epoch
+            self.cycles_run += 1
+            now = time.monotonic()
+            if self.max_seconds is not None and self._cycle_started is not None and self._started is not None:
+                if now - self._started + (now - self._cycle_started) > self.max_seconds:
+                    self.model.stop_training = True  # the next cycle would end past the budget
         if self.work_dir is not None:
             state = self._path("schedule_state.json")
             partial = state.with_name(state.name + ".partial")
@@ -182,6 +213,7 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
             "stages": {
                 "warm_epochs": self.warm_epochs, "joint_epochs": self.joint_epochs,
                 "last_layer_epochs": self.last_layer_epochs, "cycles": self.cycles,
+                "time_budget_s": self.max_seconds, "cycles_run": self.cycles_run,
                 "push": "at the start of each last-layer stage, onto the fit split (un-augmented)",
             },
             "checkpoint_selection": "best validation accuracy among epochs after a push",
