@@ -215,12 +215,17 @@ def drop_repeated_nodes(graph):
             kept.append(node)
     removed = len(graph.node) - len(kept)
     if removed:
-        copies = [type(node)() for node in kept]
-        for copy, node in zip(copies, kept):
-            copy.CopyFrom(node)
-        del graph.node[:]
-        graph.node.extend(copies)
+        _replace_nodes(graph, kept)
     return removed
+
+
+def _replace_nodes(graph, nodes):
+    """Sets `graph.node` to copies of `nodes`, in that order."""
+    copies = [type(node)() for node in nodes]
+    for copy, node in zip(copies, nodes):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def _to_int8(proto, keep_nodes):
@@ -329,11 +334,7 @@ def sort_topologically(graph):
             missing = sorted({name for node in remaining for name in node.input if name not in available})[:5]
             raise ValueError(f"The graph cannot be ordered: {len(remaining)} nodes read values nothing produces first ({missing}).")
         pending = remaining
-    copies = [type(node)() for node in ordered]
-    for copy, node in zip(copies, ordered):
-        copy.CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
+    _replace_nodes(graph, ordered)
 
 
 def bypass_cast_round_trips(model):

@@ -1,15 +1,15 @@
 """Operations written so that each exports to a single ONNX node (one pass over its input).
 
-`keras.ops.argmax` and `keras.ops.take` are correct everywhere, but on the
-TensorFlow backend each wraps its TensorFlow op in element-wise work over
-the whole tensor (argmax rewrites -0.0; take wraps negative indices), and
-tf2onnx exports that work as five or six extra passes. Where the indices
-are known to be valid and ties only need the first maximum, the plain
-TensorFlow op is the same result at a fraction of the cost; the other
-backends use the Keras op. `keras.ops.scatter` sums repeated indices in
-every backend, but tf2onnx exports TensorFlow's `scatter_nd` as an ONNX
-`ScatterND` without reduction, where repeated indices overwrite each
-other; `scatter_sum` exports as `ScatterND(reduction="add")` (opset 16).
+`keras.ops.argmax` is correct everywhere, but on the TensorFlow backend it
+wraps `tf.argmax` in element-wise work over the whole tensor (it rewrites
+-0.0), which tf2onnx exports as five or six extra passes. Where ties only
+need the first maximum, the plain TensorFlow op is the same result at a
+fraction of the cost; the other backends use the Keras op.
+
+`keras.ops.scatter` sums repeated indices in every backend, but tf2onnx
+exports TensorFlow's `scatter_nd` as an ONNX `ScatterND` without
+reduction, where repeated indices overwrite each other; `scatter_sum`
+exports as `ScatterND(reduction="add")` (opset 16).
 """
 
 import keras
@@ -35,30 +35,6 @@ def first_argmax(x, axis):
 
         return tf.argmax(x, axis=axis, output_type=tf.int32)
     return ops.cast(ops.argmax(x, axis=axis), "int32")
-
-
-def gather_rows(table, index):
-    """`table[index]`: rows of `table` picked by a tensor of non-negative int indices.
-
-    On TensorFlow this is `tf.gather` (one ONNX `Gather`); negative indices
-    are not wrapped, so the caller guarantees `0 <= index < len(table)`.
-
-    Args:
-        table: tensor `(R, ...)`.
-        index: int tensor of any shape, with values in `[0, R)`.
-
-    Returns:
-        tensor `index.shape + table.shape[1:]`.
-
-    Example:
-    >>> gather_rows(keras.ops.eye(3), keras.ops.convert_to_tensor([[2, 0]])).shape  # doctest: +SKIP
-    (1, 2, 3)
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.gather(table, index, axis=0)
-    return ops.take(table, index, axis=0)
 
 
 def scatter_sum(indices, updates, shape):
