@@ -6,8 +6,7 @@ export exactly as the float32 one.
 
 - `fp16`: weights and arithmetic in float16 (onnxruntime's converter,
   `onnxruntime.transformers.float16`). A few operations stay in float32:
-  those the converter always keeps, `ScatterND` (onnxruntime's CPU
-  provider has no float16 scatter-add), every node that reads or writes a
+  those the converter always keeps, every node that reads or writes a
   value beyond 4096 on calibration images (`overflowing_nodes`: B-cos's
   patch norms reach 1.5e5, past float16's 65504), and every node of a layer that
   declares `export_in_full_precision = True` (a computation that cancels,
@@ -186,8 +185,7 @@ def reduce_precision(proto, precision, keep_nodes=()):
 def _to_float16(proto, keep_nodes):
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    blocked = list(DEFAULT_OP_BLOCK_LIST) + ["ScatterND"]  # no float16 scatter-add on onnxruntime's CPU provider
-    converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=blocked, node_block_list=keep_nodes)
+    converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST), node_block_list=keep_nodes)
     drop_repeated_nodes(converted.graph)  # one cast per reader of a float32 region's input, all under one name
     bypass_cast_round_trips(converted)  # the converter rounds values passed between two float32 nodes
     sort_topologically(converted.graph)  # the converter appends the casts of the graph's input last

@@ -1,12 +1,13 @@
 """The interpretable convolution of INAM: N bias-free kernels with TV and orthonormality penalties."""
 
 import keras
-from glasszoo.layers.single_node_ops import scatter_sum
+import numpy as np
 from glasszoo.layers.regularizers import (
     Orthonormality,
     SumOfRegularizers,
     TotalVariation,
 )
+from glasszoo.layers.single_node_ops import gather_rows
 from keras import ops
 
 
@@ -86,9 +87,15 @@ class InterpretableConv2D(keras.layers.Layer):
         contributes most to as its group and that contribution as its weight,
         these are INAM's decision images.
 
-        The work is that of the placed kernels themselves, `B x N x k x k x c`
-        additions into the images (one scatter-add), not a transposed
-        convolution over one response map per group.
+        The work is proportional to the placed kernels, not to a transposed
+        convolution over one response map per group: (1) each kernel's rows
+        are gathered into the image rows they cover (one gather from the
+        kernel weights, `B x N x H` rows of `k + 1` values); (2) one matrix
+        product sums, per (group, centre column), the row-placed kernels
+        with that group and column, weighted; (3) a fixed 0/1 matrix moves
+        each centre column's sums to the columns they cover. Only a gather
+        and matrix products: deterministic in every runtime (onnxruntime's
+        scatter-add is not) and exact in float16 up to the products' sums.
 
         Args:
             locations: tensor `(B, N, 2)` of (row, column) input pixels, as
@@ -110,25 +117,29 @@ class InterpretableConv2D(keras.layers.Layer):
         (1, 4, 8, 8, 1)
         """
         size, filters = self.kernel_size, self.filters
-        kernels = ops.transpose(self.kernel, (3, 0, 1, 2))  # (N, k, k, c)
+        dtype = weights.dtype
+        # (1) each kernel's rows, plus a zero row (index `size`) read where an image row is outside the kernel
+        kernels = ops.pad(ops.transpose(self.kernel, (3, 0, 1, 2)), ((0, 0), (0, 1), (0, 1), (0, 0)))  # (N, k+1, k+1, c)
         channels = kernels.shape[-1]
-        # the images with a border of k // 2 pixels, so that every kernel pixel lands inside; cut afterwards
-        padded_height, padded_width = height + size - 1, width + size - 1
+        kernel_rows = ops.reshape(kernels, (filters * (size + 1), (size + 1) * channels))
         centres = ops.cast(locations, "int32")
-        batch = ops.shape(centres)[0]
-        image = ops.arange(batch, dtype="int32")[:, None] * num_groups + ops.cast(groups, "int32")  # (B, N)
-        top_left = (image * padded_height + centres[..., 0]) * padded_width + centres[..., 1]  # (B, N), in padded pixels
-        offsets = ops.arange(size, dtype="int32")[:, None] * padded_width + ops.arange(size, dtype="int32")[None, :]  # (k, k)
-        indices = top_left[:, :, None, None] + offsets[None, None]  # (B, N, k, k)
-        updates = weights[:, :, None, None, None] * kernels[None]  # (B, N, k, k, c)
-        images = scatter_sum(
-            ops.reshape(indices, (-1, 1)),
-            ops.reshape(updates, (-1, channels)),
-            (batch * num_groups * padded_height * padded_width, channels),
-        )
-        images = ops.reshape(images, (-1, num_groups, padded_height, padded_width, channels))
-        half = size // 2
-        return images[:, :, half : half + height, half : half + width, :]
+        row_in_kernel = ops.arange(height, dtype="int32")[None, None, :] - centres[..., 0:1] + size // 2  # (B, N, H)
+        row_in_kernel = ops.where(ops.logical_and(row_in_kernel >= 0, row_in_kernel < size), row_in_kernel, size)
+        first_row = (ops.arange(filters, dtype="int32") * (size + 1))[None, :, None]
+        rows_placed = gather_rows(kernel_rows, row_in_kernel + first_row)  # (B, N, H, (k+1) c)
+        rows_placed = ops.transpose(ops.reshape(rows_placed, (-1, height, size + 1, channels)), (0, 2, 1, 3))
+        rows_placed = ops.reshape(rows_placed, (-1, filters, (size + 1) * height * channels))  # (B, N, (k+1) H c)
+        # (2) per (group, centre column): the weighted sum of the row-placed kernels of that group centred on that column
+        in_group = ops.cast(ops.equal(ops.arange(num_groups, dtype="int32")[None, None, :], ops.cast(groups, "int32")[..., None]), dtype)
+        on_column = ops.cast(ops.equal(ops.arange(width, dtype="int32")[None, None, :], centres[..., 1:2]), dtype)  # (B, N, W)
+        selection = (in_group * weights[..., None])[:, :, :, None] * on_column[:, :, None, :]  # (B, N, G, W)
+        selection = ops.reshape(ops.transpose(selection, (0, 2, 3, 1)), (-1, num_groups * width, filters))
+        sums = ops.matmul(selection, rows_placed)  # (B, G W, (k+1) H c)
+        # (3) kernel column j of a sum centred on column x0 lands on column x0 + j - k // 2
+        sums = ops.reshape(sums, (-1, width * (size + 1), height * channels))  # (B G, W (k+1), H c)
+        shift = ops.transpose(ops.convert_to_tensor(column_shift_matrix(width, size), dtype))[None]  # (1, W, W (k+1))
+        images = ops.reshape(ops.matmul(shift, sums), (-1, num_groups, width, height, channels))  # (B, G, W, H, c)
+        return ops.transpose(images, (0, 1, 3, 2, 4))
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -149,3 +160,22 @@ class InterpretableConv2D(keras.layers.Layer):
         )
         return config
 
+
+def column_shift_matrix(width, kernel_size):
+    """`(W (k + 1), W)` 0/1 matrix: row `(x0, j)` has its one at column `x0 + j - k // 2` (none if outside, or if `j == k`).
+
+    Args:
+        width: int, image width `W`.
+        kernel_size: int, odd kernel side `k`.
+
+    Example:
+    >>> column_shift_matrix(4, 3).shape
+    (16, 4)
+    """
+    shift = np.zeros((width, kernel_size + 1, width), "float32")
+    for centre in range(width):
+        for j in range(kernel_size):
+            column = centre + j - kernel_size // 2
+            if 0 <= column < width:
+                shift[centre, j, column] = 1.0
+    return shift.reshape(width * (kernel_size + 1), width)

@@ -1,15 +1,17 @@
 """Operations written so that each exports to a single ONNX node (one pass over its input).
 
-`keras.ops.argmax` is correct everywhere, but on the TensorFlow backend it
-wraps `tf.argmax` in element-wise work over the whole tensor (it rewrites
--0.0), which tf2onnx exports as five or six extra passes. Where ties only
-need the first maximum, the plain TensorFlow op is the same result at a
-fraction of the cost; the other backends use the Keras op.
+`keras.ops.argmax` and `keras.ops.take` are correct everywhere, but on the
+TensorFlow backend each wraps its TensorFlow op in element-wise work over
+the whole tensor (argmax rewrites -0.0; take wraps negative indices),
+which tf2onnx exports as five or six extra passes. Where ties only need
+the first maximum and indices are known to be valid, the plain TensorFlow
+op is the same result at a fraction of the cost; the other backends use
+the Keras op.
 
-`keras.ops.scatter` sums repeated indices in every backend, but tf2onnx
-exports TensorFlow's `scatter_nd` as an ONNX `ScatterND` without
-reduction, where repeated indices overwrite each other; `scatter_sum`
-exports as `ScatterND(reduction="add")` (opset 16).
+No scatter-add here: tf2onnx exports `keras.ops.scatter` as a `ScatterND`
+without reduction (repeated indices overwrite each other), and onnxruntime
+1.31's CPU `ScatterND` with `reduction="add"` loses updates to repeated
+indices between its threads (its results change from run to run).
 """
 
 import keras
@@ -37,25 +39,25 @@ def first_argmax(x, axis):
     return ops.cast(ops.argmax(x, axis=axis), "int32")
 
 
-def scatter_sum(indices, updates, shape):
-    """A zero tensor of `shape` with `updates` added at `indices`; repeated indices add up.
+def gather_rows(table, index):
+    """`table[index]`: rows of `table` picked by a tensor of int indices in `[0, len(table))`.
 
-    On TensorFlow this is `tf.tensor_scatter_nd_add` on zeros (one ONNX
-    `ScatterND` with `reduction="add"`, opset 16 or later), not
-    `keras.ops.scatter`, whose export drops the sum over repeated indices.
+    On TensorFlow this is `tf.gather` (one ONNX `Gather`); negative indices
+    are not wrapped, so the caller guarantees they do not occur.
 
     Args:
-        indices: int tensor `(..., d)`: each last-axis vector indexes the
-            first `d` axes of the output.
-        updates: tensor `indices.shape[:-1] + shape[d:]`.
-        shape: the output's shape (a tuple; entries may be tensors).
+        table: tensor `(R, ...)`.
+        index: int tensor of any shape, with values in `[0, R)`.
+
+    Returns:
+        tensor `index.shape + table.shape[1:]`.
 
     Example:
-    >>> scatter_sum(keras.ops.convert_to_tensor([[1], [1]]), keras.ops.ones((2,)), (3,))  # doctest: +SKIP
-    [0.0, 2.0, 0.0]
+    >>> gather_rows(keras.ops.eye(3), keras.ops.convert_to_tensor([[2, 0]])).shape  # doctest: +SKIP
+    (1, 2, 3)
     """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.tensor_scatter_nd_add(tf.zeros(shape, updates.dtype), indices, updates)
-    return ops.scatter(indices, updates, shape)
+        return tf.gather(table, index, axis=0)
+    return ops.take(table, index, axis=0)
