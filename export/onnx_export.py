@@ -39,7 +39,7 @@ def quiet_optimizer_failures():
     """Within the block, tf2onnx's "Failed to apply <optimizer>" warnings (with a traceback) are gathered, not printed.
 
     tf2onnx tries each graph optimizer and, when one raises (its transpose
-    optimizer does on the B-cos graphs), logs a warning with a full
+    optimizer does on some graphs), logs a warning with a full
     traceback and goes on without that rewrite. The exported graph is still
     exact (the export tests compare every output with Keras), so the
     traceback only alarms the user; the optimizers' names are yielded.

@@ -7,10 +7,10 @@ export exactly as the float32 one.
 - `fp16`: weights and arithmetic in float16 (onnxruntime's converter,
   `onnxruntime.transformers.float16`). A few operations stay in float32:
   those the converter always keeps, every node that reads or writes a
-  value beyond 4096 on calibration images (`overflowing_nodes`: B-cos's
-  patch norms reach 1.5e5, past float16's 65504), and every node of a layer that
+  value beyond 4096 on calibration images (`overflowing_nodes`: sums of
+  squares can pass float16's 65504), and every node of a layer that
   declares `export_in_full_precision = True` (a computation that cancels,
-  such as ProtoPNet's squared distances next to a prototype) or that is
+  such as squared distances next to a stored point) or that is
   computed from its outputs (`full_precision_nodes`).
 - `int8`: weights of matrix products and convolutions (`QUANTIZED_OPERATORS`) stored as int8,
   activations quantized per batch at run time
@@ -61,8 +61,8 @@ def full_precision_nodes(graph, layer_names):
 
     The nodes of the given Keras layers, and every node computed from
     their outputs: a precise result is of no use if the next operation
-    rounds it to float16 (ProtoPNet's similarity `log((d + 1) / (d + 1e-4))`
-    of a distance `d` near 0 comes after its prototype layer). tf2onnx
+    rounds it to float16 (a similarity `log((d + 1) / (d + 1e-4))` of a
+    distance `d` near 0, computed after the distance layer). tf2onnx
     names a node after the TensorFlow name scope it came from; a layer's
     scope is its name, with `_<n>` appended when the layer was traced more
     than once (`prototype_layer_1/MatMul`).
@@ -101,7 +101,7 @@ def calibration_images(image_shape, samples=None, seed=0):
     """Images that probe a float16 export's value ranges: `samples`, black, white, a checkerboard and noise.
 
     Inputs lie in [0, 1]; a white image maximises every sum of squares
-    (B-cos patch norms), a checkerboard every high-frequency response.
+    (patch norms), a checkerboard every high-frequency response.
 
     Args:
         image_shape: `(H, W, C)`.
