@@ -211,7 +211,7 @@ def write_sidecar(path, properties):
         properties: `{key: string}` as stored in the ONNX metadata.
 
     Example:
-    >>> write_sidecar("model.onnx", {"family": "bcos", "class_names": '["a", "b"]'})  # doctest: +SKIP
+    >>> write_sidecar("model.onnx", {"family": family, "class_names": '["a", "b"]'})  # doctest: +SKIP
     PosixPath('model.onnx.json')
     """
     import hashlib

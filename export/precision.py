@@ -50,7 +50,7 @@ def full_precision_layer_names(model):
         model: a Keras model.
 
     Example:
-    >>> full_precision_layer_names(glasszoo.load("protopnet_fashion_mnist"))  # doctest: +SKIP
+    >>> full_precision_layer_names(glasszoo.load(preset_name))  # doctest: +SKIP
     ['prototype_layer']
     """
     return sorted({layer.name for layer in model._flatten_layers() if getattr(layer, "export_in_full_precision", False)})
@@ -137,7 +137,7 @@ def overflowing_nodes(proto, images, limit=FLOAT16_SAFE_MAGNITUDE):
         limit: largest magnitude a float16 node may see.
 
     Example:
-    >>> overflowing_nodes(onnx.load("bcos.onnx"), calibration_images((28, 28, 1)))[:1]  # doctest: +SKIP
+    >>> overflowing_nodes(onnx.load("model.onnx"), calibration_images((28, 28, 1)))[:1]  # doctest: +SKIP
     ['Square_7']
     """
     import onnx

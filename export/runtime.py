@@ -36,7 +36,7 @@ class OnnxModel:
         providers: explicit onnxruntime provider list, or None for automatic.
 
     Example:
-    >>> model = OnnxModel("inam_fashion_mnist.onnx")  # doctest: +SKIP
+    >>> model = OnnxModel("model.onnx")  # doctest: +SKIP
     >>> outputs = model(images)  # dict: logits, max_responses, ..., decision_images
     >>> model.class_names[outputs["logits"].argmax(-1)[0]]  # doctest: +SKIP
     """
