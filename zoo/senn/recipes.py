@@ -1,0 +1,3 @@
+"""Training recipes of the senn presets: data, split, grid, epochs (`glasszoo train NAME`)."""
+
+RECIPES = {}
