@@ -128,6 +128,19 @@ def test_self_checks_hold(model, images, explained):
     assert model.self_check_errors(images, explained) == {}, checks
 
 
+def test_a_linear_readout_rebuilds_the_logits_or_is_declared_absent(model, images, explained):
+    """Influence functions model the readout: `offset + features @ kernel + bias` must be the logits exactly."""
+    from glasszoo.explain.influence import readout
+
+    try:
+        features, offsets, parameters = readout(model, images)
+    except NotImplementedError as error:
+        assert model.family in str(error) and "no linear readout" in str(error)
+        return
+    assert features.shape[0] == len(images) and parameters.shape == (features.shape[1], model.num_classes)
+    _close(offsets + features @ parameters, explained["logits"], "readout logits")
+
+
 def test_config_round_trip_keeps_everything_including_dtype(model, images, explained):
     config = model.get_config()
     json.dumps(config)  # serialisable

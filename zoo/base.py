@@ -341,6 +341,27 @@ class ZooModel(keras.Model):
         maps = self.explain(images, target=targets, batch_size=batch_size)[self.attribution_output]
         return maps.sum(axis=-1) if maps.ndim == 4 else maps
 
+    def linear_readout(self, images):
+        """The model's last layer as a linear map: `logits = offset + features @ kernel + bias` (forward ops).
+
+        Influence functions (`glasszoo.explain.influence`) model the training
+        of these `kernel` and `bias` weights with everything before them held
+        fixed. A family whose logits are linear in its last layer's weights
+        returns them here.
+
+        Returns:
+            dict with `"features"` `(B, F)`, `"kernel"` `(F, K)` (a weight of the
+            model), `"bias"` `(K,)` or None, and `"offset"` `(B, K)` (the part
+            of the logits the readout's weights do not touch) or None.
+
+        Raises:
+            NotImplementedError: the family's logits are not linear in a last layer.
+        """
+        raise NotImplementedError(
+            f"The {self.family} family has no linear readout (its logits are not a linear layer's output), "
+            "so influence functions on its last layer are not available."
+        )
+
     def self_checks(self, images, explanation):
         """`{identity: largest absolute error}` of the identities the explanation satisfies.
 

@@ -75,6 +75,11 @@ class GapCNN(ZooModel):
         pooled = self.pooling(self.features(images, training=training))
         return self.classifier(self.dropout_layer(pooled, training=training))
 
+    def linear_readout(self, images):
+        """The classifier on the pooled features (dropout is the identity at inference)."""
+        pooled = self.pooling(self.features(images, training=False))
+        return {"features": pooled, "kernel": self.classifier.kernel, "bias": self.classifier.bias, "offset": None}
+
     def feature_maps_and_logits(self, images):
         """`(last feature map (B, h, w, c), logits)` in one inference pass."""
         maps = self.features(images, training=False)

@@ -248,6 +248,11 @@ class ProtoPNet(ZooModel):
         latent = self.latent(ops.convert_to_tensor(images), training=False)
         return ops.convert_to_numpy(latent), ops.convert_to_numpy(self.prototype_layer(latent))
 
+    def linear_readout(self, images):
+        """The bias-free last layer on the prototype similarities `log((d + 1) / (d + eps))` (inference mode)."""
+        min_distances = ops.min(self.prototype_layer(self.latent(images, training=False)), axis=(1, 2))
+        return {"features": log_similarity(min_distances), "kernel": self.last_layer.kernel, "bias": None, "offset": None}
+
     def feature_maps_and_logits(self, images):
         """`(latent (B, h, w, D), logits)` in one inference pass: the maps Grad-CAM weighs."""
         latent = self.latent(images, training=False)

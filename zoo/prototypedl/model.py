@@ -195,6 +195,11 @@ class PrototypeDL(ZooModel):
             self.add_loss(self.r2_weight * ops.mean(ops.min(distances, axis=1)))
         return self.classifier(distances)
 
+    def linear_readout(self, images):
+        """The bias-free last layer on the squared prototype distances."""
+        distances = self.prototype_layer(self.encode(images))
+        return {"features": distances, "kernel": self.classifier.kernel, "bias": None, "offset": None}
+
     def feature_maps_and_logits(self, images):
         """`(last encoder map (B, h, w, c), logits)` in one pass: the maps Grad-CAM weighs (post-hoc baselines)."""
         maps = images

@@ -42,7 +42,7 @@ class SENN(ZooModel):
     - concept encoder `h`: 3x3 stride-2 convolutions and a linear layer to
       `k` values; a mirrored decoder reconstructs the image from those `k`
       values alone (so a concept's meaning can be seen by decoding it);
-    - relevance network `theta`: 3x3 stride-2 convolutions, a hidden dense
+    - relevance network `theta`: 3x3 convolutions (stride 2 by default), a hidden dense
       layer and a linear layer to `k x K` relevances;
     - aggregator: the sum over concepts (no bias), so the contributions
       `theta_ic h_i` add up to the logits exactly.
@@ -75,6 +75,7 @@ class SENN(ZooModel):
         num_concepts: int `k`.
         concept_filters: channels of the concept encoder's convolutions.
         relevance_filters: channels of the relevance network's convolutions.
+        relevance_strides: their strides (1 or 2; default 2 for every one).
         relevance_units: width of the relevance network's hidden layer.
         robustness_weight: lambda (0 trains without the penalty).
         robustness_directions: None for the exact penalty (one input
@@ -105,6 +106,7 @@ class SENN(ZooModel):
         num_concepts=10,
         concept_filters=(32, 64),
         relevance_filters=(32, 64, 64),
+        relevance_strides=None,
         relevance_units=128,
         robustness_weight=1e-2,
         robustness_directions=None,
@@ -120,6 +122,7 @@ class SENN(ZooModel):
         self.num_concepts = int(num_concepts)
         self.concept_filters = [int(f) for f in concept_filters]
         self.relevance_filters = [int(f) for f in relevance_filters]
+        self.relevance_strides = [STRIDE] * len(self.relevance_filters) if relevance_strides is None else [int(v) for v in relevance_strides]
         self.relevance_units = int(relevance_units)
         self.robustness_weight = float(robustness_weight)
         self.robustness_directions = None if robustness_directions is None else int(robustness_directions)
@@ -132,6 +135,10 @@ class SENN(ZooModel):
         for what, widths in (("concept_filters", self.concept_filters), ("relevance_filters", self.relevance_filters)):
             if not widths or min(widths) < 1:
                 raise ValueError(f"{what} needs at least one positive entry (one per convolution); got {widths!r}.")
+        if len(self.relevance_strides) != len(self.relevance_filters) or not set(self.relevance_strides) <= {1, STRIDE}:
+            raise ValueError(
+                f"relevance_strides needs one stride (1 or {STRIDE}) per relevance convolution; got {relevance_strides!r} for {len(self.relevance_filters)}."
+            )
         if self.relevance_units < 1:
             raise ValueError(f"relevance_units must be at least 1; got {relevance_units!r}.")
         if self.robustness_directions is not None and self.robustness_directions < 1:
@@ -166,8 +173,8 @@ class SENN(ZooModel):
                 )
             )
         self.relevance_convolutions = [
-            layers.Conv2D(f, KERNEL_SIZE, strides=STRIDE, padding="same", activation=activation, name=f"relevance_conv_{i}")
-            for i, f in enumerate(self.relevance_filters)
+            layers.Conv2D(f, KERNEL_SIZE, strides=stride, padding="same", activation=activation, name=f"relevance_conv_{i}")
+            for i, (f, stride) in enumerate(zip(self.relevance_filters, self.relevance_strides))
         ]
         self.relevance_hidden = layers.Dense(self.relevance_units, activation=activation, name="relevance_hidden")
         self.relevance_layer = layers.Dense(self.num_concepts * self.num_classes, name="relevances")
@@ -186,8 +193,10 @@ class SENN(ZooModel):
         for index, layer in enumerate(self.decoder_layers):
             level = depth - index
             layer.build((None, self.heights[level], self.widths[level], inputs[index]))
-        relevance_heights = strided_sizes(self.image_shape[0], len(self.relevance_filters))
-        relevance_widths = strided_sizes(self.image_shape[1], len(self.relevance_filters))
+        relevance_heights, relevance_widths = [self.image_shape[0]], [self.image_shape[1]]
+        for stride in self.relevance_strides:
+            relevance_heights.append(math.ceil(relevance_heights[-1] / stride))
+            relevance_widths.append(math.ceil(relevance_widths[-1] / stride))
         channels = [self.image_shape[-1]] + self.relevance_filters
         for index, layer in enumerate(self.relevance_convolutions):
             layer.build((None, relevance_heights[index], relevance_widths[index], channels[index]))
@@ -287,6 +296,19 @@ class SENN(ZooModel):
             "reconstruction": self.decode(concepts),
         }
 
+    def linear_readout(self, images):
+        """The image-independent part of the relevances, `b` of `theta(x) = W z(x) + b`, as a readout of the concepts.
+
+        `logit_c = sum_i h_i (W z)_ic + sum_i h_i b_ic`: linear in `b` (a
+        `(k, K)` kernel on the concepts), with the first sum as the offset.
+        Influence functions then ask which training images set the concept
+        weights that every image shares.
+        """
+        concepts = self.concept_values(images)
+        _, logits = self.aggregate(self.relevance_values(images), concepts)
+        kernel = ops.reshape(self.relevance_layer.bias, (self.num_concepts, self.num_classes))
+        return {"features": concepts, "kernel": kernel, "bias": None, "offset": logits - ops.matmul(concepts, kernel)}
+
     # -- user API ----------------------------------------------------------------------
     def self_checks(self, images, explanation):
         """Adds: contributions = relevances x concepts; logits = contributions summed over the concepts."""
@@ -345,6 +367,7 @@ class SENN(ZooModel):
             num_concepts=self.num_concepts,
             concept_filters=list(self.concept_filters),
             relevance_filters=list(self.relevance_filters),
+            relevance_strides=list(self.relevance_strides),
             relevance_units=self.relevance_units,
             robustness_weight=self.robustness_weight,
             robustness_directions=self.robustness_directions,
