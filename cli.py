@@ -1,4 +1,4 @@
-"""The `glasszoo` command: list, info, train, evaluate, explain, export, predict, serve, demo.
+"""The `glasszoo` command: list, info, train, evaluate, explain, influence, export, predict, serve, demo.
 
 `predict` and `serve` run an ONNX file with onnxruntime and NumPy only; the
 other commands import Keras when they need a model.
@@ -286,6 +286,53 @@ def cmd_explain(args):
 
     write_explanations(model, images, stems, args.out, labels=labels, model_views=not args.no_global, progress=progress)
     print(f"Wrote explanations of {len(images)} image(s) to {args.out}")
+    return 0
+
+
+def cmd_influence(args):
+    import glasszoo
+    import numpy as np
+    from glasszoo.explain.influence import InfluenceIndex, cache_file, readout
+    from glasszoo.explain.influence_pictures import influence_picture
+    from glasszoo.zoo.atomic import atomic_folder
+    from glasszoo.zoo.training_data import training_split
+
+    _quiet_tensorflow()
+    model = glasszoo.load(args.name)
+    images, stems, labels = _images_for(model, args.images, args.samples, strict=args.strict)
+    readout(model, images[:1])  # a family without a linear readout says so before the training data is read
+    x_fit, y_fit, where = training_split(model, args.data)
+    path = cache_file(model, x_fit, y_fit, args.damping, args.cache)
+    started = time.time()
+    reused = path.exists()
+    index = InfluenceIndex.cached(model, x_fit, y_fit, damping=args.damping, folder=args.cache)
+    built = time.time() - started
+    print(f"{'Loaded' if reused else 'Built'} the influence index of {where} ({index.info['parameters']} readout parameters) in {built:.1f} s: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    started = time.time()
+    found = index.most_influential(model, images, count=args.count)
+    query = (time.time() - started) / len(images)
+    print(f"Query: {1000 * query:.0f} ms an image")
+    names = list(model.class_names)
+    records = []
+    with atomic_folder(args.out, replaceable=lambda folder: (folder / "influence.json").is_file()) as folder:
+        for row, (image, stem) in enumerate(zip(images, stems)):
+            influence_picture(image, found, row, x_fit, y_fit, names, path=folder / f"influence_{stem}.png")
+            record = {"image": stem, "explained_class": names[int(found["labels"][row])]}
+            for key in ("helpful", "harmful"):
+                record[key] = [
+                    {"training_index": int(i), "label": names[int(y_fit[i])], "score": float(score)}
+                    for i, score in zip(found[key][row], found[f"{key}_scores"][row])
+                ]
+            if labels is not None:
+                record["label"] = names[int(labels[row])]
+            records.append(record)
+        _write_json(folder / "influence.json", {
+            "model": model.name, "training_data": where, "method": "influence functions on the linear readout, exact damped Hessian (Koh and Liang 2017)",
+            "damping": index.damping, "index": dict(index.info, file=str(path)), "query_seconds_per_image": query,
+            "score": "I_up,loss = -grad L(test)^T H^-1 grad L(train); negative helps; removing an image changes the test loss by about -score / n",
+            "images": records,
+        })  # fmt: skip
+    print(f"Wrote the influential training images of {len(images)} image(s) to {args.out}")
     return 0
 
 
@@ -613,6 +660,18 @@ def build_parser():
     p.add_argument("--no-global", action="store_true", help="skip the family's model views (kernel, prototype and grid pictures)")
     p.add_argument("--strict", action="store_true", help="refuse image files that need converting (channels, size) instead of converting them")
     p.set_defaults(run=cmd_explain)
+
+    p = sub.add_parser("influence", help="the training images most responsible for each prediction (influence functions on the last layer)")
+    p.add_argument("name")
+    p.add_argument("images", nargs="*", help="image files (png, jpg, ...) or .npy arrays")
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, default=4, help="shipped samples to use when no image is given")
+    p.add_argument("--count", type=int, default=6, help="helpful and harmful training images per image")
+    p.add_argument("--data", help="the data set name or folder the model was trained on (default: from its model card)")
+    p.add_argument("--damping", type=float, default=1e-3, help="added to the Hessian's diagonal")
+    p.add_argument("--cache", help="folder of the influence indexes (default ~/.cache/glasszoo/influence)")
+    p.add_argument("--strict", action="store_true", help="refuse image files that need converting (channels, size) instead of converting them")
+    p.set_defaults(run=cmd_influence)
 
     p = sub.add_parser("export", help="export to ONNX (logits + explanations) and check it in onnxruntime; --web: a page that explains in the browser")
     p.add_argument("name")

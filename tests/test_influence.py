@@ -145,3 +145,35 @@ def test_a_family_without_a_linear_readout_says_so(samples):
     model = build("coda", seed=0)
     with pytest.raises(NotImplementedError, match="coda family has no linear readout"):
         influence.InfluenceIndex.build(model, samples[0][:4], samples[1][:4])
+
+
+def test_cli_writes_pictures_and_json_and_reuses_its_index(fashion_mnist, tmp_path, capsys):
+    import json
+
+    from glasszoo.cli import main
+
+    model = build("cnn", seed=4)
+    # a card as `glasszoo train` writes it: 59,500 validation images leave a fit split of 500
+    model.save_preset(tmp_path / "tiny", metadata={"data": {"dataset": "fashion_mnist", "validation_images": 59500}, "training": {"seed": 0}})
+    arguments = ["influence", str(tmp_path / "tiny"), "--samples", "2", "--count", "3", "--cache", str(tmp_path / "cache")]
+    assert main(arguments + ["--out", str(tmp_path / "out")]) == 0
+    assert "Built the influence index of fashion_mnist: the 500 fit images" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "influence.json").read_text())
+    assert len(report["images"]) == 2 and len(report["images"][0]["helpful"]) == 3
+    assert report["index"]["training_images"] == 500
+    assert len(list((tmp_path / "out").glob("influence_*.png"))) == 2
+    helpful = [entry["score"] for entry in report["images"][0]["helpful"]]
+    assert helpful == sorted(helpful) and helpful[0] < 0
+    assert main(arguments + ["--out", str(tmp_path / "out")]) == 0  # a previous run's folder is replaced
+    assert "Loaded the influence index" in capsys.readouterr().out
+
+
+def test_cli_names_the_missing_training_data(samples, tmp_path, capsys):
+    from glasszoo.cli import main
+
+    build("cnn", seed=4).save_preset(tmp_path / "bare")
+    assert main(["influence", str(tmp_path / "bare"), "--out", str(tmp_path / "out")]) == 2
+    assert "no model card naming its training data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main(["influence", "coda_fashion_mnist", "--out", str(tmp_path / "out"), "--samples", "1"]) == 2
+    assert "coda family has no linear readout" in capsys.readouterr().err
