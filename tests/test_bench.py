@@ -250,3 +250,13 @@ def test_finetune_folder(tmp_path, capsys):
         share, error = row["localisation"]["integrated_gradients"]
         assert 0.0 <= share <= 1.0 and row["localisation"]["images"] == 4
     assert any(row["black_box"] for row in shapes) and not all(row["black_box"] for row in shapes)
+
+
+def test_influence_validation(fashion_mnist, tmp_path, capsys):
+    family = black_box_family()
+    argv = ["--families", family, "--train-size", "300", "--test-images", "2", "--removals", "6"]
+    payload, _ = run_main("influence_validation", argv, tmp_path, capsys)
+    (result,) = payload["results"]
+    assert result["training_images"] == 300 and result["removals"] == 6 and len(result["pearson_r_per_image"]) == 2
+    assert result["pearson_r_pooled"] > 0.8
+    assert {"build_seconds", "index_mib", "query_ms", "refit_logit_change"} <= set(result)
