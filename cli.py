@@ -292,8 +292,8 @@ def cmd_explain(args):
 def cmd_influence(args):
     import glasszoo
     import numpy as np
-    from glasszoo.explain.influence import InfluenceIndex, cache_file, readout
-    from glasszoo.explain.influence_pictures import influence_picture
+    from glasszoo.explain.influence import InfluenceIndex, cache_file, part_source_ranks, readout
+    from glasszoo.explain.influence_pictures import influence_picture, parts_and_influence_picture
     from glasszoo.zoo.atomic import atomic_folder
     from glasszoo.zoo.training_data import training_split
 
@@ -313,11 +313,20 @@ def cmd_influence(args):
     query = (time.time() - started) / len(images)
     print(f"Query: {1000 * query:.0f} ms an image")
     names = list(model.class_names)
+    agreement = part_source_ranks(index, model, images, x_fit) if model.part_relevance(images[:1]) is not None else None
     records = []
     with atomic_folder(args.out, replaceable=lambda folder: (folder / "influence.json").is_file()) as folder:
         for row, (image, stem) in enumerate(zip(images, stems)):
             influence_picture(image, found, row, x_fit, y_fit, names, path=folder / f"influence_{stem}.png")
             record = {"image": stem, "explained_class": names[int(found["labels"][row])]}
+            if agreement is not None:
+                parts_and_influence_picture(image, found, row, agreement, x_fit, y_fit, names, path=folder / f"parts_influence_{stem}.png")
+                record["top_parts"] = [
+                    {"part": int(part), "source_training_index": int(source), "helpfulness_percentile": float(percentile), "influence_size_percentile": float(size)}
+                    for part, source, percentile, size in zip(
+                        agreement["parts"][row], agreement["sources"][row], agreement["percentiles"][row], agreement["magnitude_percentiles"][row]
+                    )
+                ]
             for key in ("helpful", "harmful"):
                 record[key] = [
                     {"training_index": int(i), "label": names[int(y_fit[i])], "score": float(score)}
@@ -331,6 +340,8 @@ def cmd_influence(args):
             "damping": index.damping, "index": dict(index.info, file=str(path)), "query_seconds_per_image": query,
             "score": "I_up,loss = -grad L(test)^T H^-1 grad L(train); negative helps; removing an image changes the test loss by about -score / n",
             "images": records,
+            "top_parts_mean_helpfulness_percentile": None if agreement is None else agreement["mean_percentile"],
+            "top_parts_mean_influence_size_percentile": None if agreement is None else agreement["mean_magnitude_percentile"],
         })  # fmt: skip
     print(f"Wrote the influential training images of {len(images)} image(s) to {args.out}")
     return 0

@@ -405,3 +405,67 @@ def leave_one_out_check(index, model, test_image, test_label, removed, tolerance
         "actual": actual,
         "pearson_r": float(np.corrcoef(predicted[removed], actual)[0, 1]),
     }
+
+
+def helpfulness_percentiles(scores):
+    """`(m, n)`: for each test image, the share (in %) of training images more helpful than each one.
+
+    0 is the most helpful image, about 100 the most harmful; a training
+    image drawn at random sits at 50 on average.
+    """
+    scores = np.asarray(scores, dtype="float64")
+    ranks = np.argsort(np.argsort(scores, axis=1, kind="stable"), axis=1, kind="stable")
+    return 100.0 * ranks / max(1, scores.shape[1] - 1)
+
+
+def part_source_ranks(index, model, images, train_images, top=3):
+    """Do a prediction's parts and its influential training images agree? Helpfulness of the parts' source images.
+
+    For each test image, the `top` parts the model gives as its reason
+    (`model.part_relevance`, e.g. ProtoPNet's largest prototype
+    contributions to the predicted class) are traced to the training image
+    each comes from (`model.part_sources`); this returns where those images
+    rank among all training images by helpfulness to the prediction (the
+    test loss of the predicted class).
+
+    Returns:
+        dict of `parts` `(m, top)`, `sources` `(m, top)` training indices,
+        `percentiles` `(m, top)` (0: the most helpful image; 50: chance),
+        and `mean_percentile` with its `standard_error` over the test images;
+        the same by the size of the influence of either sign
+        (`magnitude_percentiles`, `mean_magnitude_percentile`,
+        `magnitude_standard_error`; 0: the largest |influence|).
+
+    Raises:
+        ValueError: the family has no parts (`part_sources` is None).
+
+    Example:
+    >>> agreement = part_source_ranks(index, model, test_images[:100], x_fit)  # doctest: +SKIP
+    >>> agreement["mean_percentile"]  # doctest: +SKIP
+    """
+    sources = model.part_sources(train_images)
+    relevance = model.part_relevance(images)
+    if sources is None or relevance is None:
+        raise ValueError(f"The {model.family} family has no parts (prototypes) whose sources could be compared with influence.")
+    relevance = np.asarray(relevance, dtype="float64")
+    top = max(1, min(int(top), relevance.shape[1]))
+    parts = np.argsort(-relevance, axis=1, kind="stable")[:, :top]
+    scores = index.scores(model, images)
+    percentiles = helpfulness_percentiles(scores)
+    magnitudes = helpfulness_percentiles(-np.abs(scores))  # 0: the largest |influence| of either sign
+    chosen = sources[parts]
+    rows = np.arange(len(parts))[:, None]
+    values = percentiles[rows, chosen]
+    sizes = magnitudes[rows, chosen]
+    per_image = values.mean(axis=1)
+    error = float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else float("nan")
+    return {
+        "parts": parts,
+        "sources": chosen,
+        "percentiles": values,
+        "mean_percentile": float(per_image.mean()),
+        "standard_error": error,
+        "magnitude_percentiles": sizes,
+        "mean_magnitude_percentile": float(sizes.mean()),
+        "magnitude_standard_error": float(sizes.mean(axis=1).std(ddof=1) / np.sqrt(len(sizes))) if len(sizes) > 1 else float("nan"),
+    }

@@ -177,3 +177,41 @@ def test_cli_names_the_missing_training_data(samples, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["influence", "coda_fashion_mnist", "--out", str(tmp_path / "out"), "--samples", "1"]) == 2
     assert "coda family has no linear readout" in capsys.readouterr().err
+
+
+def test_helpfulness_percentiles_rank_scores():
+    percentiles = influence.helpfulness_percentiles(np.array([[0.5, -2.0, 3.0, 0.0, 1.0]]))
+    np.testing.assert_allclose(percentiles, [[50.0, 0.0, 100.0, 25.0, 75.0]])
+
+
+def test_part_sources_are_ranked_by_helpfulness(samples):
+    x, y = samples[0], samples[1]
+    model = build("prototypedl", seed=2)
+    model.compile()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    index = influence.InfluenceIndex.build(model, x, y)
+    agreement = influence.part_source_ranks(index, model, x[:4], x, top=2)
+    sources = model.part_sources(x)
+    distances = model.explain(x)["prototype_distances"]
+    np.testing.assert_array_equal(sources, distances.argmin(axis=0))  # each prototype's nearest training image
+    nearest = np.argsort(model.explain(x[:4])["prototype_distances"], axis=1, kind="stable")[:, :2]
+    np.testing.assert_array_equal(agreement["parts"], nearest)
+    percentiles = influence.helpfulness_percentiles(index.scores(model, x[:4]))
+    np.testing.assert_allclose(agreement["percentiles"], percentiles[np.arange(4)[:, None], sources[nearest]])
+    assert 0 <= agreement["mean_percentile"] <= 100 and 0 <= agreement["mean_magnitude_percentile"] <= 100
+    with pytest.raises(ValueError, match="cnn family has no parts"):
+        influence.part_source_ranks(index, build("cnn", seed=0), x[:2], x)
+
+
+def test_protopnet_preset_prototypes_come_from_its_rebuilt_fit_split(fashion_mnist):
+    import glasszoo
+    from glasszoo.zoo.training_data import training_split
+
+    model = glasszoo.load("protopnet_fashion_mnist")
+    x_fit, y_fit, where = training_split(model)
+    assert len(x_fit) == 54000 and "seed 0" in where
+    sources = model.part_sources(x_fit)
+    np.testing.assert_array_equal(sources, model.prototype_provenance["source_index"])
+    np.testing.assert_array_equal(y_fit[sources], model.prototype_provenance["prototype_class"])
+    with pytest.raises(ValueError, match="not those"):
+        model.part_sources(x_fit[::-1])

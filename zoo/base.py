@@ -362,6 +362,20 @@ class ZooModel(keras.Model):
             "so influence functions on its last layer are not available."
         )
 
+    def part_sources(self, train_images):
+        """`(P,)` index into `train_images` of the training image each part (prototype) comes from, or None.
+
+        Influence analyses ask whether the training images a prediction's
+        parts come from are also the ones that made it
+        (`glasszoo.explain.influence.part_source_ranks`). Families without
+        parts return None.
+        """
+        return None
+
+    def part_relevance(self, images):
+        """`(B, P)` how much each part is the model's reason for its prediction (higher: more), or None."""
+        return None
+
     def self_checks(self, images, explanation):
         """`{identity: largest absolute error}` of the identities the explanation satisfies.
 

@@ -253,6 +253,28 @@ class ProtoPNet(ZooModel):
         min_distances = ops.min(self.prototype_layer(self.latent(images, training=False)), axis=(1, 2))
         return {"features": log_similarity(min_distances), "kernel": self.last_layer.kernel, "bias": None, "offset": None}
 
+    def part_sources(self, train_images):
+        """The pushed prototypes' source images: `prototypes.npz`'s `source_index`, checked against `train_images`.
+
+        Raises:
+            ValueError: the prototypes were not pushed, or `train_images` are
+                not the images of the push (their indexed images differ).
+        """
+        if self.prototype_provenance is None:
+            raise ValueError(f"{self.name}'s prototypes were not pushed: they have no source images.")
+        indices = np.asarray(self.prototype_provenance["source_index"], dtype="int64")
+        if indices.max() >= len(train_images) or not np.allclose(
+            np.asarray(train_images)[indices], self.prototype_provenance["source_image"], atol=1e-6
+        ):
+            raise ValueError(f"The images given are not those {self.name}'s prototypes were pushed onto (prototypes.npz's source images differ).")
+        return indices
+
+    def part_relevance(self, images):
+        """Each prototype's contribution to the predicted class's logit, `(B, P)`."""
+        explained = self.explain(images)
+        predicted = np.argmax(explained["logits"], axis=1)
+        return explained["prototype_contributions"][np.arange(len(predicted)), :, predicted]
+
     def feature_maps_and_logits(self, images):
         """`(latent (B, h, w, D), logits)` in one inference pass: the maps Grad-CAM weighs."""
         latent = self.latent(images, training=False)

@@ -231,6 +231,25 @@ class PrototypeDL(ZooModel):
         checks["logits = sum of class evidence"] = float(np.max(np.abs(rebuilt - explanation["logits"])))
         return checks
 
+    def part_sources(self, train_images, batch_size=1024):
+        """For each prototype, the training image whose latent code is nearest to it, `(P,)`."""
+        nearest, best = None, None
+        for start in range(0, len(train_images), batch_size):
+            batch = ops.convert_to_tensor(np.asarray(train_images[start : start + batch_size], "float32"))
+            distances = ops.convert_to_numpy(self.prototype_layer(self.encode(batch)))
+            low = distances.min(axis=0)
+            where = distances.argmin(axis=0) + start
+            if best is None:
+                best, nearest = low, where
+            else:
+                better = low < best
+                best, nearest = np.where(better, low, best), np.where(better, where, nearest)
+        return nearest.astype("int64")
+
+    def part_relevance(self, images):
+        """Nearness of each prototype to the image's latent code, `-distance` `(B, P)` (the nearest is the reason shown)."""
+        return -self.explain(images)["prototype_distances"]
+
     def decoded_prototypes(self):
         """The prototypes decoded to images, `(P, H, W, C)` NumPy (a property of the model, not of an input)."""
         return ops.convert_to_numpy(self.decode(self.prototype_layer.prototypes))
