@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from glasszoo.layers import LatentPrototypes
 from glasszoo.zoo.presets import write_preset
-from glasszoo.zoo.prototypedl.model import PrototypeDL, encoder_sizes
+from glasszoo.layers.mirrored_decoder import strided_sizes as encoder_sizes
+from glasszoo.zoo.prototypedl.model import PrototypeDL
 from keras import ops
 
 TINY = dict(filters=(6, 6, 6, 3), num_prototypes=5)

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 from glasszoo.layers.latent_prototypes import LatentPrototypes
+from glasszoo.layers.mirrored_decoder import mirrored_decoder_layers, strided_sizes
 from glasszoo.zoo.base import ZooModel
 from glasszoo.zoo.inputs import validate_images
 from keras import layers, ops
@@ -19,14 +20,6 @@ EXPLANATION_OUTPUTS = {
 KERNEL_SIZE = 3
 STRIDE = 2
 REFERENCE_LEARNING_RATE = 2e-3
-
-
-def encoder_sizes(size, depth):
-    """Spatial sizes `[size, ceil(size/2), ...]` after each of `depth` stride-2 'same' convolutions."""
-    sizes = [int(size)]
-    for _ in range(depth):
-        sizes.append(math.ceil(sizes[-1] / STRIDE))
-    return sizes
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -121,8 +114,8 @@ class PrototypeDL(ZooModel):
                 raise ValueError(f"{weight_name} must be non-negative; got {getattr(self, weight_name)}.")
 
         depth = len(self.filters)
-        self.heights = encoder_sizes(self.image_shape[0], depth)
-        self.widths = encoder_sizes(self.image_shape[1], depth)
+        self.heights = strided_sizes(self.image_shape[0], depth)
+        self.widths = strided_sizes(self.image_shape[1], depth)
         self.latent_shape = (self.heights[-1], self.widths[-1], self.filters[-1])
         self.latent_dim = int(np.prod(self.latent_shape))
         self.encoder_layers = [
@@ -131,27 +124,7 @@ class PrototypeDL(ZooModel):
         ]
         self.prototype_layer = LatentPrototypes(self.num_prototypes, name="prototypes")
         self.classifier = layers.Dense(self.num_classes, use_bias=False, name="classifier")
-        # mirrored decoder: layer i maps the encoder's size i+1 back to size i
-        decoder_widths = self.filters[:-1][::-1] + [self.image_shape[-1]]
-        self.decoder_layers = []
-        for index, width in enumerate(decoder_widths):
-            level = depth - 1 - index
-            # a 'same' transposed conv (k = 3, s = 2) gives 2n - 1 + output_padding
-            output_padding = (
-                self.heights[level] - (2 * self.heights[level + 1] - 1),
-                self.widths[level] - (2 * self.widths[level + 1] - 1),
-            )
-            self.decoder_layers.append(
-                layers.Conv2DTranspose(
-                    width,
-                    KERNEL_SIZE,
-                    strides=STRIDE,
-                    padding="same",
-                    output_padding=output_padding,
-                    activation="sigmoid" if index == depth - 1 else activation,
-                    name=f"decoder_{index}",
-                )
-            )
+        self.decoder_layers = mirrored_decoder_layers(self.filters, self.heights, self.widths, self.image_shape[-1], activation)
         self.build((None,) + self.image_shape)
 
     def build(self, input_shape):

@@ -6,6 +6,7 @@ import pathlib
 import keras
 import numpy as np
 from glasszoo.layers.input_gradients import input_vector_jacobian_products
+from glasszoo.layers.mirrored_decoder import STRIDE, mirrored_decoder_layers, strided_sizes
 from glasszoo.zoo.base import ZooModel
 from glasszoo.zoo.senn import concepts, robustness
 from keras import layers, ops
@@ -19,16 +20,7 @@ EXPLANATION_OUTPUTS = {
 }
 
 KERNEL_SIZE = 3
-STRIDE = 2
 REFERENCE_LEARNING_RATE = 1e-3
-
-
-def strided_sizes(size, depth):
-    """Spatial sizes `[size, ceil(size/2), ...]` after each of `depth` stride-2 'same' convolutions."""
-    sizes = [int(size)]
-    for _ in range(depth):
-        sizes.append(math.ceil(sizes[-1] / STRIDE))
-    return sizes
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -158,20 +150,7 @@ class SENN(ZooModel):
         ]
         self.concept_layer = layers.Dense(self.num_concepts, name="concepts")
         self.decoder_input = layers.Dense(int(np.prod(self.code_shape)), activation=activation, name="decoder_input")
-        decoder_widths = self.concept_filters[:-1][::-1] + [channels]
-        self.decoder_layers = []
-        for index, out_channels in enumerate(decoder_widths):
-            level = depth - 1 - index  # this layer maps size level + 1 back to size level
-            output_padding = (
-                self.heights[level] - (STRIDE * self.heights[level + 1] - 1),
-                self.widths[level] - (STRIDE * self.widths[level + 1] - 1),
-            )
-            self.decoder_layers.append(
-                layers.Conv2DTranspose(
-                    out_channels, KERNEL_SIZE, strides=STRIDE, padding="same", output_padding=output_padding,
-                    activation="sigmoid" if index == depth - 1 else activation, name=f"decoder_{index}",
-                )
-            )
+        self.decoder_layers = mirrored_decoder_layers(self.concept_filters, self.heights, self.widths, channels, activation)
         self.relevance_convolutions = [
             layers.Conv2D(f, KERNEL_SIZE, strides=stride, padding="same", activation=activation, name=f"relevance_conv_{i}")
             for i, (f, stride) in enumerate(zip(self.relevance_filters, self.relevance_strides))
