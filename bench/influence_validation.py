@@ -23,6 +23,10 @@ the split it was fitted on (rebuilt from its card,
   correlation of its scores with the refitted index's over all training
   images, and the overlap of their 100 most helpful images (mean over the
   test images).
+- **parts** (families with prototypes: `part_sources`): on the first
+  `--agreement-images` test images, where the training images of each
+  image's top 3 parts rank by helpfulness and by |influence| among all
+  training images (0: first; 50: chance), mean +- standard error.
 
 Example:
     python bench/influence_validation.py --models cnn_fashion_mnist --test-images 5 --removals 30
@@ -88,6 +92,19 @@ def _validate(preset, args):
         predicted.extend(check["predicted"])
         actual.extend(check["actual"])
     validation_seconds = time.time() - started
+    parts = None
+    if args.agreement_images and model.part_relevance(x_test[:1]) is not None:
+        try:
+            ranks = influence.part_source_ranks(index, model, dataset.x_test[: args.agreement_images], x_fit)
+            parts = {
+                "images": int(args.agreement_images),
+                "helpfulness_percentile": ranks["mean_percentile"],
+                "helpfulness_standard_error": ranks["standard_error"],
+                "size_percentile": ranks["mean_magnitude_percentile"],
+                "size_standard_error": ranks["magnitude_standard_error"],
+            }
+        except ValueError as error:  # e.g. a push's provenance indexes the whole fit split, not --train-size of it
+            parts = {"skipped": str(error)}
     correlations = np.array(correlations)
     error = float(correlations.std(ddof=1) / np.sqrt(len(correlations))) if len(correlations) > 1 else float("nan")
     return {
@@ -110,6 +127,7 @@ def _validate(preset, args):
         "pearson_r_pooled": float(np.corrcoef(predicted, actual)[0, 1]),
         "largest_actual_change": float(np.max(np.abs(actual))),
         "validation_seconds": validation_seconds,
+        "top_parts": parts,
     }
 
 
@@ -120,6 +138,7 @@ def main(argv=None):
     parser.add_argument("--test-images", type=int, default=5, help="test images of the leave-one-out check")
     parser.add_argument("--removals", type=int, default=30, help="training images left out per test image")
     parser.add_argument("--damping", type=float, default=1e-3)
+    parser.add_argument("--agreement-images", type=int, default=200, help="test images whose top-3 parts' sources are ranked (families with parts)")
     parser.add_argument("--repeats", type=int, default=5, help="timed queries (best kept)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)

@@ -46,6 +46,7 @@ import numpy as np
 
 INDEX_KEYS = ("features", "residuals", "labels", "inverse_hessian", "kernel", "offsets")
 DEFAULT_DAMPING = 1e-3
+FIXED_HESSIAN_STEPS = 10
 
 
 def _numpy(value):
@@ -104,12 +105,13 @@ def objective_gradient(features, offsets, labels, parameters, damping, weights=N
     return features.T @ residuals / count + damping * parameters
 
 
-def objective_hessian(features, offsets, parameters, damping, chunk=4096):
+def objective_hessian(features, offsets, parameters, damping, chunk=4096, weights=None):
     """Exact Hessian `(P, P)`, `P = F' K`, of the mean cross-entropy of the readout plus `damping/2 ||.||^2`.
 
     Parameters are flattened row-major from `(F', K)`: index `f K + c`.
     `H = 1/n [sum_b blockdiag_c(p_bc phi_b phi_b^T) - g_b g_b^T] + damping I` with
-    `g_b = vec(phi_b p_b^T)`, built in chunks of `chunk` images.
+    `g_b = vec(phi_b p_b^T)`, built in chunks of `chunk` images; `weights`
+    (one per image, 0 removes it) weigh the images' terms, with `n` kept.
     """
     n, width = features.shape
     classes = parameters.shape[1]
@@ -118,10 +120,11 @@ def objective_hessian(features, offsets, parameters, damping, chunk=4096):
     for start in range(0, n, chunk):
         phi = features[start : start + chunk]
         p = _softmax(offsets[start : start + chunk] + phi @ parameters)
+        scale = np.ones(len(phi)) if weights is None else np.asarray(weights[start : start + chunk], dtype="float64")
         outer = (phi[:, :, None] * p[:, None, :]).reshape(len(phi), size)
-        hessian -= outer.T @ outer
+        hessian -= (outer * scale[:, None]).T @ outer
         for c in range(classes):
-            block = (phi * p[:, c : c + 1]).T @ phi
+            block = (phi * (p[:, c] * scale)[:, None]).T @ phi
             hessian[c::classes, c::classes] += block
     hessian /= n
     hessian[np.diag_indices(size)] += damping
@@ -148,9 +151,12 @@ def objective_value(features, offsets, labels, parameters, damping, weights=None
 def refit_readout(features, offsets, labels, parameters, damping, weights=None, tolerance=1e-10, max_steps=100, hessian_inverse=None):
     """The readout minimising the damped cross-entropy, by Newton steps from `parameters`; `(parameters, steps)`.
 
-    With `hessian_inverse` given, that fixed matrix is used for every step
-    (a warm start near the optimum converges in a few steps); otherwise the
-    exact Hessian is formed at every step. Far from the optimum each step is
+    With `hessian_inverse` given, that fixed matrix is used for the first
+    `FIXED_HESSIAN_STEPS` steps (a warm start near the optimum converges in a
+    few); otherwise, and after those, the exact Hessian of the (weighted)
+    objective is formed at every step (leaving out an image that holds up a
+    weakly constrained direction changes the Hessian too much for the fixed
+    one). Far from the optimum each step is
     halved until the objective decreases; near it (a predicted decrease
     below what the objective's value resolves) the full Newton step is taken. Stops when the largest gradient entry is below
     `tolerance`, or when the Newton step is below the parameters' rounding.
@@ -164,7 +170,8 @@ def refit_readout(features, offsets, labels, parameters, damping, weights=None, 
         gradient = objective_gradient(features, offsets, labels, parameters, damping, weights=weights)
         if np.max(np.abs(gradient)) < tolerance:
             return parameters, step
-        inverse = hessian_inverse if hessian_inverse is not None else _inverse(objective_hessian(features, offsets, parameters, damping))
+        fixed = hessian_inverse is not None and step < FIXED_HESSIAN_STEPS
+        inverse = hessian_inverse if fixed else _inverse(objective_hessian(features, offsets, parameters, damping, weights=weights))
         direction = (inverse @ gradient.reshape(-1)).reshape(parameters.shape)
         if np.max(np.abs(direction)) < 1e-13 * max(1.0, float(np.max(np.abs(parameters)))):
             return parameters, step  # the gradient is at its rounding floor: no representable step remains

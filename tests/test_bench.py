@@ -253,10 +253,22 @@ def test_finetune_folder(tmp_path, capsys):
 
 
 def test_influence_validation(fashion_mnist, tmp_path, capsys):
-    family = black_box_family()
-    argv = ["--families", family, "--train-size", "300", "--test-images", "2", "--removals", "6"]
+    """The black-box baseline (no parts) and the smallest preset whose family has parts (prototypes)."""
+    import glasszoo
+
+    with_parts = [
+        preset for preset in common().installed_presets()
+        if glasszoo.load(preset).part_relevance(fashion_mnist.x_test[:1]) is not None
+    ]  # fmt: skip
+    smallest = min(with_parts, key=lambda preset: glasszoo.model_info(preset)[1].get("parameters") or 0)
+    presets = [p for p, f in common().installed_presets().items() if f == black_box_family()][:1] + [smallest]
+    argv = ["--models", *presets, "--train-size", "300", "--test-images", "2", "--removals", "6", "--agreement-images", "4"]
     payload, _ = run_main("influence_validation", argv, tmp_path, capsys)
-    (result,) = payload["results"]
-    assert result["training_images"] == 300 and result["removals"] == 6 and len(result["pearson_r_per_image"]) == 2
-    assert result["pearson_r_pooled"] > 0.8
-    assert {"build_seconds", "index_mib", "query_ms", "refit_logit_change"} <= set(result)
+    results = payload["results"]
+    assert [result["preset"] for result in results] == presets
+    for result in results:
+        assert result["training_images"] == 300 and result["removals"] == 6 and len(result["pearson_r_per_image"]) == 2
+        assert result["pearson_r_pooled"] > 0.8
+        assert {"build_seconds", "index_mib", "query_ms", "refit_logit_change", "own_vs_refit_score_r"} <= set(result)
+    assert results[0]["top_parts"] is None
+    assert results[1]["top_parts"]["images"] == 4 and 0 <= results[1]["top_parts"]["helpfulness_percentile"] <= 100

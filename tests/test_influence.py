@@ -215,3 +215,13 @@ def test_protopnet_preset_prototypes_come_from_its_rebuilt_fit_split(fashion_mni
     np.testing.assert_array_equal(y_fit[sources], model.prototype_provenance["prototype_class"])
     with pytest.raises(ValueError, match="not those"):
         model.part_sources(x_fit[::-1])
+
+
+def test_weighted_hessian_drops_the_images_of_weight_zero():
+    features, offsets, labels, parameters = _problem(seed=4)
+    weights = np.ones(len(labels))
+    weights[[2, 9]] = 0.0
+    keep = weights > 0
+    weighted = influence.objective_hessian(features, offsets, parameters, 0.0, weights=weights)
+    without = influence.objective_hessian(features[keep], offsets[keep], parameters, 0.0)
+    np.testing.assert_allclose(weighted * len(labels), without * keep.sum(), atol=1e-12)
