@@ -194,3 +194,23 @@ def test_local_lipschitz_is_the_largest_ratio_over_the_sampled_points(images):
     assert summary["images"] == len(images) and summary["standard_error"] > 0
     with pytest.raises(ValueError, match="denominator"):
         robustness.local_lipschitz(model, images, denominator="output")
+
+
+@pytest.mark.slow
+def test_senn_presets_reach_their_cards_and_the_penalty_stabilises_the_relevances(fashion_mnist):
+    import glasszoo
+
+    names = ("senn_fashion_mnist", "senn_no_penalty_fashion_mnist")
+    if not set(names) <= set(glasszoo.list_models()):
+        pytest.skip("the SENN presets are not shipped")
+    lipschitz = {}
+    for name in names:
+        model = glasszoo.load(name)
+        card = model.preset_metadata
+        assert card["data"]["dataset"] == "fashion_mnist" and card["data"]["test_images"] == 10000
+        accuracy = float((model.predict_classes(fashion_mnist.x_test) == fashion_mnist.y_test).mean())
+        assert accuracy == pytest.approx(card["metrics"]["test_accuracy"], abs=2e-3)
+        assert accuracy >= 0.91  # within 2 points of the black-box CNN (0.930)
+        assert model.concept_exemplars is not None and model.concept_exemplars["highest_index"].shape == (10, 8)
+        lipschitz[name] = robustness.local_lipschitz(model, fashion_mnist.x_test[:16], radius=0.05, samples=8).mean()
+    assert lipschitz["senn_fashion_mnist"] < lipschitz["senn_no_penalty_fashion_mnist"] / 100, lipschitz

@@ -12,5 +12,5 @@ FAMILY = Family(
     recipes="glasszoo.zoo.senn.recipes:RECIPES",
     description="Self-explaining network: logits_c = sum_i theta(x)_ic h(x)_i, concepts from an autoencoder (Alvarez-Melis and Jaakkola 2018, seed 003).",
     test_config={"num_concepts": 4, "concept_filters": [6, 6], "relevance_filters": [6, 6], "relevance_units": 8},
-    demo_preset=None,  # senn_fashion_mnist once it ships
+    demo_preset="senn_fashion_mnist",
 )
