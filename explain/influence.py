@@ -429,7 +429,7 @@ def part_source_ranks(index, model, images, train_images, top=3):
     """Do a prediction's parts and its influential training images agree? Helpfulness of the parts' source images.
 
     For each test image, the `top` parts the model gives as its reason
-    (`model.part_relevance`, e.g. ProtoPNet's largest prototype
+    (`model.part_relevance`, e.g. a prototype network's largest prototype
     contributions to the predicted class) are traced to the training image
     each comes from (`model.part_sources`); this returns where those images
     rank among all training images by helpfulness to the prediction (the
