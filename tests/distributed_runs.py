@@ -74,6 +74,7 @@ def compare(family, scope, duplicated_halves, per_example):
         loss_difference=float(np.max(np.abs(np.subtract(single[0], distributed[0])) / np.maximum(1.0, np.abs(single[0])))),
         weight_difference=float(max(differences)),
         weights_changed=bool(any(not np.array_equal(a, b) for a, b in zip(initial, single[1]))),
+        second_order=bool(getattr(model, "second_order_training", False)),
         worst_weight=single[2][int(np.argmax(differences))],
     )
 

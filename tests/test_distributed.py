@@ -47,7 +47,9 @@ FAMILIES = family_names()
 # float32 noise level, and Adam divides every entry by its own gradient size, so a different summation order (two
 # all-reduced halves vs one batch) moves those entries by up to ~6% of an Adam step (GapCNN: 2.4e-4 after 4 steps
 # of 1e-3, measured), while the losses, BatchNorm statistics and classifier agree to 1e-6. Hence 1e-3 (a quarter
-# of the 4 steps' maximal move) for the weights of a model that normalises with batch statistics.
+# of the 4 steps' maximal move) for the weights of a model that normalises with batch statistics. A model whose
+# loss holds an input gradient (`second_order_training`: SENN's robustness penalty) trains through second
+# derivatives, whose summation order varies with the threads: 8e-5 was seen once in a full run (1.5e-8 alone).
 BATCH_STATISTICS_WEIGHT_TOLERANCE = 1e-3
 
 
@@ -59,6 +61,9 @@ def test_mirrored_strategy_matches_one_device(distribution_runs, family):
     if case["batch_statistics"]:  # per-replica BatchNorm statistics (10 images instead of 20)
         assert case["loss_difference"] < 1e-2, case
         assert case["weight_difference"] < 5e-2, case
+    elif case.get("second_order"):  # a loss of input gradients: noise-level gradient entries, amplified by Adam as above
+        assert case["loss_difference"] < 1e-5, case
+        assert case["weight_difference"] < BATCH_STATISTICS_WEIGHT_TOLERANCE, case
     else:
         assert case["loss_difference"] < 1e-5, case
         assert case["weight_difference"] < 1e-5, case

@@ -91,6 +91,11 @@ class SENN(ZooModel):
     family = "senn"
     explanation_outputs = EXPLANATION_OUTPUTS
 
+    @property
+    def second_order_training(self):
+        """True when the training loss holds input gradients (the robustness penalty): steps differentiate twice."""
+        return self.robustness_weight > 0
+
     def __init__(
         self,
         num_classes=10,
