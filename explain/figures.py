@@ -68,6 +68,20 @@ def overlay_signed(axis, image, values, bound=None, alpha=0.6):
     return shown
 
 
+def overview_rows(images, outputs, class_names=None, max_images=8):
+    """`(images float32, rows, logits float64, names)` of an overview picture: one row per image, at most `max_images`.
+
+    Raises:
+        ValueError: no image.
+    """
+    images = np.asarray(images, dtype="float32")
+    rows = min(len(images), int(max_images))
+    if rows < 1:
+        raise ValueError("draw_overview needs at least one image.")
+    logits = np.asarray(outputs["logits"], dtype="float64")
+    return images, rows, logits, class_names_or_indices(class_names, logits.shape[1])
+
+
 def predicted_class(outputs, index, class_names=None):
     """`(logits (K,), predicted class k, K names)` of image `index` of a batch of explanation outputs."""
     logits = np.asarray(outputs["logits"][index], dtype="float64")

@@ -15,6 +15,7 @@ from glasszoo.explain.figures import (
     class_names_or_indices,
     new_figure,
     overlay_signed,
+    overview_rows,
     predicted_class,
     save,
     show_image,
@@ -195,12 +196,7 @@ def draw_map(image, outputs, index, class_names=None, map_output="contributions"
 
 def draw_map_overview(images, outputs, class_names=None, max_images=8, map_output="contributions", activation="softmax"):
     """Several explained images, one row each: the image and its pixel map (each map on its own scale)."""
-    images = np.asarray(images, dtype="float32")
-    rows = min(len(images), int(max_images))
-    if rows < 1:
-        raise ValueError("draw_overview needs at least one image.")
-    logits = np.asarray(outputs["logits"], dtype="float64")
-    names = class_names_or_indices(class_names, logits.shape[1])
+    images, rows, logits, names = overview_rows(images, outputs, class_names, max_images)
     figure, axes = new_figure(rows, 2, width=PANEL_INCHES * 0.85, height=PANEL_INCHES * 0.9)
     for row in range(rows):
         k = int(np.argmax(logits[row]))

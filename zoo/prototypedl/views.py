@@ -16,6 +16,7 @@ from glasszoo.explain.figures import (
     PANEL_INCHES,
     class_names_or_indices,
     new_figure,
+    overview_rows,
     predicted_class,
     save,
     show_image,
@@ -191,12 +192,7 @@ def draw(image, outputs, index, class_names=None):
 
 def draw_overview(images, outputs, class_names=None, max_images=8):
     """Several explained images, one row each: image, reconstruction, evidence of each prototype for the predicted class."""
-    images = np.asarray(images, dtype="float32")
-    rows = min(len(images), int(max_images))
-    if rows < 1:
-        raise ValueError("draw_overview needs at least one image.")
-    logits = np.asarray(outputs["logits"], dtype="float64")
-    names = class_names_or_indices(class_names, logits.shape[1])
+    images, rows, logits, names = overview_rows(images, outputs, class_names, max_images)
     figure, axes = new_figure(rows, 3, width=PANEL_INCHES * 0.8, height=PANEL_INCHES * 0.75)
     for row in range(rows):
         k = int(np.argmax(logits[row]))

@@ -12,7 +12,15 @@ optionally saves it and returns it.
 """
 
 import numpy as np
-from glasszoo.explain.figures import PANEL_INCHES, class_names_or_indices, new_figure, predicted_class, save, show_image
+from glasszoo.explain.figures import (
+    PANEL_INCHES,
+    class_names_or_indices,
+    new_figure,
+    overview_rows,
+    predicted_class,
+    save,
+    show_image,
+)
 from matplotlib.figure import Figure
 
 __all__ = ["REQUIRED_OUTPUTS", "concept_bars", "concept_grid", "concept_view", "draw", "draw_overview", "model_views"]
@@ -61,12 +69,7 @@ def draw(image, outputs, index, class_names=None):
 
 def draw_overview(images, outputs, class_names=None, max_images=8):
     """Several explained images, one row each: the image, its reconstruction and the concept contributions."""
-    images = np.asarray(images, dtype="float32")
-    rows = min(len(images), int(max_images))
-    if rows < 1:
-        raise ValueError("draw_overview needs at least one image.")
-    logits = np.asarray(outputs["logits"], dtype="float64")
-    names = class_names_or_indices(class_names, logits.shape[1])
+    images, rows, logits, names = overview_rows(images, outputs, class_names, max_images)
     figure = Figure(figsize=(PANEL_INCHES * 2.6, PANEL_INCHES * 0.8 * rows), layout="constrained")
     axes = figure.subplots(rows, 3, squeeze=False, width_ratios=[1, 1, 2.2])
     for row in range(rows):
