@@ -301,10 +301,13 @@ class InfluenceIndex:
         loss); positive: harmful. The test loss is that of `target`, or of
         each test image's predicted class.
         """
-        gradients, _ = self.test_gradients(model, images, target)
+        return self._scores_and_labels(model, images, target)[0]
+
+    def _scores_and_labels(self, model, images, target=None):
+        gradients, labels = self.test_gradients(model, images, target)
         solved = (gradients.reshape(len(gradients), -1) @ self.inverse_hessian).reshape(gradients.shape)  # H^-1 g_test
         # g_i = phi_i (x) r_i, so g_test^T H^-1 g_i = sum_{f,c} V[f, c] phi_if r_ic for every i at once
-        return -np.einsum("nf,tfc,nc->tn", self.features, solved, self.residuals, optimize=True)
+        return -np.einsum("nf,tfc,nc->tn", self.features, solved, self.residuals, optimize=True), labels
 
     def predicted_loss_change(self, model, images, target=None):
         """`(m, n)`: the predicted change of each test loss when each training image is removed (`-I / n`)."""
@@ -312,8 +315,7 @@ class InfluenceIndex:
 
     def most_influential(self, model, images, count=8, target=None):
         """`{"helpful": (m, count) indices, "helpful_scores", "harmful": (m, count), "harmful_scores", "labels": (m,)}`."""
-        scores = self.scores(model, images, target)
-        _, labels = self.test_gradients(model, images, target)
+        scores, labels = self._scores_and_labels(model, images, target)
         count = max(1, min(int(count), self.size))
         helpful = np.argsort(scores, axis=1, kind="stable")[:, :count]
         harmful = np.argsort(-scores, axis=1, kind="stable")[:, :count]
