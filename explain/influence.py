@@ -43,6 +43,7 @@ import json
 import pathlib
 
 import numpy as np
+from glasszoo.explain.probabilities import probabilities_of
 
 INDEX_KEYS = ("features", "residuals", "labels", "inverse_hessian", "kernel", "offsets")
 DEFAULT_DAMPING = 1e-3
@@ -84,12 +85,6 @@ def readout(model, images, batch_size=256):
     return features, offsets, kernel
 
 
-def _softmax(logits):
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exponentials = np.exp(shifted)
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
-
-
 def _losses(logits, labels):
     shifted = logits - logits.max(axis=1, keepdims=True)
     return np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(labels)), labels]
@@ -98,7 +93,7 @@ def _losses(logits, labels):
 def objective_gradient(features, offsets, labels, parameters, damping, weights=None, count=None):
     """Gradient `(F', K)` of `1/count sum_b w_b CE_b + damping/2 ||parameters||^2` (w: 1 by default, 0 removes a point)."""
     count = len(features) if count is None else count
-    residuals = _softmax(offsets + features @ parameters)
+    residuals = probabilities_of(offsets + features @ parameters)
     residuals[np.arange(len(labels)), labels] -= 1.0
     if weights is not None:
         residuals = residuals * weights[:, None]
@@ -119,7 +114,7 @@ def objective_hessian(features, offsets, parameters, damping, chunk=4096, weight
     hessian = np.zeros((size, size))
     for start in range(0, n, chunk):
         phi = features[start : start + chunk]
-        p = _softmax(offsets[start : start + chunk] + phi @ parameters)
+        p = probabilities_of(offsets[start : start + chunk] + phi @ parameters)
         scale = np.ones(len(phi)) if weights is None else np.asarray(weights[start : start + chunk], dtype="float64")
         outer = (phi[:, :, None] * p[:, None, :]).reshape(len(phi), size)
         hessian -= (outer * scale[:, None]).T @ outer
@@ -263,7 +258,7 @@ class InfluenceIndex:
         if refit:
             parameters, steps = refit_readout(features, offsets, labels, parameters, damping)
         hessian = objective_hessian(features, offsets, parameters, damping)
-        residuals = _softmax(offsets + features @ parameters)
+        residuals = probabilities_of(offsets + features @ parameters)
         residuals[np.arange(len(labels)), labels] -= 1.0
         info = {
             "data_sha256": data_sha256(np.asarray(images), labels),
@@ -290,7 +285,7 @@ class InfluenceIndex:
         features, offsets, _ = readout(model, images)
         logits = offsets + features @ self.parameters
         labels = np.argmax(logits, axis=1) if target is None else np.broadcast_to(np.asarray(target, "int64"), (len(images),))
-        residuals = _softmax(logits)
+        residuals = probabilities_of(logits)
         residuals[np.arange(len(labels)), labels] -= 1.0
         return features[:, :, None] * residuals[:, None, :], labels
 

@@ -21,18 +21,13 @@ from glasszoo.explain.figures import (
     save,
     show_image,
 )
+from glasszoo.explain.probabilities import probabilities_of
 from matplotlib.figure import Figure
 
 __all__ = ["REQUIRED_OUTPUTS", "concept_bars", "concept_grid", "concept_view", "draw", "draw_overview", "model_views"]
 
 # outputs the pictures read, with their rank (batch axis included)
 REQUIRED_OUTPUTS = {"logits": 2, "concepts": 2, "contributions": 3, "reconstruction": 4}
-
-
-def _softmax(logits):
-    shifted = np.asarray(logits, dtype="float64") - np.max(logits)
-    exponentials = np.exp(shifted)
-    return exponentials / exponentials.sum()
 
 
 def concept_bars(axis, contributions, concepts, title):
@@ -63,7 +58,7 @@ def draw(image, outputs, index, class_names=None):
     axes["reconstruction"].set_title("decoded from\nthe concepts", fontsize=9)
     contributions = np.asarray(outputs["contributions"][index, :, k], dtype="float64")
     concept_bars(axes["bars"], contributions, outputs["concepts"][index], f"concept contributions to {names[k]} (sum = logit {contributions.sum():.3g})")
-    figure.suptitle(f"predicted: {names[k]} (p = {_softmax(logits)[k]:.3f})", fontsize=10)
+    figure.suptitle(f"predicted: {names[k]} (p = {probabilities_of(logits)[k]:.3f})", fontsize=10)
     return figure
 
 
@@ -75,7 +70,7 @@ def draw_overview(images, outputs, class_names=None, max_images=8):
     for row in range(rows):
         k = int(np.argmax(logits[row]))
         show_image(axes[row, 0], images[row])
-        axes[row, 0].set_title(f"{names[k]} (p {_softmax(logits[row])[k]:.2f})", fontsize=8)
+        axes[row, 0].set_title(f"{names[k]} (p {probabilities_of(logits[row])[k]:.2f})", fontsize=8)
         show_image(axes[row, 1], np.asarray(outputs["reconstruction"][row], dtype="float64"))
         axes[row, 1].set_title("decoded", fontsize=8)
         concept_bars(axes[row, 2], outputs["contributions"][row, :, k], outputs["concepts"][row], "contribution per concept")
@@ -103,7 +98,7 @@ def concept_view(model, image, class_names=None, path=None):
     names = class_names_or_indices(class_names or getattr(model, "class_names", None), len(logits))
     order = np.argsort(-logits, kind="stable")
     first, second = int(order[0]), int(order[min(1, len(order) - 1)])
-    probabilities = _softmax(logits)
+    probabilities = probabilities_of(logits)
     figure = Figure(figsize=(PANEL_INCHES * 3.2, PANEL_INCHES * 1.9), layout="constrained")
     axes = figure.subplot_mosaic([["image", "first", "first"], ["reconstruction", "second", "second"]])
     show_image(axes["image"], image)
