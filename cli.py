@@ -336,7 +336,7 @@ def cmd_influence(args):
                 record["label"] = names[int(labels[row])]
             records.append(record)
         _write_json(folder / "influence.json", {
-            "model": model.name, "training_data": where, "method": "influence functions on the linear readout, exact damped Hessian (Koh and Liang 2017)",
+            "model": model.name, "training_data": where, "method": "influence functions on the last layer (Koh and Liang 2017): exact damped Hessian of a linear layer, Gauss-Newton of a non-linear one",
             "damping": index.damping, "index": dict(index.info, file=str(path)), "query_seconds_per_image": query,
             "score": "I_up,loss = -grad L(test)^T H^-1 grad L(train); negative helps; removing an image changes the test loss by about -score / n",
             "images": records,
@@ -679,7 +679,7 @@ def build_parser():
     p.add_argument("--samples", type=int, default=4, help="shipped samples to use when no image is given")
     p.add_argument("--count", type=int, default=6, help="helpful and harmful training images per image")
     p.add_argument("--data", help="the data set name or folder the model was trained on (default: from its model card)")
-    p.add_argument("--damping", type=float, default=1e-3, help="added to the Hessian's diagonal")
+    p.add_argument("--damping", type=float, default=None, help="added to the Hessian's diagonal (default: 1e-3 for a linear last layer, 0.1, pulling toward the model's weights, for a non-linear one)")
     p.add_argument("--cache", help="folder of the influence indexes (default ~/.cache/glasszoo/influence)")
     p.add_argument("--strict", action="store_true", help="refuse image files that need converting (channels, size) instead of converting them")
     p.set_defaults(run=cmd_influence)

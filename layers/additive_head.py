@@ -74,12 +74,16 @@ class NeuralAdditiveHead(keras.layers.Layer):
             trainable=False,
         )
 
-    def shape_functions(self, features):
-        """Uncentred `g_l(X_l)`: `(B, N)` -> `(B, N, K)`."""
+    def last_hidden(self, features):
+        """The last hidden layer of every shape function, `(B, N)` -> `(B, N, width)`: what `output_kernel` reads."""
         hidden = ops.relu(features[..., None] * self.input_kernel + self.input_bias)
         for kernel, bias in zip(self.hidden_kernels, self.hidden_biases):
             hidden = ops.relu(ops.einsum("bni,nio->bno", hidden, kernel) + bias)
-        return ops.einsum("bni,nio->bno", hidden, self.output_kernel)
+        return hidden
+
+    def shape_functions(self, features):
+        """Uncentred `g_l(X_l)`: `(B, N)` -> `(B, N, K)`."""
+        return ops.einsum("bni,nio->bno", self.last_hidden(features), self.output_kernel)
 
     def centring_shift(self):
         """`(N, K)` tensor added to `g_l` by centring."""

@@ -128,17 +128,25 @@ def test_self_checks_hold(model, images, explained):
     assert model.self_check_errors(images, explained) == {}, checks
 
 
-def test_a_linear_readout_rebuilds_the_logits_or_is_declared_absent(model, images, explained):
-    """Influence functions model the readout: `offset + features @ kernel + bias` must be the logits exactly."""
-    from glasszoo.explain.influence import readout
+def test_the_readout_rebuilds_the_logits_or_is_declared_absent(model, images, explained):
+    """Influence functions model the last layer: its readout must give the logits exactly, and its Jacobian be the derivative."""
+    from glasszoo.explain.influence import logits_of, readout
 
     try:
-        features, offsets, parameters = readout(model, images)
+        head = readout(model, images)
     except NotImplementedError as error:
         assert model.family in str(error) and "no linear readout" in str(error)
         return
-    assert features.shape[0] == len(images) and parameters.shape == (features.shape[1], model.num_classes)
-    _close(offsets + features @ parameters, explained["logits"], "readout logits")
+    features, offsets, parameters = head.features, head.offsets, head.parameters
+    assert features.shape[:2] == (len(images), parameters.shape[0]) and parameters.shape[1] == model.num_classes
+    assert features.ndim == 2 or features.shape[2] == model.num_classes
+    _close(logits_of(features, offsets, parameters), explained["logits"], "readout logits")
+    _close(head.logits(parameters), explained["logits"], "readout head logits")
+    if not head.linear:  # the Jacobian of a non-linear layer: central differences in float64
+        direction = np.random.default_rng(0).normal(size=parameters.shape) * 1e-6
+        numeric = (head.logits(parameters + direction) - head.logits(parameters - direction)) / 2
+        expected = logits_of(features, np.zeros_like(offsets), direction)
+        np.testing.assert_allclose(numeric, expected, rtol=1e-4, atol=1e-7 * np.abs(expected).max())
 
 
 def test_config_round_trip_keeps_everything_including_dtype(model, images, explained):

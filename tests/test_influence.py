@@ -73,7 +73,8 @@ def test_scores_are_minus_test_gradient_times_inverse_hessian_times_training_gra
     model, x, y = trained
     index = influence.InfluenceIndex.build(model, x, y, damping=0.01)
     scores = index.scores(model, x[:2], target=[1, 4])
-    features, offsets, parameters = influence.readout(model, x)
+    head = influence.readout(model, x)
+    features, offsets, parameters = head.features, head.offsets, head.parameters
     probabilities = influence.probabilities_of(offsets + features @ parameters)
     inverse = np.linalg.inv(influence.objective_hessian(features, offsets, parameters, 0.01))
     for row, (test, label) in enumerate(zip((0, 1), (1, 4))):

@@ -362,6 +362,17 @@ class ZooModel(keras.Model):
             "so influence functions on its last layer are not available."
         )
 
+    def readout_head(self, images, batch_size=256):
+        """The last layer on `images` as a function of its weights, for a family whose last layer is not linear.
+
+        Influence functions use it instead of `linear_readout`: an object
+        with `features`, `offsets`, `parameters`, `loss`, `linear = False`,
+        `expand(parameters)` and `logits(parameters)` (see
+        `glasszoo.explain.readouts`). The default, None, means: use
+        `linear_readout`.
+        """
+        return None
+
     def part_sources(self, train_images):
         """`(P,)` index into `train_images` of the training image each part (prototype) comes from, or None.
 

@@ -143,6 +143,12 @@ class BcosNet(DynamicLinearStack, ZooModel):
         checks["logit = sum(contributions) + b0"] = float(np.max(np.abs(rebuilt - explained)))
         return checks
 
+    def readout_head(self, images, batch_size=256):
+        """The last B-cos layer and the pooling head as a function of that layer's kernel (`zoo.bcos.readout`)."""
+        from glasszoo.zoo.bcos.readout import last_layer_head
+
+        return last_layer_head(self, images, batch_size)
+
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Keras `compile` with the family's defaults: Adam, one-hot binary cross-entropy, accuracy."""
         loss = OneHotBinaryCrossentropy(self.num_classes) if loss is None else loss

@@ -205,6 +205,22 @@ class INAM(ZooModel):
         values, _ = self.pool(maps)
         return maps, self.head.logits(self.head(values))
 
+    def linear_readout(self, images):
+        """The additive head's output layer: `logits = sum_l h_l(X_l) @ W_l + bias`, one linear map of all `h_l`.
+
+        The centring shifts of the shape functions sum to zero over the
+        features, so they leave the logits out; the features are the last
+        hidden layers of the `N` shape functions side by side, `(B, N · width)`.
+        """
+        hidden = self.head.last_hidden(self.feature_values(images))
+        kernel = self.head.output_kernel
+        return {
+            "features": ops.reshape(hidden, (-1, hidden.shape[1] * hidden.shape[2])),
+            "kernel": ops.reshape(kernel, (-1, kernel.shape[-1])),
+            "bias": self.head.bias,
+            "offset": None,
+        }
+
     def feature_values(self, images):
         """Maximal responses `(B, N)` of a batch tensor."""
         values, _ = self.pool(self.conv(images))
