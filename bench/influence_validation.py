@@ -74,8 +74,8 @@ def _validate(preset, args):
 
     started = time.time()
     refitted = influence.InfluenceIndex.build(model, x_fit, y_fit, damping=args.damping, refit=True)
-    features, offsets, parameters = influence.readout(model, x_test)
-    moved = float(np.max(np.abs(features @ (refitted.parameters - parameters))))
+    test_head = index.test_readout(model, x_test)
+    moved = float(np.max(np.abs(refitted.test_readout(model, x_test).logits(refitted.parameters) - test_head.logits(index.parameters))))
     # how close the answer users get (the model's own readout) is to the validated one (the refitted readout)
     own, validated = index.scores(model, x_test), refitted.scores(model, x_test)
     agreement = [float(np.corrcoef(a, b)[0, 1]) for a, b in zip(own, validated)]
@@ -111,6 +111,9 @@ def _validate(preset, args):
         "preset": preset,
         "training_data": where,
         "training_images": int(len(y_fit)),
+        "damping": index.damping,
+        "layer": index.info.get("layer"),
+        "projection": index.info.get("projection"),
         "readout_parameters": int(index.info["parameters"]),
         "build_seconds": build_seconds,
         "index_mib": size / 2**20,

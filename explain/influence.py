@@ -75,7 +75,7 @@ from glasszoo.explain.readouts import linear_head, principal_directions, project
 INDEX_KEYS = ("features", "residuals", "labels", "inverse_hessian", "kernel", "offsets")
 DEFAULT_DAMPING = 1e-3
 NONLINEAR_DAMPING = 0.1
-MAX_PARAMETERS = 6000
+MAX_PARAMETERS = 2600
 
 
 def default_damping(model):

@@ -9,7 +9,10 @@
   convex readout gives far more);
 - the index round-trips through its file and the cache, bad inputs and bad
   files are refused with the problem named, and a family without a linear
-  readout says so.
+  readout says so;
+- the same for per-class features and the one-hot binary cross-entropy
+  (a non-linear last layer: B-cos, with real-layer refits) and for a wide
+  readout restricted to its principal directions (INAM).
 """
 
 import numpy as np
@@ -55,6 +58,72 @@ def test_gradient_and_hessian_are_those_of_the_objective():
         ).reshape(-1) / (2 * step)
         np.testing.assert_allclose(hessian[:, index], column, atol=1e-7)
     np.testing.assert_allclose(hessian, hessian.T)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
+def test_per_class_features_and_both_losses_have_the_objective_s_gradient_and_gauss_newton_matrix(loss):
+    features, offsets, labels, parameters = _problem(seed=2)
+    features = np.random.default_rng(5).normal(size=features.shape + (parameters.shape[1],))  # one set per class
+    damping, step, center = 0.05, 1e-6, np.full(parameters.shape, 0.3)
+    gradient = influence.objective_gradient(features, offsets, labels, parameters, damping, loss=loss, center=center)
+    hessian = influence.objective_hessian(features, offsets, parameters, damping, chunk=7, loss=loss)
+    flat = parameters.reshape(-1)
+    for index in range(flat.size):
+        moved = np.zeros_like(flat)
+        moved[index] = step
+        up, down = (flat + moved).reshape(parameters.shape), (flat - moved).reshape(parameters.shape)
+        values = [influence.objective_value(features, offsets, labels, p, damping, loss=loss, center=center) for p in (up, down)]
+        assert abs((values[0] - values[1]) / (2 * step) - gradient.reshape(-1)[index]) < 1e-7
+        column = (
+            influence.objective_gradient(features, offsets, labels, up, damping, loss=loss)
+            - influence.objective_gradient(features, offsets, labels, down, damping, loss=loss)
+        ).reshape(-1) / (2 * step)
+        np.testing.assert_allclose(hessian[:, index], column, atol=1e-7)  # the layer is linear here: Gauss-Newton = Hessian
+    if loss == "sigmoid":  # the binary cross-entropy of a per-class readout couples no two classes
+        classes = parameters.shape[1]
+        assert np.all(hessian.reshape(-1, classes, parameters.shape[0], classes)[:, 0, :, 1] == 0)
+
+
+def test_a_non_linear_last_layer_is_validated_by_refitting_the_real_layer(samples):
+    """B-cos: the leave-one-out refits re-evaluate the layer itself, so the check sees what Gauss-Newton leaves out."""
+    x, y = samples[0], samples[1]
+    # the tiny config's output scale (scale_factor 100) gives logits in the thousands, every sigmoid saturated and
+    # no curvature left for a Newton step; 10 gives logits of order one, as the preset's are
+    model = build("bcos", seed=1, scale_factor=10.0)
+    model.compile()
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    index = influence.InfluenceIndex.build(model, x, y, refit=True)
+    assert index.info["layer"].startswith("non-linear") and index.loss == "sigmoid" and index.damping == influence.NONLINEAR_DAMPING
+    assert index.features.ndim == 3 and index.info["refit_steps"] > 0
+    head = index.head
+    gradient = influence.objective_gradient(*head.expand(index.parameters), y, index.parameters, index.damping, loss="sigmoid", center=index.center)
+    assert np.max(np.abs(gradient)) < 1e-10  # at the optimum of the real layer's proximal objective
+    test_image, test_label = x[6], y[6]
+    predicted = index.predicted_loss_change(model, test_image[None], target=[test_label])[0]
+    most = np.argsort(-np.abs(predicted), kind="stable")[:20]
+    check = influence.leave_one_out_check(index, model, test_image, test_label, most)
+    assert check["pearson_r"] >= 0.8, check
+    found = index.most_influential(model, x[:2], count=3)
+    assert found["helpful"].shape == (2, 3)
+
+
+def test_a_wide_readout_is_restricted_to_its_principal_directions_without_changing_the_logits(samples, tmp_path):
+    x, y = samples[0], samples[1]
+    model = build("inam", seed=1)
+    model.compile()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    full = influence.readout(model, x)
+    index = influence.InfluenceIndex.build(model, x, y, damping=0.01, max_parameters=200, refit=True)
+    assert index.info["projection"]["directions"] == 20 and index.info["projection"]["of"] == full.features.shape[1]
+    assert 0.5 < index.info["projection"]["second_moment_share"] <= 1.0
+    restricted = influence.InfluenceIndex.build(model, x, y, damping=0.01, max_parameters=200)
+    np.testing.assert_allclose(restricted.test_readout(model, x[:5]).logits(restricted.parameters), full.logits(full.parameters)[:5], atol=1e-8)
+    test_image, test_label = x[3], y[3]
+    predicted = index.predicted_loss_change(model, test_image[None], target=[test_label])[0]
+    most = np.argsort(-np.abs(predicted), kind="stable")[:20]
+    assert influence.leave_one_out_check(index, model, test_image, test_label, most)["pearson_r"] >= 0.8
+    reloaded = influence.InfluenceIndex.load(restricted.save(tmp_path / "index.npz"))
+    np.testing.assert_allclose(reloaded.scores(model, x[:2]), restricted.scores(model, x[:2]), rtol=1e-4, atol=1e-7)
 
 
 def test_refit_reaches_the_optimum_with_and_without_a_point():
