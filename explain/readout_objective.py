@@ -19,7 +19,7 @@ the images, plus `damping/2 ||theta||^2`:
 - `"softmax"`: cross-entropy of the softmax;
 - `"sigmoid"`: binary cross-entropy of every class logit against the one-hot
   label, averaged over the `K` classes (`OneHotBinaryCrossentropy`, the
-  CoDA and B-cos loss).
+  loss of models whose `output_activation` is a sigmoid).
 
 `objective_hessian` is the Gauss-Newton matrix
 `1/n sum_b J_bᵀ Λ_b J_b + damping I` (`J_b` the Jacobian of the logits in

@@ -11,7 +11,7 @@ It has `features` (`(n, F)` shared by the classes, or `(n, F, K)` one set
 per class), `offsets` `(n, K)`, `parameters` (the model's `theta`), `loss`
 (the model's training loss: `"softmax"` or `"sigmoid"`), `linear`, and
 `expand(theta) -> (features, offsets)` at other weights. A linear layer's
-expansion is the same everywhere (`LinearHead`); a non-linear one's (B-cos)
+expansion is the same everywhere (`LinearHead`); a non-linear one's
 is re-expanded from the images' inputs to the layer, which the head keeps.
 
 Families give theirs with `ZooModel.readout_head(images)`; by default that
