@@ -18,6 +18,7 @@
 import numpy as np
 import pytest
 from glasszoo.explain import influence
+from glasszoo.explain.probabilities import probabilities_of
 from tiny_models import build
 
 
@@ -144,7 +145,7 @@ def test_scores_are_minus_test_gradient_times_inverse_hessian_times_training_gra
     scores = index.scores(model, x[:2], target=[1, 4])
     head = influence.readout(model, x)
     features, offsets, parameters = head.features, head.offsets, head.parameters
-    probabilities = influence.probabilities_of(offsets + features @ parameters)
+    probabilities = probabilities_of(offsets + features @ parameters)
     inverse = np.linalg.inv(influence.objective_hessian(features, offsets, parameters, 0.01))
     for row, (test, label) in enumerate(zip((0, 1), (1, 4))):
         residual = probabilities[test].copy()
