@@ -135,6 +135,7 @@ class InfluenceIndex:
         loss: the model's training loss, `"softmax"` or `"sigmoid"`.
         projection: `(F, F')` orthonormal directions the weights are free in, or None (all of them).
         head: the training images' readout head, kept in memory for refits of a non-linear layer (not saved).
+        center: the weights the damping pulls toward (None: 0; a non-linear layer's: the model's own).
 
     Example:
     >>> index = InfluenceIndex.cached(model, x_fit, y_fit)  # doctest: +SKIP
@@ -143,7 +144,10 @@ class InfluenceIndex:
     (array([ 812, 4410, ...]), array([ 51233, 90, ...]))
     """
 
-    def __init__(self, features, residuals, labels, inverse_hessian, parameters, offsets, damping, info=None, loss="softmax", projection=None, head=None):
+    def __init__(
+        self, features, residuals, labels, inverse_hessian, parameters, offsets, damping, info=None, loss="softmax", projection=None,
+        head=None, center=None,
+    ):  # fmt: skip
         self.features = np.asarray(features, dtype="float64")
         self.residuals = np.asarray(residuals, dtype="float64")
         self.labels = np.asarray(labels, dtype="int64")
@@ -155,6 +159,7 @@ class InfluenceIndex:
         self.loss = loss
         self.projection = None if projection is None else np.asarray(projection, dtype="float64")
         self.head = head
+        self.center = center
 
     @property
     def size(self):
@@ -215,9 +220,10 @@ class InfluenceIndex:
             "loss": head.loss,
             "layer": "linear" if head.linear else "non-linear (Gauss-Newton Hessian)",
         })  # fmt: skip
-        index = cls(features, residuals, labels, _inverse(hessian), parameters, offsets, damping, info, head.loss, projection, None if head.linear else head)
-        index.center = center
-        return index
+        return cls(
+            features, residuals, labels, _inverse(hessian), parameters, offsets, damping, info, head.loss, projection,
+            None if head.linear else head, center,
+        )  # fmt: skip
 
     @classmethod
     def cached(cls, model, images, labels, damping=None, folder=None, batch_size=256):
@@ -374,7 +380,7 @@ def leave_one_out_check(index, model, test_image, test_label, removed, tolerance
         parameters, _ = refit_readout(
             index.features, index.offsets, index.labels, index.parameters, index.damping, weights=weights,
             tolerance=tolerance, max_steps=max_steps, hessian_inverse=index.inverse_hessian, loss=index.loss, head=index.head,
-            center=getattr(index, "center", None), relative_tolerance=relative_tolerance,
+            center=index.center, relative_tolerance=relative_tolerance,
         )  # fmt: skip
         actual.append(_readout_losses(head.logits(parameters), label, index.loss)[0] - base_loss)
     actual = np.array(actual)
