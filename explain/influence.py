@@ -16,24 +16,24 @@ Removing `z` is upweighting it by `-1/n`: the test loss changes by about
 parameters are those of the model's last layer (its *readout*), with
 everything before it held fixed (`explain.readouts`):
 
-- a linear last layer (CNN, ProtoPNet, PrototypeDL, SENN, INAM) exposes
+- a linear last layer exposes
   itself as `model.linear_readout(images)`,
   `logits = offset + features @ kernel + bias`. The loss is then convex in
   the readout and the Hessian is exact:
   `H = 1/n sum_b (diag p_b - p_b p_bᵀ) (x) phi_b phi_bᵀ + damping I` over
   the `P = (F + 1) K` readout parameters. A readout wider than
-  `MAX_PARAMETERS` (INAM's additive head: 256 x 32 hidden units per class)
+  `MAX_PARAMETERS` (an additive head of many per-feature networks, say)
   has its weights free only along the principal directions of its
   features (the rest held at the model's values), so `H` stays small
   enough to invert exactly; the index records the share of the features'
   second moment those directions hold.
-- a non-linear last layer (B-cos's last B-cos unit) exposes
+- a non-linear last layer exposes
   `model.readout_head(images)`: its logits and their Jacobian in the
   layer's weights, one set of weights per class. `H` is then the
   Gauss-Newton matrix (`explain.readout_objective`).
 
 The loss is the model's own (`output_activation`: softmax cross-entropy,
-or the one-hot binary cross-entropy CoDA and B-cos train with). The damping
+or the one-hot binary cross-entropy of sigmoid outputs). The damping
 makes `H` positive definite; it is the objective's own L2 term when the
 readout is refitted (`refit=True`, and the leave-one-out check).
 
@@ -86,7 +86,7 @@ def default_damping(model):
     describes is the layer retrained *near* the model's weights, the
     "proximal" response Bae et al. (2022) show influence functions estimate
     for non-convex models. With 0.1 its Gauss-Newton refits converge in
-    about ten steps (with 0.01, B-cos's had not in 300).
+    about ten steps on the zoo's non-linear layer (with 0.01 they had not in 300).
     """
     probe = np.zeros((1,) + tuple(model.image_shape), "float32")
     return NONLINEAR_DAMPING if model.readout_head(probe) is not None else DEFAULT_DAMPING

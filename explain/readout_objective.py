@@ -175,7 +175,7 @@ def refit_readout(
             returns `(features, offsets)` expanded at other parameters
             (`explain.readouts`); None for a linear layer.
         center: the point the damping pulls toward (None: 0). A layer whose
-            logits do not change with the size of its weights (B-cos's unit
+            logits do not change with the size of its weights (unit-norm
             weights) has no optimum with the damping pulling toward 0 (the
             weights would shrink without end); pulling toward the model's
             own weights gives it one.
