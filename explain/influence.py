@@ -78,8 +78,8 @@ NONLINEAR_DAMPING = 0.1
 MAX_PARAMETERS = 2600
 
 
-def default_damping(model):
-    """`DEFAULT_DAMPING` for a linear last layer, `NONLINEAR_DAMPING` for a non-linear one.
+def resolved_damping(head, damping=None):
+    """`damping`, or by default `DEFAULT_DAMPING` for a linear last layer and `NONLINEAR_DAMPING` for a non-linear one.
 
     A non-linear layer's damping pulls its weights toward the model's own
     (`refit_readout`'s `center`): the objective the influence function then
@@ -88,8 +88,9 @@ def default_damping(model):
     for non-convex models. With 0.1 its Gauss-Newton refits converge in
     about ten steps on the zoo's non-linear layer (with 0.01 they had not in 300).
     """
-    probe = np.zeros((1,) + tuple(model.image_shape), "float32")
-    return NONLINEAR_DAMPING if model.readout_head(probe) is not None else DEFAULT_DAMPING
+    if damping is not None:
+        return damping
+    return DEFAULT_DAMPING if head.linear else NONLINEAR_DAMPING
 
 
 def readout(model, images, batch_size=256):
@@ -175,7 +176,7 @@ class InfluenceIndex:
             images: `(n, H, W, C)` training images in [0, 1].
             labels: `(n,)` their classes.
             damping: added to the Hessian's diagonal (and, with `refit`, the L2 weight of the objective);
-                None: `default_damping(model)`.
+                None: `resolved_damping`'s default for the layer.
             refit: first move the readout to the optimum of the damped
                 objective on these images (the setting of the paper's
                 guarantees; the model itself is not changed).
@@ -187,12 +188,12 @@ class InfluenceIndex:
                 the features' second moment those directions hold.
         """
         labels = np.asarray(labels, dtype="int64").reshape(-1)
-        damping = default_damping(model) if damping is None else damping
         if len(labels) != len(images) or not len(labels):
             raise ValueError(f"Influence needs training images with one label each; got {len(images)} images and {len(labels)} labels.")
-        if not float(damping) > 0:
+        if damping is not None and not float(damping) > 0:
             raise ValueError(f"damping must be positive (it makes the Hessian invertible); got {damping!r}.")
         head = readout(model, images, batch_size)
+        damping = resolved_damping(head, damping)
         projection, info = None, {}
         if head.linear and head.features.ndim == 2 and head.parameters.size > max_parameters:
             width = max(1, int(max_parameters) // head.parameters.shape[1])
@@ -228,7 +229,6 @@ class InfluenceIndex:
     @classmethod
     def cached(cls, model, images, labels, damping=None, folder=None, batch_size=256):
         """`build`, saved to and reused from `cache_file(...)` under `folder` (default `~/.cache/glasszoo/influence`)."""
-        damping = default_damping(model) if damping is None else damping
         path = cache_file(model, images, labels, damping, folder)
         if path.exists():
             return cls.load(path)
@@ -329,9 +329,9 @@ class InfluenceIndex:
 
 def cache_file(model, images, labels, damping=None, folder=None):
     """The index file of this model's readout, training data and damping (the names hold their sha256)."""
-    damping = default_damping(model) if damping is None else damping
     folder = pathlib.Path(folder) if folder is not None else pathlib.Path.home() / ".cache" / "glasszoo" / "influence"
-    parameters = readout(model, np.asarray(images[:1])).parameters
+    probe = readout(model, np.asarray(images[:1]))
+    damping, parameters = resolved_damping(probe, damping), probe.parameters
     key = hashlib.sha256()
     key.update(np.ascontiguousarray(parameters).tobytes())
     key.update(data_sha256(np.asarray(images), np.asarray(labels, "int64")).encode())

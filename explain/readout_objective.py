@@ -90,13 +90,19 @@ def _away(parameters, center):
     return parameters if center is None else parameters - center
 
 
-def objective_value(features, offsets, labels, parameters, damping, weights=None, count=None, loss="softmax", center=None):
-    """`1/count sum_b w_b L_b + damping/2 ||parameters - center||^2` (w: 1 by default, 0 removes a point; center: 0 by default)."""
-    count = len(features) if count is None else count
-    values = losses(logits_of(features, offsets, parameters), labels, loss)
+def objective_of_logits(logits, labels, parameters, damping, weights=None, count=None, loss="softmax", center=None):
+    """`1/count sum_b w_b L_b + damping/2 ||parameters - center||^2` given the logits at `parameters`."""
+    count = len(logits) if count is None else count
+    values = losses(logits, labels, loss)
     if weights is not None:
         values = values * weights
     return values.sum() / count + 0.5 * damping * np.sum(_away(parameters, center) ** 2)
+
+
+def objective_value(features, offsets, labels, parameters, damping, weights=None, count=None, loss="softmax", center=None):
+    """`1/count sum_b w_b L_b + damping/2 ||parameters - center||^2` (w: 1 by default, 0 removes a point; center: 0 by default)."""
+    logits = logits_of(features, offsets, parameters)
+    return objective_of_logits(logits, labels, parameters, damping, weights=weights, count=count, loss=loss, center=center)
 
 
 def objective_gradient(features, offsets, labels, parameters, damping, weights=None, count=None, loss="softmax", center=None):
@@ -185,12 +191,9 @@ def refit_readout(
     """
     parameters = np.array(parameters, dtype="float64")
 
-    def value_at(candidate):
+    def value_at(candidate):  # a non-linear layer is evaluated itself, not its expansion
         logits = logits_of(features, offsets, candidate) if head is None else head.logits(candidate)
-        values = losses(logits, labels, loss)
-        if weights is not None:
-            values = values * weights
-        return values.sum() / len(labels) + 0.5 * damping * np.sum(_away(candidate, center) ** 2)
+        return objective_of_logits(logits, labels, candidate, damping, weights=weights, loss=loss, center=center)
 
     value = value_at(parameters)
     threshold = tolerance

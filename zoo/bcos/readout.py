@@ -62,9 +62,7 @@ class BcosLastLayerHead:
         self.chunk = int(chunk)
         units = np.asarray(kernel, "float64").reshape(self.width, self.classes, self.max_out)  # column j · M + m
         self.parameters = units.transpose(2, 0, 1).reshape(self.max_out * self.width, self.classes)
-        self.winners = None
-        _, unit, _ = self._units(self.parameters)
-        self.winners = np.concatenate([self._forward(self._chunk(start), unit, start)[2] for start in range(0, len(patches), self.chunk)]).astype("int8")
+        self.winners = None  # the first expansion records them (at the model's weights) for every later one
         self.features, self.offsets = self.expand(self.parameters)
 
     def _units(self, parameters):
@@ -110,10 +108,11 @@ class BcosLastLayerHead:
     def expand(self, parameters):
         """`(features (n, M · d, K), offsets (n, K))`: the logits' Jacobian at `parameters` and the rest."""
         _, unit, norms = self._units(parameters)
-        features, logits = [], []
+        features, logits, all_winners = [], [], []
         for start in range(0, len(self.patches), self.chunk):
             x = self._chunk(start)
             chunk_logits, responses, winners, gain = self._forward(x, unit, start)
+            all_winners.append(winners.astype("int8"))
             per_unit = []
             for m in range(self.max_out):
                 weight = gain * (winners == m)  # (b, P, K)
@@ -123,6 +122,8 @@ class BcosLastLayerHead:
             features.append(np.concatenate(per_unit, axis=1))
             logits.append(chunk_logits)
         features, logits = np.concatenate(features), np.concatenate(logits)
+        if self.winners is None:
+            self.winners = np.concatenate(all_winners)
         return features, logits - np.einsum("bfc,fc->bc", features, np.asarray(parameters, "float64"), optimize=True)
 
 
