@@ -57,6 +57,41 @@ class ImageDataset:
         return self.x_train[fit], self.y_train[fit], self.x_train[val], self.y_train[val]
 
 
+def without_classes(dataset, names):
+    """`dataset` with the classes `names` removed from every split and the others relabelled 0..K'-1 in order.
+
+    A model trained on the result has never seen those classes (neither in
+    training nor in validation); `held_out` records them and `kept` the old
+    label of each new one, so that their test images can be fetched for a
+    study of unseen classes (`dataset.x_test[dataset.y_test == old label]`
+    on the full data set).
+
+    Raises:
+        ValueError: a name is not a class of `dataset`, or nothing would be left.
+
+    Example:
+    >>> data = without_classes(load_dataset("fashion_mnist"), ["Sneaker"])  # doctest: +SKIP
+    >>> len(data.class_names), data.held_out  # doctest: +SKIP
+    (9, ['Sneaker'])
+    """
+    names = [str(name) for name in names]
+    unknown = [name for name in names if name not in dataset.class_names]
+    if unknown:
+        raise ValueError(f"Cannot hold out {unknown}: {dataset.name}'s classes are {dataset.class_names}.")
+    kept = [k for k, name in enumerate(dataset.class_names) if name not in names]
+    if len(kept) < 2:
+        raise ValueError(f"Holding out {names} leaves fewer than 2 classes of {dataset.name}.")
+    relabel = np.full(len(dataset.class_names), -1, "int32")
+    relabel[kept] = np.arange(len(kept))
+    train, test = relabel[dataset.y_train] >= 0, relabel[dataset.y_test] >= 0
+    reduced = ImageDataset(
+        dataset.name, dataset.x_train[train], relabel[dataset.y_train[train]], dataset.x_test[test], relabel[dataset.y_test[test]],
+        [dataset.class_names[k] for k in kept], dataset.source,
+    )
+    reduced.held_out, reduced.kept = names, kept
+    return reduced
+
+
 def _as_images(x):
     x = np.asarray(x)
     if x.ndim == 3:

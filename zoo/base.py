@@ -599,6 +599,14 @@ class ZooModel(keras.Model):
         """A callback that trains the family in stages (it sets `total_epochs`, rates and checkpoints), or None."""
         return None
 
+    def calibrate(self, images, labels):
+        """Settings chosen after training on the validation split (`glasszoo train` records the dict in the card), or None.
+
+        Args:
+            images, labels: the validation split (never the test split).
+        """
+        return None
+
     def finish_training(self, images):
         """Called by `glasszoo train` on the fit split once the best weights are loaded (INAM centres its head)."""
 

@@ -188,6 +188,10 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     started = time.time()
 
     data = load_dataset(spec["dataset"])
+    if spec.get("held_out_classes"):  # a study of unseen classes: they are in no split the model sees
+        from glasszoo.data.datasets import without_classes
+
+        data = without_classes(data, spec["held_out_classes"])
     x_fit, y_fit, x_val, y_val = data.validation_split(spec.get("validation_size"), seed=seed)  # a folder keeps its own
     if max_train:
         x_fit, y_fit = x_fit[:max_train], y_fit[:max_train]
@@ -326,6 +330,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     else:
         model.load_weights(str(checkpoint))
     model.finish_training(x_fit)
+    calibration = model.calibrate(x_val, y_val)
     extra_files = model.preset_files(work_dir)
     val_loss, val_accuracy = cross_entropy_and_accuracy(model, x_val, y_val)
     val_localisation = validation_localisation(model, x_val, y_val, localisation_grids, seed) if model.has_attribution_map else None
@@ -408,6 +413,10 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         "history": log,
         "versions": _versions(),
     }
+    if calibration:
+        metadata["calibration"] = calibration
+    if getattr(data, "held_out", None):
+        metadata["data"]["held_out_classes"] = list(data.held_out)
     if getattr(model, "explanation_outputs", None):
         metadata["explanation_outputs"] = model.explanation_outputs
     if getattr(data, "paths", None):  # a folder of images: which file went to which split

@@ -47,6 +47,10 @@ def training_split(model, data=None):
         )
     if name in LOADERS:
         dataset = load_dataset(name)
+        if recorded.get("held_out_classes"):  # trained without them: the same relabelled split
+            from glasszoo.data.datasets import without_classes
+
+            dataset = without_classes(dataset, recorded["held_out_classes"])
         size = recorded.get("validation_images")
         if size is None:
             raise ValueError(f"{model.name}'s card does not record its validation size, so its fit split cannot be rebuilt.")

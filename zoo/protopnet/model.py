@@ -148,18 +148,37 @@ class ProtoPNet(ZooModel):
         else:
             self.backbone = applications_backbone(self.backbone_name, self.image_shape, weights=backbone_weights)
         self.add_on = add_on_layers(self.prototype_channels)
-        self.prototype_layer = PrototypeLayer(
-            self.num_classes * self.prototypes_per_class, int(prototype_size), distance_dtype=distance_dtype, name="prototype_layer"
-        )
-        self.last_layer = keras.layers.Dense(self.num_classes, use_bias=False, name="last_layer")
-        self.prototype_class = np.repeat(np.arange(self.num_classes), self.prototypes_per_class)
+        self.prototype_class = self.prototype_groups()
+        self.prototype_layer = PrototypeLayer(len(self.prototype_class), int(prototype_size), distance_dtype=distance_dtype, name="prototype_layer")
+        self.last_layer = keras.layers.Dense(self.last_layer_units(), use_bias=False, name="last_layer")
         self.prototype_provenance = None
         # True while the backbone is frozen (warm-up, last-layer stage): BatchNorm statistics stay fixed too,
         # so the latent patches a push recorded stay exactly where the provenance says
         self.frozen_feature_statistics = False
         self._loss_inputs = threading.local()  # per replica thread under tf.distribute
         self.build((None,) + self.image_shape)
-        self.last_layer.kernel.assign(class_connection(self.prototype_class, self.num_classes))
+        self.last_layer.kernel.assign(self.initial_last_layer())
+
+    # -- which prototype serves which class (a subclass may group prototypes otherwise) --------------
+    def prototype_groups(self):
+        """int `(P,)`: the group each prototype belongs to, is pushed within and is counted by; here its class."""
+        return np.repeat(np.arange(self.num_classes), self.prototypes_per_class)
+
+    def last_layer_units(self):
+        """Outputs of the bias-free last layer on the `P` similarities: here the `K` class logits."""
+        return self.num_classes
+
+    def initial_last_layer(self):
+        """The last layer's starting kernel `(P, last_layer_units())`: the reference's class connection."""
+        return class_connection(self.prototype_class, self.num_classes)
+
+    def prototype_owners(self, labels):
+        """Bool `(n, P)`: whether an image of each label may be a push source of each prototype (its class here)."""
+        return np.asarray(labels).reshape(-1)[:, None] == self.prototype_class[None, :]
+
+    def weighted_costs(self, costs):
+        """The extra loss from `prototype_costs`' terms and the model's weights."""
+        return self.cluster_weight * costs["cluster"] - self.separation_weight * costs["separation"] + self.l1_weight * costs["l1"]
 
     def build(self, input_shape):
         self.backbone.build(input_shape)
@@ -196,8 +215,7 @@ class ProtoPNet(ZooModel):
         if y is None or min_distances is None or min_distances.shape[-1] != self.prototype_layer.num_prototypes:
             return loss
         costs = self.prototype_costs(min_distances, y, cluster_distances=object_min_distances)
-        extra = self.cluster_weight * costs["cluster"] - self.separation_weight * costs["separation"] + self.l1_weight * costs["l1"]
-        return loss + _per_replica(extra)
+        return loss + _per_replica(self.weighted_costs(costs))
 
     def object_min_distances(self, images, distances):
         """`(B, P)` distance of each prototype to its nearest latent patch *on the object*, or None.

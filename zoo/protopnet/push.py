@@ -28,6 +28,14 @@ def candidates(model, images, own):
     return allowed if on_object is None else allowed & on_object[..., None]
 
 
+def check_every_group_has_images(model, labels):
+    """Raises a ValueError naming the prototype groups (classes) that no push image may serve."""
+    served = model.prototype_owners(np.unique(labels)).any(axis=0)  # (P,)
+    missing = sorted(set(model.prototype_class[~served].tolist()))
+    if missing:
+        raise ValueError(f"The push images have no image of classes {missing}; every class with prototypes needs some.")
+
+
 def nearest_patches(model, images, labels, batch_size=128):
     """For each prototype, its nearest latent patch among images of its class.
 
@@ -37,9 +45,7 @@ def nearest_patches(model, images, labels, batch_size=128):
         `patches` (P, k, k, D) the latent patches.
     """
     prototype_class = model.prototype_class
-    missing = sorted(set(prototype_class.tolist()) - set(np.unique(labels).tolist()))
-    if missing:
-        raise ValueError(f"The push images have no image of classes {missing}; every class with prototypes needs some.")
+    check_every_group_has_images(model, labels)
     size = model.prototype_layer.prototype_size
     count = len(prototype_class)
     best = np.full(count, np.inf)
@@ -49,7 +55,7 @@ def nearest_patches(model, images, labels, batch_size=128):
     for start in range(0, len(images), batch_size):
         latent, distances = model.latent_and_distances(images[start : start + batch_size])
         batch_labels = labels[start : start + batch_size]
-        own = batch_labels[:, None] == prototype_class[None, :]  # (b, P)
+        own = model.prototype_owners(batch_labels)  # (b, P)
         masked = np.where(candidates(model, images[start : start + batch_size], own), distances, np.inf)
         b, h, w, _ = masked.shape
         flat = masked.reshape(b * h * w, count)
@@ -83,9 +89,7 @@ def distinct_nearest_patches(model, images, labels, batch_size=128):
     prototype_class = model.prototype_class
     count = len(prototype_class)
     m = int(np.bincount(prototype_class).max())
-    for k in np.unique(prototype_class):
-        if np.sum(labels == k) == 0:
-            raise ValueError(f"The push images have no image of class {int(k)}; every class with prototypes needs some.")
+    check_every_group_has_images(model, labels)
     size = model.prototype_layer.prototype_size
     distance = np.full((count, m), np.inf)
     source = np.zeros((count, m), "int64")
@@ -93,7 +97,7 @@ def distinct_nearest_patches(model, images, labels, batch_size=128):
     patches = None
     for start in range(0, len(images), batch_size):
         latent, distances = model.latent_and_distances(images[start : start + batch_size])
-        own = labels[start : start + batch_size][:, None] == prototype_class[None, :]
+        own = model.prototype_owners(labels[start : start + batch_size])
         b, h, w, _ = distances.shape
         flat = np.where(candidates(model, images[start : start + batch_size], own), distances, np.inf).reshape(b * h * w, count)
         if patches is None:

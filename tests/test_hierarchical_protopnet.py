@@ -1,0 +1,248 @@
+"""Hierarchical ProtoPNet: the taxonomy's tables, the path probabilities, the per-node costs, push, placement, views."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from glasszoo.data.datasets import ImageDataset, without_classes
+from glasszoo.zoo.hierarchical_protopnet.model import HierarchicalProtoPNet
+from glasszoo.zoo.hierarchical_protopnet.tables import PlaceTables
+from glasszoo.zoo.protopnet.model import ProtoPNet
+from glasszoo.zoo.protopnet.schedule import ProtoPNetSchedule
+from glasszoo.zoo.taxonomy import Taxonomy
+
+NAMES = [str(k) for k in range(10)]
+TREE = {"a": ["0", "1", "2", "3"], "7": None, "b": {"c": ["8", "9"], "4": None}, "d": ["5", "6"]}
+TINY = dict(num_classes=10, input_shape=(28, 28, 1), backbone_stages=[[8], [12]], prototype_channels=6, prototypes_per_child=2)
+
+
+def tiny(seed=0, taxonomy=TREE, **overrides):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return HierarchicalProtoPNet(**dict(TINY, taxonomy={"tree": taxonomy, "class_names": NAMES}, **overrides))
+
+
+@pytest.fixture(scope="module")
+def trained(samples):
+    """A tiny model trained through warm-up, joint, push and last layer (module-wide)."""
+    images, labels = samples[0], samples[1]
+    model = tiny()
+    model.compile()
+    schedule = ProtoPNetSchedule(images, labels, warm_epochs=1, joint_epochs=1, last_layer_epochs=1, cycles=1, distinct_push=True)
+    model.fit(images, labels, epochs=schedule.total_epochs, batch_size=10, callbacks=[schedule], verbose=0)
+    return model
+
+
+def numpy_hierarchy(similarity, kernel, tables):
+    """Reference: per node, a softmax over its children's scores; a place's probability is the product along its path."""
+    similarity, kernel = similarity.astype("float64"), kernel.astype("float64")
+    scores = np.zeros((len(similarity), tables.num_places))
+    conditional = np.ones((len(similarity), tables.num_places))
+    for node in range(tables.num_nodes):
+        children = [v for v in range(1, tables.num_places) if tables.parent[v] == node]
+        mine = tables.prototype_node == node
+        for v in children:
+            scores[:, v] = similarity[:, mine] @ kernel[mine, v - 1]
+        block = scores[:, children]
+        soft = np.exp(block - block.max(axis=1, keepdims=True))
+        conditional[:, children] = soft / soft.sum(axis=1, keepdims=True)
+    reach = np.ones_like(conditional)
+    for v in range(1, tables.num_places):
+        place = v
+        while place > 0:
+            reach[:, v] *= conditional[:, place]
+            place = tables.parent[place]
+    return scores, conditional, reach
+
+
+def test_tables_follow_the_taxonomy():
+    tables = PlaceTables(Taxonomy(TREE, NAMES), 2)
+    assert tables.places[:4] == ["root", "a", "b", "d"] and tables.places[-10:] == NAMES
+    assert tables.num_nodes == 5 and tables.num_edges == 14 and tables.num_prototypes == 28
+    c = tables.places.index("c")
+    assert tables.parent[tables.places.index("8")] == c and tables.parent[c] == tables.places.index("b")
+    assert tables.depth[tables.places.index("9")] == 3 and tables.depth[tables.places.index("7")] == 1
+    # class 9's path: root -> b -> c -> 9
+    path = [tables.places[e + 1] for e in np.flatnonzero(tables.class_edges[9])]
+    assert path == ["b", "c", "9"]
+    assert [tables.places[n] for n in np.flatnonzero(tables.class_nodes[9])] == ["root", "b", "c"]
+    # every prototype's block is its node's children; two prototypes per edge
+    assert np.all(np.bincount(tables.prototype_edge) == 2)
+    for j in range(tables.num_prototypes):
+        assert set(np.flatnonzero(tables.node_block[j])) == {e for e in range(14) if tables.edge_node[e] == tables.prototype_node[j]}
+    kernel = tables.initial_last_layer()
+    assert set(np.unique(kernel)) == {-0.5, 0.0, 1.0}
+    assert np.all(kernel[tables.own_edge > 0] == 1.0) and np.all(kernel[tables.node_block == 0] == 0.0)
+
+
+def test_forward_is_the_product_of_per_node_softmaxes(samples, rng):
+    model = tiny()
+    model.last_layer.kernel.assign(rng.normal(size=model.last_layer.kernel.shape).astype("float32"))
+    out = model.explain(samples[0][:6])
+    scores, conditional, reach = numpy_hierarchy(out["prototype_similarity"], model.last_layer.kernel.numpy() * model.tables.node_block, model.tables)
+    np.testing.assert_allclose(out["place_scores"], scores, atol=1e-4)
+    np.testing.assert_allclose(out["conditional_probabilities"], conditional, atol=1e-5)
+    np.testing.assert_allclose(out["place_probabilities"], reach, atol=1e-5)
+    np.testing.assert_allclose(np.exp(out["logits"]), reach[:, model.tables.num_nodes :], atol=1e-5)
+    np.testing.assert_allclose(np.exp(out["logits"]).sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out["logits"], model.predict(samples[0][:6], verbose=0), atol=1e-5)
+    # the class's cross-entropy is the sum of the per-node cross-entropies along its path (the seed's loss)
+    labels = samples[1][:6]
+    per_node = [-np.sum(np.log([conditional[b, e + 1] for e in np.flatnonzero(model.tables.class_edges[k])])) for b, k in enumerate(labels)]
+    np.testing.assert_allclose(-out["logits"][np.arange(6), labels], per_node, rtol=1e-4)
+    assert out["place_parent"][0].tolist() == model.tables.parent.tolist()
+
+
+def test_a_flat_taxonomy_is_protopnet(samples, rng):
+    """Every class under the root: log-softmax of ProtoPNet's logits, and the same evidence map and contributions."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    flat = HierarchicalProtoPNet(**dict(TINY, taxonomy=None))
+    keras.utils.set_random_seed(3)
+    reference = ProtoPNet(num_classes=10, input_shape=(28, 28, 1), backbone_stages=[[8], [12]], prototype_channels=6, prototypes_per_class=2)
+    reference.set_weights(flat.get_weights())
+    kernel = rng.normal(size=(20, 10)).astype("float32")
+    flat.last_layer.kernel.assign(kernel)
+    reference.last_layer.kernel.assign(kernel)
+    images = samples[0][:5]
+    mine, theirs = flat.explain(images, target=4), reference.explain(images, target=4)
+    shifted = theirs["logits"] - theirs["logits"].max(axis=1, keepdims=True)
+    np.testing.assert_allclose(mine["logits"], shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)), atol=1e-5)
+    np.testing.assert_allclose(mine["prototype_contributions"], theirs["prototype_contributions"], atol=1e-5)
+    np.testing.assert_allclose(mine["class_evidence_map"], theirs["class_evidence_map"], atol=1e-4)
+
+
+def test_per_node_costs_match_a_loop_over_nodes(samples, rng):
+    model = tiny()
+    model.compile()
+    kernel = rng.normal(size=model.last_layer.kernel.shape).astype("float32")
+    model.last_layer.kernel.assign(kernel)
+    images, labels = samples[0][:10], samples[1][:10]
+    model(images, training=False)
+    distances = model._loss_inputs.min_distances.numpy().astype("float64")
+    costs = {k: float(v) for k, v in model.prototype_costs(distances.astype("float32"), labels).items()}
+    tables = model.tables
+    cluster, separation = [], []
+    for b, k in enumerate(labels):
+        total_cluster = total_separation = 0.0
+        for node, child in zip(np.flatnonzero(tables.class_nodes[k]), np.flatnonzero(tables.class_edges[k])):
+            at_node = tables.prototype_node == node
+            own = at_node & (tables.prototype_edge == child)
+            total_cluster += distances[b, own].min()
+            if np.any(at_node & ~own):
+                total_separation += distances[b, at_node & ~own].min()
+        cluster.append(total_cluster)
+        separation.append(total_separation)
+    np.testing.assert_allclose(costs["cluster"], np.mean(cluster), rtol=1e-5)
+    np.testing.assert_allclose(costs["separation"], np.mean(separation), rtol=1e-5)
+    np.testing.assert_allclose(costs["l1"], np.abs(kernel * (tables.node_block - tables.own_edge)).sum(), rtol=1e-5)
+    np.testing.assert_allclose(costs["l2"], np.square(kernel * tables.own_edge).sum(), rtol=1e-5)
+    logits = model(images, training=False).numpy()
+    total = float(model.compute_loss(images, labels, model(images, training=False)))
+    expected = -np.mean(logits[np.arange(10), labels]) + 0.8 * np.mean(cluster) - 0.08 * np.mean(separation) + 1e-4 * costs["l1"] + 1e-4 * costs["l2"]
+    np.testing.assert_allclose(total, expected, rtol=1e-4)
+
+
+def test_training_pushes_every_prototype_onto_an_image_under_its_child(trained, samples):
+    provenance = trained.prototype_provenance
+    tables = trained.tables
+    labels = samples[1][provenance["source_index"]]
+    for j, k in enumerate(labels):
+        assert tables.class_owns[k, j] == 1.0, f"prototype {j} of {tables.places[tables.prototype_place[j]]} pushed onto a class-{k} image"
+    latent = trained.latent_and_distances(provenance["source_image"])[0]
+    rows, cols = provenance["patch_position"].T
+    np.testing.assert_allclose(trained.prototype_layer.prototypes.numpy()[:, 0, 0], latent[np.arange(len(rows)), rows, cols], atol=1e-5)
+    assert np.all(provenance["prototype_class"] == tables.prototype_place)
+    assert trained.self_check_errors(samples[0][:8]) == {}
+
+
+def test_placement_is_the_deepest_place_above_the_threshold(samples, rng):
+    model = tiny(placement_threshold=0.3)
+    model.last_layer.kernel.assign(3.0 * rng.normal(size=model.last_layer.kernel.shape).astype("float32"))
+    out = model.explain(samples[0][:20])
+    for b in range(20):
+        above = np.flatnonzero(out["place_probabilities"][b] >= 0.3)
+        deepest = above[model.tables.depth[above] == model.tables.depth[above].max()]
+        assert out["placement"][b] == deepest[np.argmax(out["place_probabilities"][b, deepest])]
+
+
+def test_calibration_keeps_the_chosen_share_of_correct_images_at_their_class(trained, samples):
+    images, labels = samples[0], samples[1]
+    record = trained.calibrate_placement(images, labels, leaf_share=0.8)
+    out = trained.explain(images)
+    classes = out["place_probabilities"][:, trained.tables.num_nodes :]
+    correct = classes.argmax(axis=1) == labels
+    kept = classes[correct, labels[correct]] >= trained.placement_threshold
+    assert trained.placement_threshold == max(0.5, record["placement_threshold"]) or trained.placement_threshold == 0.5
+    assert kept.mean() >= 0.8 - 1e-9 or trained.placement_threshold == 0.5
+    assert trained.get_config()["placement_threshold"] == trained.placement_threshold
+
+
+@pytest.mark.parametrize(
+    "taxonomy, message",
+    [
+        ({"tree": {"a": ["0", "1"], "b": ["2"]}, "class_names": ["0", "1", "2", "3"]}, "leaves out the classes"),
+        ({"tree": {"a": ["0", "1"], "b": ["1", "2"]}, "class_names": ["0", "1", "2"]}, "appears twice"),
+        ({"tree": {"0": ["1", "2"]}, "class_names": ["0", "1", "2"]}, "is a class but has children"),
+        ({"tree": {"a": ["0", "1", "x"]}, "class_names": ["0", "1"]}, "is not a class"),
+    ],
+)
+def test_bad_taxonomies_are_refused_with_the_problem_named(taxonomy, message):
+    with pytest.raises(ValueError, match=message):
+        HierarchicalProtoPNet(num_classes=len(taxonomy["class_names"]), taxonomy=taxonomy, backbone_stages=[[4]], prototype_channels=4)
+
+
+def test_a_cycle_and_a_partial_class_list_are_refused():
+    with pytest.raises(ValueError, match="cycle"):
+        Taxonomy.from_parents({"root": None, "a": "b", "b": "a", "0": "root", "1": "a"}, ["0", "1"])
+    with pytest.raises(ValueError, match="not the model's classes"):
+        HierarchicalProtoPNet(num_classes=3, class_names=["0", "1", "x"], taxonomy={"tree": {"a": ["0", "1"], "2": None}, "class_names": ["0", "1", "2"]})
+
+
+def test_new_classes_altogether_get_a_flat_taxonomy_with_a_warning():
+    with pytest.warns(UserWarning, match="flat taxonomy"):
+        model = tiny(taxonomy=TREE, num_classes=3, class_names=["x", "y", "z"])
+    assert model.tables.num_nodes == 1 and model.class_names == ["x", "y", "z"]
+
+
+def test_config_and_keras_file_round_trip_keep_the_taxonomy(trained, samples, tmp_path):
+    import keras
+
+    config = trained.get_config()
+    assert "prototypes_per_class" not in config and json.loads(json.dumps(config))["taxonomy"]["tree"]["b"]["c"] == {"8": None, "9": None}
+    path = tmp_path / "model.keras"
+    trained.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.taxonomy.to_config() == trained.taxonomy.to_config()
+    np.testing.assert_allclose(loaded.explain(samples[0][:3])["place_probabilities"], trained.explain(samples[0][:3])["place_probabilities"], atol=1e-6)
+    assert loaded.prototype_provenance is not None
+
+
+def test_without_classes_hides_a_class_from_every_split():
+    x = np.zeros((12, 2, 2, 1), "float32")
+    data = ImageDataset("toy", x, np.arange(12) % 4, x[:8], np.arange(8) % 4, ["a", "b", "c", "d"], "made here")
+    reduced = without_classes(data, ["b"])
+    assert reduced.class_names == ["a", "c", "d"] and reduced.held_out == ["b"] and reduced.kept == [0, 2, 3]
+    assert sorted(set(reduced.y_train.tolist())) == [0, 1, 2] and len(reduced.y_train) == 9 and len(reduced.y_test) == 6
+    with pytest.raises(ValueError, match="Cannot hold out"):
+        without_classes(data, ["e"])
+    with pytest.raises(ValueError, match="fewer than 2"):
+        without_classes(data, ["a", "b", "c"])
+
+
+def test_views_draw_the_path_from_outputs_and_the_model_views(trained, samples, tmp_path):
+    from glasszoo.zoo.hierarchical_protopnet import views
+
+    images = samples[0][:2]
+    out = trained.explain(images)
+    assert views.place_names(trained.tables.parent, NAMES)[1:4] == ["0/1/2/3", "4/8/9", "5/6"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figure = views.draw(images[0], out, 0, NAMES)
+    assert len(figure.axes) >= 4
+    drawn = views.model_views(trained, images, ["first", "second"], out, samples[1][:2], tmp_path)
+    assert drawn == {"pushed": True}
+    assert (tmp_path / "path_first.png").stat().st_size > 0 and (tmp_path / "prototype_tree.png").stat().st_size > 0

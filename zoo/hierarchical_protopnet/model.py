@@ -1,0 +1,354 @@
+"""Hierarchical prototype networks (Hase, Chen, Li and Rudin 2019; seed 001): prototypes at every node of a taxonomy."""
+
+import warnings
+
+import keras
+import numpy as np
+from glasszoo.layers.prototype_layer import log_similarity
+from glasszoo.layers.single_node_ops import first_argmax
+from glasszoo.zoo.base import ZooModel, class_selection
+from glasszoo.zoo.hierarchical_protopnet.tables import PlaceTables
+from glasszoo.zoo.protopnet.model import ProtoPNet
+from glasszoo.zoo.taxonomy import Taxonomy
+from keras import ops
+
+EXPLANATION_OUTPUTS = {
+    "logits": "(B, K) log P(class | x): the log-probability of the class's path, the sum of log P(child | node, x) along it (softmax of these logits gives the path probabilities)",
+    "place_probabilities": "(B, V) probability of reaching each place of the taxonomy (V = root, inner nodes, then the K classes in label order): the product of the conditional probabilities on its path",
+    "conditional_probabilities": "(B, V) P(place | its parent node, x): the softmax of the scores of the node's children (1 for the root)",
+    "place_scores": "(B, V) the score each place gets at its parent node: the node's prototype similarities @ its last-layer weights (0 for the root)",
+    "place_parent": "(B, V) whole numbers: the parent place of each place (-1 for the root): the taxonomy, for readers of the outputs alone",
+    "placement": "(B,) a whole number, the index of the deepest place whose probability reaches placement_threshold (the more probable at equal depth): where an image of a class never seen in training is put",
+    "prototype_similarity": "(B, P) similarity log((d + 1) / (d + 1e-4)) of each prototype to its nearest latent patch (d: squared L2 distance)",
+    "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
+    "upsampled_similarity_maps": "(B, H, W, P) similarity maps bilinearly upsampled to the input: where each prototype is found",
+    "prototype_contributions": "(B, P, K) similarity times the prototype's last-layer weight toward the child on class k's path at the prototype's node (0 when that path misses the node): a class's path score is their sum over prototypes",
+    "node_evidence_maps": "(B, H, W, N) at each inner node on the explained class's path, where the evidence for that path's child lies (upsampled similarity maps weighted by the node's centred last-layer weights); 0 at nodes off the path",
+    "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: the node evidence maps summed along its path",
+}
+NODE_MASK = 1e4  # subtracted from the scores of a node's non-children before its maximum (finite, so float16 holds it)
+
+
+def resolve_taxonomy(taxonomy, class_names, num_classes):
+    """A `Taxonomy` from a `Taxonomy`, its `to_config()` dict, a bare tree, or None (flat: every class under the root).
+
+    A taxonomy over none of `class_names` is taken for the pretrained
+    task's (a fine-tune to new classes keeps the preset's config): it is
+    replaced by a flat one, with a warning.
+
+    Raises:
+        ValueError: the taxonomy shares some classes with `class_names` but
+            is not over exactly them (in label order), or `num_classes` differs.
+    """
+    names = None if class_names is None else [str(name) for name in class_names]
+    if isinstance(taxonomy, Taxonomy):
+        resolved = taxonomy
+    elif taxonomy is None:
+        names = names or [str(k) for k in range(int(num_classes))]
+        resolved = Taxonomy(names, names)
+    elif isinstance(taxonomy, dict) and "tree" in taxonomy:
+        resolved = Taxonomy(taxonomy["tree"], taxonomy.get("class_names") or names or [str(k) for k in range(int(num_classes))], root=taxonomy.get("root", "root"))
+    elif isinstance(taxonomy, dict):
+        resolved = Taxonomy(taxonomy, names or [str(k) for k in range(int(num_classes))])
+    else:
+        raise ValueError(f"taxonomy must be a Taxonomy, a dict or None; got {type(taxonomy).__name__}.")
+    if names is not None and not set(names) & set(resolved.class_names):
+        # a taxonomy over other classes altogether is the pretrained task's (a fine-tune to new classes)
+        warnings.warn(
+            f"The taxonomy covers none of the classes {names} (it is over {resolved.class_names}): "
+            "using a flat taxonomy (every class under the root); give taxonomy= to group the new classes.",
+            stacklevel=3,
+        )
+        resolved = Taxonomy(names, names)
+    if names is not None and resolved.class_names != names:
+        raise ValueError(
+            f"The taxonomy's classes {resolved.class_names} are not the model's classes {names} (in label order): "
+            "give a taxonomy over these classes, or taxonomy=None for a flat one."
+        )
+    if num_classes is not None and len(resolved.class_names) != int(num_classes):
+        raise ValueError(f"The taxonomy has {len(resolved.class_names)} classes but num_classes is {num_classes}.")
+    return resolved
+
+
+@keras.saving.register_keras_serializable(package="glasszoo")
+class HierarchicalProtoPNet(ProtoPNet):
+    """A prototype network that decides at every node of a class taxonomy: "a sandal, because footwear, because ...".
+
+    `images -> backbone -> add-on layers -> latent z (h, w, D) -> squared L2
+    distance to every prototype -> similarity log((d + 1) / (d + 1e-4))`, as
+    in ProtoPNet. The prototypes are split evenly over the taxonomy's
+    edges: each inner node's children own `prototypes_per_child` each, and
+    the node's block of the bias-free last layer turns its own prototypes'
+    similarities into scores for its children. Then
+    `P(child | node, x) = softmax over the node's children`, and a class's
+    probability is the product along its path from the root, so
+    `logits = log P(class | x)` (the seed's eq. 2). The prototypes live in
+    one shared latent space and are computed by one prototype layer, whose
+    prototypes are grouped by node (the seed's "a prototype layer per parent
+    node" with the distances computed once).
+
+    The training objective (`model.fit` after `compile()`): the cross-entropy
+    of the class, which is the sum of the per-node cross-entropies along its
+    path, `+ cluster_weight x` the per-node cluster costs (an image is pulled
+    towards the prototypes of its child at every node on its path, onto
+    object patches with `object_threshold`), `- separation_weight x` the
+    per-node separation costs (away from that node's other children's
+    prototypes), `+ l1_weight x` the last layer's weights from prototypes
+    to their node's other children `+ l2_weight x` the squares of the
+    weights to their own child (the seed's L1 and L2 terms). The staged
+    training of ProtoPNet (`fit_schedule`: warm-up, joint, push, last layer)
+    applies unchanged; the push places each prototype on a training patch
+    of an image under its own child.
+
+    An image of a class never seen in training cannot get its own leaf: it
+    is placed at the deepest place whose probability reaches
+    `placement_threshold` (the `placement` output), e.g. "footwear" for a
+    sneaker when the model was trained without sneakers.
+    `calibrate_placement` chooses the threshold on validation images of
+    the seen classes.
+
+    Args:
+        num_classes: int `K` (the taxonomy's classes).
+        input_shape: `(H, W, C)` of float images in [0, 1].
+        taxonomy: a `Taxonomy`, its `to_config()` dict, a bare nested dict
+            over `class_names`, or None for a flat taxonomy (every class
+            under the root: ProtoPNet with a softmax over the classes).
+        prototypes_per_child: prototypes of each (node, child) edge.
+        l2_weight: weight of the squared last-layer weights to a prototype's own child.
+        placement_threshold: the probability a place must reach to take an image (`placement`).
+        class_names: the `K` class names in label order (default: the taxonomy's).
+        **kwargs: `ProtoPNet` arguments (backbone, prototype_channels,
+            prototype_size, cluster/separation/l1 weights, object_threshold,
+            ...) and `keras.Model` arguments.
+
+    Example:
+    >>> model = HierarchicalProtoPNet(
+    ...     num_classes=3, input_shape=(28, 28, 1), taxonomy={"animals": ["cat", "dog"], "car": None},
+    ...     class_names=["cat", "car", "dog"], backbone_stages=[[8], [16]], prototype_channels=16, prototypes_per_child=2)
+    >>> out = model.explain(np.zeros((4, 28, 28, 1), "float32"))
+    >>> out["place_probabilities"].shape, out["prototype_contributions"].shape
+    ((4, 5), (4, 8, 3))
+    """
+
+    family = "hierarchical_protopnet"
+    explanation_outputs = EXPLANATION_OUTPUTS
+
+    def __init__(
+        self,
+        num_classes=None,
+        input_shape=(28, 28, 1),
+        taxonomy=None,
+        prototypes_per_child=5,
+        l2_weight=1e-4,
+        placement_threshold=0.5,
+        class_names=None,
+        **kwargs,
+    ):
+        kwargs.pop("prototypes_per_class", None)  # set by the taxonomy
+        self.taxonomy = resolve_taxonomy(taxonomy, class_names, num_classes)
+        self.tables = PlaceTables(self.taxonomy, prototypes_per_child)
+        self.l2_weight = float(l2_weight)
+        self.placement_threshold = float(placement_threshold)
+        if not 0.0 < self.placement_threshold <= 1.0:
+            raise ValueError(f"placement_threshold must be in (0, 1]; got {placement_threshold!r}.")
+        kwargs.setdefault("name", "hierarchical_protopnet")
+        super().__init__(
+            num_classes=len(self.taxonomy.class_names),
+            input_shape=input_shape,
+            class_names=self.taxonomy.class_names,
+            prototypes_per_class=prototypes_per_child,
+            **kwargs,
+        )
+        self.prototypes_per_child = self.tables.prototypes_per_child
+
+    # -- ProtoPNet's hooks: prototypes grouped by edge, a last layer over the edges ------------
+    def prototype_groups(self):
+        """int `(P,)`: each prototype's child place (its edge's lower end); it is pushed onto images under it."""
+        return self.tables.prototype_place.copy()
+
+    def last_layer_units(self):
+        return self.tables.num_edges
+
+    def initial_last_layer(self):
+        return self.tables.initial_last_layer()
+
+    def prototype_owners(self, labels):
+        """Bool `(n, P)`: the image's class lies under the prototype's child place."""
+        return self.tables.class_owns[np.asarray(labels).reshape(-1).astype("int64")] > 0
+
+    def weighted_costs(self, costs):
+        return super().weighted_costs(costs) + self.l2_weight * costs["l2"]
+
+    # -- forward -------------------------------------------------------------------------------
+    def _constant(self, name):
+        return ops.convert_to_tensor(getattr(self.tables, name), dtype=self.compute_dtype)
+
+    def node_kernel(self):
+        """The last layer `(P, E)` with each prototype's weights kept only toward its own node's children."""
+        return self.last_layer.kernel * self._constant("node_block")
+
+    def hierarchy(self, similarity):
+        """`(edge scores (B, E), log P(child | node) per edge (B, E), log P(place) (B, V))` from the similarities."""
+        member = self._constant("edge_membership")  # (E, N)
+        scores = ops.matmul(similarity, self.node_kernel())
+        node_max = ops.max(scores[:, :, None] + (member[None] - 1.0) * NODE_MASK, axis=1)  # (B, N)
+        shifted = scores - ops.matmul(node_max, ops.transpose(member))
+        log_norm = ops.log(ops.matmul(ops.exp(shifted), member))  # (B, N)
+        log_conditional = shifted - ops.matmul(log_norm, ops.transpose(member))
+        return scores, log_conditional, ops.matmul(log_conditional, self._constant("leads_to"))
+
+    def call(self, images, training=None):
+        features_training = False if self.frozen_feature_statistics else training
+        distances = self.prototype_layer(self.latent(images, training=features_training))
+        min_distances = ops.min(distances, axis=(1, 2))
+        self._loss_inputs.min_distances = min_distances  # read by compute_loss in the same step
+        self._loss_inputs.object_min_distances = self.object_min_distances(images, distances) if training else None
+        return self.hierarchy(log_similarity(min_distances))[2][:, self.tables.num_nodes :]
+
+    def feature_maps_and_logits(self, images):
+        latent = self.latent(images, training=False)
+        similarity = log_similarity(ops.min(self.prototype_layer(latent), axis=(1, 2)))
+        return latent, self.hierarchy(similarity)[2][:, self.tables.num_nodes :]
+
+    def prototype_costs(self, min_distances, labels, cluster_distances=None):
+        """The seed's per-node costs of a batch, summed over the nodes on each image's path and averaged over images.
+
+        Returns:
+            dict of scalars: `cluster` (distance to the nearest prototype of
+            the image's child, at each node on its path), `separation` (to
+            the nearest prototype of that node's other children; nodes with
+            one child add none), `l1` (last-layer weights to a node's other
+            children) and `l2` (squared weights to a prototype's own child).
+        """
+        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        selected = ops.one_hot(labels, self.num_classes, dtype=min_distances.dtype)
+        own = ops.matmul(selected, self._constant("class_owns"))  # (B, P)
+        other = ops.matmul(selected, self._constant("class_passes")) - own
+        membership = self._constant("prototype_membership")[None]  # (1, P, N)
+
+        def per_node_nearest(distances, chosen):
+            picked = chosen[:, :, None] * membership  # (B, P, N)
+            ceiling = ops.max(distances) + 1.0
+            nearest = ops.min(distances[:, :, None] + (1.0 - picked) * ceiling, axis=1)  # (B, N)
+            return ops.sum(nearest * ops.max(picked, axis=1), axis=1)
+
+        pulled = min_distances if cluster_distances is None else cluster_distances
+        kernel = self.last_layer.kernel
+        own_edge = self._constant("own_edge")
+        return {
+            "cluster": ops.mean(per_node_nearest(pulled, own)),
+            "separation": ops.mean(per_node_nearest(min_distances, other)),
+            "l1": ops.sum(ops.abs(kernel * (self._constant("node_block") - own_edge))),
+            "l2": ops.sum(ops.square(kernel * own_edge)),
+        }
+
+    linear_readout = ZooModel.linear_readout  # log P(class) is not linear in the last layer
+
+    def explanation_graph(self, images, target=None):
+        """Every output of `explanation_outputs`, forward ops only (exports).
+
+        Args:
+            images: tensor `(B, H, W, C)` in [0, 1].
+            target: optional one-hot `(B, K)` of the class whose path the
+                evidence maps follow; the predicted class when None.
+        """
+        tables = self.tables
+        distances = self.prototype_layer(self.latent(images, training=False))
+        similarity_maps = log_similarity(distances)
+        similarity = log_similarity(ops.min(distances, axis=(1, 2)))
+        scores, log_conditional, log_place = self.hierarchy(similarity)
+        logits = log_place[:, tables.num_nodes :]
+        first = ops.zeros_like(logits[:, :1])
+        place_probabilities = ops.exp(log_place)
+        kernel = self.node_kernel()  # (P, E)
+        class_edges = ops.transpose(self._constant("class_edges"))  # (E, K)
+        contributions = similarity[:, :, None] * ops.matmul(kernel, class_edges)[None]
+        height, width = self.image_shape[:2]
+        upsampled = ops.image.resize(similarity_maps, (height, width), interpolation="bilinear")
+        membership = self._constant("prototype_membership")  # (P, N)
+        children = ops.sum(self._constant("edge_membership"), axis=0)  # (N,)
+        own_node_mean = ops.sum(ops.matmul(kernel, self._constant("edge_membership")) / children * membership, axis=1)
+        centred = (kernel - own_node_mean[:, None]) * self._constant("node_block")
+        class_weights = ops.matmul(class_selection(logits, target), ops.transpose(ops.matmul(centred, class_edges)))  # (B, P)
+        weighted = upsampled * ops.cast(class_weights, upsampled.dtype)[:, None, None, :]
+        node_maps = ops.matmul(weighted, ops.cast(membership, weighted.dtype))
+        depth = ops.convert_to_tensor(tables.depth.astype("float32"), dtype=place_probabilities.dtype)
+        reached = ops.cast(place_probabilities >= self.placement_threshold, place_probabilities.dtype)
+        return {
+            "logits": logits,
+            "place_probabilities": place_probabilities,
+            "conditional_probabilities": ops.concatenate([first + 1.0, ops.exp(log_conditional)], axis=1),
+            "place_scores": ops.concatenate([first, scores], axis=1),
+            "place_parent": first + ops.convert_to_tensor(tables.parent.astype("float32"), dtype=first.dtype),
+            "placement": ops.cast(first_argmax(reached * (depth + 1.0 + 0.5 * place_probabilities), axis=1), logits.dtype),
+            "prototype_similarity": similarity,
+            "similarity_maps": similarity_maps,
+            "upsampled_similarity_maps": upsampled,
+            "prototype_contributions": contributions,
+            "node_evidence_maps": node_maps,
+            "class_evidence_map": ops.sum(node_maps, axis=-1),
+        }
+
+    # -- user API -------------------------------------------------------------------------------
+    def self_checks(self, images, explanation):
+        """Adds: the path scores are the contributions' sums, and the probabilities are the products along the paths."""
+        checks = ZooModel.self_checks(self, images, explanation)
+        tables = self.tables
+        scores = explanation["place_scores"].astype("float64")
+        conditional = explanation["conditional_probabilities"].astype("float64")
+        places = explanation["place_probabilities"].astype("float64")
+        path_scores = scores[:, 1:] @ tables.class_edges.T.astype("float64")
+        checks["path score = sum of prototype contributions"] = float(np.max(np.abs(explanation["prototype_contributions"].astype("float64").sum(axis=1) - path_scores)))
+        sibling_max = np.stack([scores[:, 1:][:, tables.edge_node == n].max(axis=1) for n in range(tables.num_nodes)], axis=1)
+        exponentials = np.exp(scores[:, 1:] - sibling_max[:, tables.edge_node])
+        softmax = exponentials / (exponentials @ tables.edge_membership.astype("float64"))[:, tables.edge_node]
+        checks["conditional = softmax over siblings"] = float(np.max(np.abs(conditional[:, 1:] - softmax)))
+        products = np.exp(np.log(np.maximum(conditional[:, 1:], 1e-300)) @ tables.leads_to.astype("float64"))
+        checks["place probability = product along the path"] = float(np.max(np.abs(places - products)))
+        checks["logits = log class probabilities"] = float(np.max(np.abs(np.exp(explanation["logits"].astype("float64")) - places[:, tables.num_nodes :])))
+        return checks
+
+    def calibrate_placement(self, images, labels, leaf_share=0.95, batch_size=256):
+        """Sets `placement_threshold` so that `leaf_share` of the correctly classified `images` stay at their class.
+
+        The rule for images of unseen classes, chosen on validation images of
+        the seen ones only: the threshold is the `1 - leaf_share` quantile of
+        the class probability of those validation images the model
+        classifies correctly. An image whose best class reaches it is placed
+        at that class; one whose classes all fall short (as an unseen class's
+        should) stops at the deepest node that still reaches it.
+
+        Returns:
+            dict for the model card: the threshold, the rule, the images used
+            and the share of all of them placed at their own class.
+        """
+        labels = np.asarray(labels).reshape(-1).astype("int64")
+        out = self.explain(images, batch_size=batch_size)
+        class_probabilities = out["place_probabilities"][:, self.tables.num_nodes :]
+        correct = class_probabilities.argmax(axis=1) == labels
+        if not np.any(correct):
+            raise ValueError("calibrate_placement: the model classifies none of the images correctly.")
+        threshold = float(np.quantile(class_probabilities[correct, labels[correct]], 1.0 - float(leaf_share)))
+        self.placement_threshold = min(1.0, max(threshold, 0.5))
+        placed = self.explain(images, batch_size=batch_size)["placement"]
+        return {
+            "placement_threshold": round(self.placement_threshold, 6),
+            "rule": f"the {1.0 - float(leaf_share):.2f} quantile of the class probability of the correctly classified validation images (at least 0.5)",
+            "validation_images": int(len(labels)),
+            "validation_placed_at_their_class": round(float(np.mean(placed == self.tables.num_nodes + labels)), 4),
+        }
+
+    def calibrate(self, images, labels):
+        """`glasszoo train`'s hook after training: `calibrate_placement` on the validation split."""
+        return {"placement": self.calibrate_placement(images, labels)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("prototypes_per_class", None)
+        config.update(
+            taxonomy=self.taxonomy.to_config(),
+            prototypes_per_child=self.prototypes_per_child,
+            l2_weight=self.l2_weight,
+            placement_threshold=self.placement_threshold,
+        )
+        return config

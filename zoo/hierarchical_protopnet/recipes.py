@@ -1,0 +1,85 @@
+"""Training recipes of the hierarchical_protopnet presets (`glasszoo train NAME`)."""
+
+# Fashion-MNIST's classes grouped by what they are worn on; a class that is its own group sits under the root
+FASHION_MNIST_TAXONOMY = {
+    "tops": ["T-shirt/top", "Pullover", "Coat", "Shirt", "Dress"],
+    "Trouser": None,
+    "footwear": ["Sandal", "Sneaker", "Ankle boot"],
+    "Bag": None,
+}
+HELD_OUT_CLASS = "Sneaker"
+
+# the flat protopnet_fashion_mnist preset's architecture and stages, so that the two compare like for like
+_ARCHITECTURE = {
+    "backbone": "small_cnn",
+    "backbone_stages": [[32, 32], [64, 64], [128]],
+    "prototype_channels": 128,
+    "prototypes_per_child": 8,
+    "prototype_size": 1,
+    "object_threshold": 0.05,
+    "object_share": 0.5,
+}
+_STAGES = {
+    "warm_epochs": 1,
+    "joint_epochs": 5,
+    "last_layer_epochs": 2,
+    "cycles": 2,
+    "joint_decay_every": 5,
+    "rates": {"joint": {"backbone": 1e-3}, "last_layer": {"last_layer": 1e-3}},
+    "distinct_push": True,
+}
+_NOTES = (
+    "The flat ProtoPNet preset's backbone, latent space and stages (1 warm-up epoch, twice 5 joint epochs and a push "
+    "followed by 2 last-layer epochs; backbone 1e-3 and last layer 1e-3 because the backbone starts from scratch and "
+    "the last-layer stage is short). 8 prototypes per (node, child) edge: 12 edges, 96 prototypes against the flat "
+    "model's 100. The placement threshold for unseen classes is chosen after training on the validation split "
+    "(calibrate_placement)."
+)
+
+
+def without_class(tree, name):
+    """`tree` with the class `name` removed (and a group it leaves empty)."""
+    pruned = {}
+    for key, below in tree.items():
+        if key == name:
+            continue
+        if isinstance(below, list):
+            below = [leaf for leaf in below if leaf != name]
+        elif isinstance(below, dict):
+            below = without_class(below, name)
+        if below is None or below:
+            pruned[key] = below
+    return pruned
+
+
+def _recipe(description, tree=FASHION_MNIST_TAXONOMY, **extra):
+    return {
+        "family": "hierarchical_protopnet",
+        "dataset": "fashion_mnist",
+        "description": description,
+        "config": dict(_ARCHITECTURE, taxonomy={"tree": tree}),
+        "stages": dict(_STAGES),
+        "grid": [],
+        "validation_size": 6000,
+        "notes": _NOTES,
+        "batch_size": 64,
+        "grid_batch_size": 64,
+        "epochs": 15,
+        "grid_epochs": 0,
+        "learning_rate": 1e-3,
+        **extra,
+    }
+
+
+RECIPES = {
+    "hierarchical_protopnet_fashion_mnist": _recipe(
+        "Hierarchical ProtoPNet on Fashion-MNIST over the taxonomy root > {tops: 5 classes, Trouser, footwear: 3 classes, Bag}: "
+        "8 prototypes per (node, child), small CNN from scratch, 7x7x128 latent."
+    ),
+    "hierarchical_protopnet_fashion_mnist_no_sneaker": _recipe(
+        "The same hierarchical ProtoPNet trained without the Sneaker class (held out of training and validation entirely): "
+        "sneakers are then placed at the deepest node the model vouches for.",
+        tree=without_class(FASHION_MNIST_TAXONOMY, HELD_OUT_CLASS),
+        held_out_classes=[HELD_OUT_CLASS],
+    ),
+}
