@@ -74,6 +74,8 @@ def without_classes(dataset, names):
     >>> len(data.class_names), data.held_out  # doctest: +SKIP
     (9, ['Sneaker'])
     """
+    if type(dataset) is not ImageDataset:
+        raise ValueError(f"Holding classes out works on the built-in data sets; {dataset.name} is a {type(dataset).__name__} (remove the class's folder instead).")
     names = [str(name) for name in names]
     unknown = [name for name in names if name not in dataset.class_names]
     if unknown:

@@ -159,26 +159,48 @@ def test_training_pushes_every_prototype_onto_an_image_under_its_child(trained, 
     assert trained.self_check_errors(samples[0][:8]) == {}
 
 
-def test_placement_is_the_deepest_place_above_the_threshold(samples, rng):
-    model = tiny(placement_threshold=0.3)
+def test_placement_walks_down_while_a_child_reaches_the_threshold(samples, rng):
+    model = tiny(placement_threshold=0.5)
     model.last_layer.kernel.assign(3.0 * rng.normal(size=model.last_layer.kernel.shape).astype("float32"))
     out = model.explain(samples[0][:20])
+    tables = model.tables
     for b in range(20):
-        above = np.flatnonzero(out["place_probabilities"][b] >= 0.3)
-        deepest = above[model.tables.depth[above] == model.tables.depth[above].max()]
-        assert out["placement"][b] == deepest[np.argmax(out["place_probabilities"][b, deepest])]
+        place = 0  # from the root, into the child that reaches the threshold, while one does
+        while True:
+            children = [v for v in range(1, tables.num_places) if tables.parent[v] == place and out["place_probabilities"][b, v] >= 0.5]
+            if not children:
+                break
+            place = children[0]
+        assert out["placement"][b] == place
+    np.testing.assert_array_equal(model.placements(samples[0][:20]), out["placement"])
+    np.testing.assert_allclose(model.place_probabilities(samples[0][:20]), out["place_probabilities"], atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[0.5, 1\]"):
+        tiny(placement_threshold=0.3)
+
+
+def test_a_new_threshold_takes_effect_in_the_traced_graph(samples):
+    model = tiny()
+    images = samples[0][:6]
+    before = model.explain(images)["placement"]
+    model.placement_threshold = 1.0  # only the root (probability exactly 1) reaches it
+    assert np.all(model.explain(images)["placement"] == 0) and model.get_config()["placement_threshold"] == 1.0
+    assert before.shape == (6,)
 
 
 def test_calibration_keeps_the_chosen_share_of_correct_images_at_their_class(trained, samples):
     images, labels = samples[0], samples[1]
-    record = trained.calibrate_placement(images, labels, leaf_share=0.8)
-    out = trained.explain(images)
-    classes = out["place_probabilities"][:, trained.tables.num_nodes :]
+    record = trained.calibrate_placement(images, labels, leaf_share=0.3)
+    classes = trained.place_probabilities(images)[:, trained.tables.num_nodes :]
     correct = classes.argmax(axis=1) == labels
-    kept = classes[correct, labels[correct]] >= trained.placement_threshold
-    assert trained.placement_threshold == max(0.5, record["placement_threshold"]) or trained.placement_threshold == 0.5
-    assert kept.mean() >= 0.8 - 1e-9 or trained.placement_threshold == 0.5
-    assert trained.get_config()["placement_threshold"] == trained.placement_threshold
+    quantile = np.quantile(classes[correct, labels[correct]], 0.7)
+    assert trained.placement_threshold == pytest.approx(min(1.0, max(0.5, quantile)), abs=1e-6)
+    assert record["placement_threshold"] == pytest.approx(trained.placement_threshold, abs=1e-6)
+    placed = trained.explain(images)["placement"]
+    assert record["validation_placed_at_their_class"] == pytest.approx(np.mean(placed == trained.tables.num_nodes + labels), abs=1e-4)
+    if quantile > 0.5:  # the share of correct images whose class reaches the threshold is the one asked for
+        kept = classes[correct, labels[correct]] >= trained.placement_threshold
+        assert kept.mean() == pytest.approx(0.3, abs=1.0 / correct.sum() + 1e-9)
+    trained.placement_threshold = 0.5
 
 
 @pytest.mark.parametrize(
@@ -238,7 +260,7 @@ def test_views_draw_the_path_from_outputs_and_the_model_views(trained, samples, 
 
     images = samples[0][:2]
     out = trained.explain(images)
-    assert views.place_names(trained.tables.parent, NAMES)[1:4] == ["0/1/2/3", "4/8/9", "5/6"]
+    assert views.place_names(trained.tables.parent, NAMES)[1:4] == ["0, 1 +2", "4, 8 +1", "5, 6"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         figure = views.draw(images[0], out, 0, NAMES)

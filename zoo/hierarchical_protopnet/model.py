@@ -29,6 +29,19 @@ EXPLANATION_OUTPUTS = {
 NODE_MASK = 1e4  # subtracted from the scores of a node's non-children before its maximum (finite, so float16 holds it)
 
 
+def checked_threshold(value):
+    """`value` as a float in [0.5, 1]; a ValueError otherwise.
+
+    From 0.5 up at most one child of a node can reach it (their
+    probabilities sum to the node's), so the places that reach it form one
+    path down from the root and `placement` is that path's end.
+    """
+    threshold = float(value)
+    if not 0.5 <= threshold <= 1.0:
+        raise ValueError(f"placement_threshold must be in [0.5, 1]; got {value!r}.")
+    return threshold
+
+
 def resolve_taxonomy(taxonomy, class_names, num_classes):
     """A `Taxonomy` from a `Taxonomy`, its `to_config()` dict, a bare tree, or None (flat: every class under the root).
 
@@ -41,6 +54,8 @@ def resolve_taxonomy(taxonomy, class_names, num_classes):
             is not over exactly them (in label order), or `num_classes` differs.
     """
     names = None if class_names is None else [str(name) for name in class_names]
+    if taxonomy is None and names is None and num_classes is None:
+        raise ValueError("A hierarchical prototype network needs a taxonomy, class_names or num_classes.")
     if isinstance(taxonomy, Taxonomy):
         resolved = taxonomy
     elif taxonomy is None:
@@ -144,13 +159,12 @@ class HierarchicalProtoPNet(ProtoPNet):
         class_names=None,
         **kwargs,
     ):
-        kwargs.pop("prototypes_per_class", None)  # set by the taxonomy
         self.taxonomy = resolve_taxonomy(taxonomy, class_names, num_classes)
         self.tables = PlaceTables(self.taxonomy, prototypes_per_child)
         self.l2_weight = float(l2_weight)
-        self.placement_threshold = float(placement_threshold)
-        if not 0.0 < self.placement_threshold <= 1.0:
-            raise ValueError(f"placement_threshold must be in (0, 1]; got {placement_threshold!r}.")
+        self._placement_threshold = checked_threshold(placement_threshold)
+        if "prototypes_per_class" in kwargs:
+            raise ValueError("HierarchicalProtoPNet takes prototypes_per_child (prototypes of each (node, child) edge), not prototypes_per_class.")
         kwargs.setdefault("name", "hierarchical_protopnet")
         super().__init__(
             num_classes=len(self.taxonomy.class_names),
@@ -160,6 +174,16 @@ class HierarchicalProtoPNet(ProtoPNet):
             **kwargs,
         )
         self.prototypes_per_child = self.tables.prototypes_per_child
+
+    @property
+    def placement_threshold(self):
+        """The probability a place must reach to take an image (`placement`); at least 0.5, so one child per node can."""
+        return self._placement_threshold
+
+    @placement_threshold.setter
+    def placement_threshold(self, value):
+        self._placement_threshold = checked_threshold(value)
+        self.__dict__.pop("_compiled_explanation_graph", None)  # a traced graph holds the old value as a constant
 
     # -- ProtoPNet's hooks: prototypes grouped by edge, a last layer over the edges ------------
     def prototype_groups(self):
@@ -244,6 +268,21 @@ class HierarchicalProtoPNet(ProtoPNet):
 
     linear_readout = ZooModel.linear_readout  # log P(class) is not linear in the last layer
 
+    def class_evidence_maps(self, images, targets, batch_size=32):
+        """`(B, H, W)`: the `class_evidence_map` output for each image's target class.
+
+        The upsampled similarity maps weighted, at every node on the target's
+        path, by each of the node's prototypes' weight toward the path's child
+        minus its mean weight over the node's children: with the maps' maxima
+        in place of the maps, it sums to the path's scores minus each node's
+        mean child score.
+        """
+        return self.attribution_map(images, targets, batch_size=batch_size)
+
+    def part_relevance(self, images):
+        """Each prototype's contribution to the predicted class's path score, `(B, P)` (0 for nodes off the path)."""
+        return super().part_relevance(images)
+
     def explanation_graph(self, images, target=None):
         """Every output of `explanation_outputs`, forward ops only (exports).
 
@@ -308,6 +347,19 @@ class HierarchicalProtoPNet(ProtoPNet):
         checks["logits = log class probabilities"] = float(np.max(np.abs(np.exp(explanation["logits"].astype("float64")) - places[:, tables.num_nodes :])))
         return checks
 
+    def place_probabilities(self, images, batch_size=256):
+        """`(n, V)` probability of every place, from the class probabilities alone (a place's is the sum of its classes').
+
+        The same values as the `place_probabilities` output, without the maps
+        (`predict` memory, not `explain`'s).
+        """
+        logits = np.asarray(self.predict(images, batch_size=batch_size, verbose=0), dtype="float64")
+        return np.exp(logits) @ self.tables.class_places
+
+    def placements(self, images, batch_size=256):
+        """`(n,)` int: the `placement` output (the deepest place reaching `placement_threshold`), from `place_probabilities`."""
+        return self.tables.placement(self.place_probabilities(images, batch_size), self.placement_threshold)
+
     def calibrate_placement(self, images, labels, leaf_share=0.95, batch_size=256):
         """Sets `placement_threshold` so that `leaf_share` of the correctly classified `images` stay at their class.
 
@@ -323,14 +375,13 @@ class HierarchicalProtoPNet(ProtoPNet):
             and the share of all of them placed at their own class.
         """
         labels = np.asarray(labels).reshape(-1).astype("int64")
-        out = self.explain(images, batch_size=batch_size)
-        class_probabilities = out["place_probabilities"][:, self.tables.num_nodes :]
+        class_probabilities = self.place_probabilities(images, batch_size)[:, self.tables.num_nodes :]
         correct = class_probabilities.argmax(axis=1) == labels
         if not np.any(correct):
             raise ValueError("calibrate_placement: the model classifies none of the images correctly.")
         threshold = float(np.quantile(class_probabilities[correct, labels[correct]], 1.0 - float(leaf_share)))
         self.placement_threshold = min(1.0, max(threshold, 0.5))
-        placed = self.explain(images, batch_size=batch_size)["placement"]
+        placed = self.placements(images, batch_size)
         return {
             "placement_threshold": round(self.placement_threshold, 6),
             "rule": f"the {1.0 - float(leaf_share):.2f} quantile of the class probability of the correctly classified validation images (at least 0.5)",

@@ -1,5 +1,7 @@
 """Training recipes of the hierarchical_protopnet presets (`glasszoo train NAME`)."""
 
+from glasszoo.zoo.protopnet.recipes import RECIPES as PROTOPNET_RECIPES
+
 # Fashion-MNIST's classes grouped by what they are worn on; a class that is its own group sits under the root
 FASHION_MNIST_TAXONOMY = {
     "tops": ["T-shirt/top", "Pullover", "Coat", "Shirt", "Dress"],
@@ -10,24 +12,9 @@ FASHION_MNIST_TAXONOMY = {
 HELD_OUT_CLASS = "Sneaker"
 
 # the flat protopnet_fashion_mnist preset's architecture and stages, so that the two compare like for like
-_ARCHITECTURE = {
-    "backbone": "small_cnn",
-    "backbone_stages": [[32, 32], [64, 64], [128]],
-    "prototype_channels": 128,
-    "prototypes_per_child": 8,
-    "prototype_size": 1,
-    "object_threshold": 0.05,
-    "object_share": 0.5,
-}
-_STAGES = {
-    "warm_epochs": 1,
-    "joint_epochs": 5,
-    "last_layer_epochs": 2,
-    "cycles": 2,
-    "joint_decay_every": 5,
-    "rates": {"joint": {"backbone": 1e-3}, "last_layer": {"last_layer": 1e-3}},
-    "distinct_push": True,
-}
+_FLAT = PROTOPNET_RECIPES["protopnet_fashion_mnist"]
+_ARCHITECTURE = dict({k: v for k, v in _FLAT["config"].items() if k != "prototypes_per_class"}, prototypes_per_child=8)
+_STAGES = _FLAT["stages"]
 _NOTES = (
     "The flat ProtoPNet preset's backbone, latent space and stages (1 warm-up epoch, twice 5 joint epochs and a push "
     "followed by 2 last-layer epochs; backbone 1e-3 and last layer 1e-3 because the backbone starts from scratch and "
@@ -35,6 +22,13 @@ _NOTES = (
     "model's 100. The placement threshold for unseen classes is chosen after training on the validation split "
     "(calibrate_placement)."
 )
+
+
+def json_copy(value):
+    """A deep copy of a JSON-like value (a recipe never shares a dict with another)."""
+    import json
+
+    return json.loads(json.dumps(value))
 
 
 def without_class(tree, name):
@@ -57,8 +51,8 @@ def _recipe(description, tree=FASHION_MNIST_TAXONOMY, **extra):
         "family": "hierarchical_protopnet",
         "dataset": "fashion_mnist",
         "description": description,
-        "config": dict(_ARCHITECTURE, taxonomy={"tree": tree}),
-        "stages": dict(_STAGES),
+        "config": dict(json_copy(_ARCHITECTURE), taxonomy={"tree": tree}),
+        "stages": json_copy(_STAGES),
         "grid": [],
         "validation_size": 6000,
         "notes": _NOTES,

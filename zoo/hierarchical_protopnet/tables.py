@@ -82,6 +82,23 @@ class PlaceTables:
         self.class_passes = self.class_nodes[:, self.prototype_node]
 
     @property
+    def class_places(self):
+        """float `(K, V)`: 1 where class k lies at or under place v (a place's probability is the sum of its classes')."""
+        places = np.zeros((self.num_classes, self.num_places), "float32")
+        places[:, 0] = 1.0
+        places[:, 1:] = self.leads_to[:, self.num_nodes :].T
+        return places
+
+    def placement(self, place_probabilities, threshold):
+        """int `(n,)`: the deepest place whose probability reaches `threshold`, the more probable at equal depth.
+
+        The rule of the model's `placement` output, in NumPy.
+        """
+        probabilities = np.asarray(place_probabilities, dtype="float64")
+        score = (probabilities >= threshold) * (self.depth[None, :] + 1.0 + 0.5 * probabilities)
+        return score.argmax(axis=1)
+
+    @property
     def num_prototypes(self):
         return len(self.prototype_place)
 

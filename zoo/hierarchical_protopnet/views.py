@@ -33,9 +33,12 @@ TOP_PROTOTYPES = 3
 def place_names(parent, class_names):
     """Names of the `V` places from the parent list: the root, inner nodes by the classes below them, then the classes.
 
+    An inner node over more than two classes is named by its first two and
+    the count of the others (`"T-shirt/top, Pullover +3"`).
+
     Example:
     >>> place_names([-1, 0, 1, 0, 1], ["cat", "car", "dog"])
-    ['root', 'cat/dog', 'cat', 'car', 'dog']
+    ['root', 'cat, dog', 'cat', 'car', 'dog']
     """
     parent = [int(p) for p in parent]
     count = len(class_names)
@@ -46,7 +49,10 @@ def place_names(parent, class_names):
         while place >= 0:
             below[place].append(class_names[k])
             place = parent[place]
-    return ["root"] + ["/".join(below[v]) for v in range(1, first_class)] + list(class_names)
+    def group(members):
+        return ", ".join(members) if len(members) <= 2 else f"{members[0]}, {members[1]} +{len(members) - 2}"
+
+    return ["root"] + [group(below[v]) for v in range(1, first_class)] + list(class_names)
 
 
 def decision_path(parent, place):

@@ -116,12 +116,12 @@ def distinct_nearest_patches(model, images, labels, batch_size=128):
             position[j] = np.concatenate([position[j], np.stack([rows, cols], axis=-1)])[keep]
             patches[j] = np.concatenate([patches[j], new_patches])[keep]
     chosen = np.full(count, -1)
-    taken = set()
+    taken = set()  # (group, image, row, column): groups may share images (a taxonomy's nested groups)
     for k in np.unique(prototype_class):
         members = np.flatnonzero(prototype_class == k)
         pairs = sorted((distance[j, c], j, c) for j in members for c in range(m) if np.isfinite(distance[j, c]))
         for _, j, c in pairs:
-            patch_key = (int(source[j, c]), int(position[j, c, 0]), int(position[j, c, 1]))
+            patch_key = (int(k), int(source[j, c]), int(position[j, c, 0]), int(position[j, c, 1]))  # distinct within a group
             if chosen[j] < 0 and patch_key not in taken:
                 chosen[j] = c
                 taken.add(patch_key)

@@ -1,5 +1,7 @@
 """Training recipes of the protopnet presets: data, split, grid, epochs (`glasszoo train NAME`)."""
 
+import json
+
 RECIPES = {
     "protopnet_fashion_mnist": {
         "family": "protopnet",
@@ -56,3 +58,11 @@ RECIPES = {
         "learning_rate": 1e-3,
     },
 }
+# the flat model of the unseen-class study (issue 13): the same recipe without the Sneaker class, which the
+# hierarchical_protopnet_fashion_mnist_no_sneaker preset also never sees; it can only answer a sneaker with a wrong class
+RECIPES["protopnet_fashion_mnist_no_sneaker"] = dict(
+    json.loads(json.dumps(RECIPES["protopnet_fashion_mnist"])),  # shares no dict with the recipe it copies
+    description="The protopnet_fashion_mnist recipe trained without the Sneaker class (held out of training and validation entirely).",
+    held_out_classes=["Sneaker"],
+)
+RECIPES["protopnet_fashion_mnist_no_sneaker"].pop("finetune")
