@@ -159,23 +159,41 @@ def test_training_pushes_every_prototype_onto_an_image_under_its_child(trained, 
     assert trained.self_check_errors(samples[0][:8]) == {}
 
 
-def test_placement_walks_down_while_a_child_reaches_the_threshold(samples, rng):
+def edge_best(similarity, tables):
+    return np.stack([similarity[:, tables.prototype_edge == e].max(axis=1) for e in range(tables.num_edges)], axis=1)
+
+
+def test_placement_walks_down_while_the_next_place_is_vouched_for(samples, rng):
     model = tiny(placement_threshold=0.5)
     model.last_layer.kernel.assign(3.0 * rng.normal(size=model.last_layer.kernel.shape).astype("float32"))
-    out = model.explain(samples[0][:20])
+    images = samples[0][:20]
     tables = model.tables
+    best = edge_best(model.explain(images)["prototype_similarity"], tables)
+    model.similarity_floors = np.median(best, axis=0)  # about half of the edges fail their floor
+    out = model.explain(images)
     for b in range(20):
-        place = 0  # from the root, into the child that reaches the threshold, while one does
+        place = 0  # from the root into the child that reaches the threshold and its floor, while one does
         while True:
-            children = [v for v in range(1, tables.num_places) if tables.parent[v] == place and out["place_probabilities"][b, v] >= 0.5]
+            children = [
+                v for v in range(1, tables.num_places)
+                if tables.parent[v] == place and out["place_probabilities"][b, v] >= 0.5 and best[b, v - 1] >= model.similarity_floors[v - 1]
+            ]
             if not children:
                 break
             place = children[0]
         assert out["placement"][b] == place
-    np.testing.assert_array_equal(model.placements(samples[0][:20]), out["placement"])
-    np.testing.assert_allclose(model.place_probabilities(samples[0][:20]), out["place_probabilities"], atol=1e-5)
+        for v in range(1, tables.num_places):
+            vouched = out["place_probabilities"][b, v] >= 0.5 and best[b, v - 1] >= model.similarity_floors[v - 1]
+            assert out["place_support"][b, v] == float(vouched)
+    assert len(set(out["placement"].tolist())) > 1
+    np.testing.assert_array_equal(model.placements(images), out["placement"])
+    places, edges = model.place_evidence(images)
+    np.testing.assert_allclose(places, out["place_probabilities"], atol=1e-5)
+    np.testing.assert_allclose(edges, best, atol=1e-5)
     with pytest.raises(ValueError, match=r"\[0.5, 1\]"):
         tiny(placement_threshold=0.3)
+    with pytest.raises(ValueError, match="one per \\(node, child\\) edge"):
+        model.similarity_floors = [1.0, 2.0]
 
 
 def test_a_new_threshold_takes_effect_in_the_traced_graph(samples):
@@ -184,23 +202,28 @@ def test_a_new_threshold_takes_effect_in_the_traced_graph(samples):
     before = model.explain(images)["placement"]
     model.placement_threshold = 1.0  # only the root (probability exactly 1) reaches it
     assert np.all(model.explain(images)["placement"] == 0) and model.get_config()["placement_threshold"] == 1.0
+    model.placement_threshold = 0.5
+    model.similarity_floors = np.full(model.tables.num_edges, 1e9)  # no prototype is that similar: the root again
+    assert np.all(model.explain(images)["placement"] == 0)
     assert before.shape == (6,)
 
 
-def test_calibration_keeps_the_chosen_share_of_correct_images_at_their_class(trained, samples):
+def test_calibration_keeps_the_chosen_share_of_correct_images_through_each_edge(trained, samples):
     images, labels = samples[0], samples[1]
-    record = trained.calibrate_placement(images, labels, leaf_share=0.3)
-    classes = trained.place_probabilities(images)[:, trained.tables.num_nodes :]
-    correct = classes.argmax(axis=1) == labels
-    quantile = np.quantile(classes[correct, labels[correct]], 0.7)
-    assert trained.placement_threshold == pytest.approx(min(1.0, max(0.5, quantile)), abs=1e-6)
-    assert record["placement_threshold"] == pytest.approx(trained.placement_threshold, abs=1e-6)
-    placed = trained.explain(images)["placement"]
-    assert record["validation_placed_at_their_class"] == pytest.approx(np.mean(placed == trained.tables.num_nodes + labels), abs=1e-4)
-    if quantile > 0.5:  # the share of correct images whose class reaches the threshold is the one asked for
-        kept = classes[correct, labels[correct]] >= trained.placement_threshold
-        assert kept.mean() == pytest.approx(0.3, abs=1.0 / correct.sum() + 1e-9)
-    trained.placement_threshold = 0.5
+    record = trained.calibrate_placement(images, labels, leaf_share=0.7)
+    tables = trained.tables
+    out = trained.explain(images)
+    best = edge_best(out["prototype_similarity"], tables)
+    correct = out["logits"].argmax(axis=1) == labels
+    for e in range(tables.num_edges):
+        through = correct & (tables.class_edges[labels, e] > 0)
+        if through.any():
+            assert trained.similarity_floors[e] == pytest.approx(np.quantile(best[through, e], 0.3), abs=1e-4)
+            assert np.mean(best[through, e] >= trained.similarity_floors[e]) >= 0.7 - 1.0 / through.sum()
+    assert record["validation_placed_at_their_class"] == pytest.approx(np.mean(out["placement"] == tables.num_nodes + labels), abs=1e-4)
+    assert len(record["similarity_floors"]) == tables.num_edges
+    assert trained.get_config()["similarity_floors"] == pytest.approx(trained.similarity_floors.tolist())
+    trained.similarity_floors = None
 
 
 @pytest.mark.parametrize(

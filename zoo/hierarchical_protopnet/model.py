@@ -18,7 +18,8 @@ EXPLANATION_OUTPUTS = {
     "conditional_probabilities": "(B, V) P(place | its parent node, x): the softmax of the scores of the node's children (1 for the root)",
     "place_scores": "(B, V) the score each place gets at its parent node: the node's prototype similarities @ its last-layer weights (0 for the root)",
     "place_parent": "(B, V) whole numbers: the parent place of each place (-1 for the root): the taxonomy, for readers of the outputs alone",
-    "placement": "(B,) a whole number, the index of the deepest place whose probability reaches placement_threshold (the more probable at equal depth): where an image of a class never seen in training is put",
+    "place_support": "(B, V) 1 where the model vouches for a place: its probability reaches placement_threshold and one of its own prototypes (at its parent node) is at least as similar to the image as the place's similarity floor (1 for the root)",
+    "placement": "(B,) a whole number, the index of the deepest place whose whole path is supported (place_support): where an image of a class never seen in training is put",
     "prototype_similarity": "(B, P) similarity log((d + 1) / (d + 1e-4)) of each prototype to its nearest latent patch (d: squared L2 distance)",
     "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
     "upsampled_similarity_maps": "(B, H, W, P) similarity maps bilinearly upsampled to the input: where each prototype is found",
@@ -40,6 +41,16 @@ def checked_threshold(value):
     if not 0.5 <= threshold <= 1.0:
         raise ValueError(f"placement_threshold must be in [0.5, 1]; got {value!r}.")
     return threshold
+
+
+def checked_floors(values, count):
+    """`values` as a float32 `(count,)` array of finite similarity floors (None: zeros, no floor); a ValueError otherwise."""
+    if values is None:
+        return np.zeros(count, "float32")
+    floors = np.asarray(values, dtype="float64").reshape(-1)
+    if floors.shape != (count,) or not np.all(np.isfinite(floors)):
+        raise ValueError(f"similarity_floors must be {count} finite numbers, one per (node, child) edge; got {values!r}.")
+    return floors.astype("float32")
 
 
 def resolve_taxonomy(taxonomy, class_names, num_classes):
@@ -116,11 +127,13 @@ class HierarchicalProtoPNet(ProtoPNet):
     of an image under its own child.
 
     An image of a class never seen in training cannot get its own leaf: it
-    is placed at the deepest place whose probability reaches
-    `placement_threshold` (the `placement` output), e.g. "footwear" for a
-    sneaker when the model was trained without sneakers.
-    `calibrate_placement` chooses the threshold on validation images of
-    the seen classes.
+    is placed at the deepest place the model vouches for (the `placement`
+    output), e.g. "footwear" for a sneaker when the model was trained
+    without sneakers. A place is vouched for when its probability reaches
+    `placement_threshold` and one of its own prototypes matches some part of
+    the image at least as closely as its similarity floor;
+    `calibrate_placement` sets the floors on validation images of the seen
+    classes.
 
     Args:
         num_classes: int `K` (the taxonomy's classes).
@@ -130,7 +143,10 @@ class HierarchicalProtoPNet(ProtoPNet):
             under the root: ProtoPNet with a softmax over the classes).
         prototypes_per_child: prototypes of each (node, child) edge.
         l2_weight: weight of the squared last-layer weights to a prototype's own child.
-        placement_threshold: the probability a place must reach to take an image (`placement`).
+        placement_threshold: the probability (at least 0.5) a place must reach to take an image (`placement`).
+        similarity_floors: per (node, child) edge, the similarity one of the
+            child's prototypes must reach for the model to vouch for the child
+            (None: no floor); `calibrate_placement` sets them.
         class_names: the `K` class names in label order (default: the taxonomy's).
         **kwargs: `ProtoPNet` arguments (backbone, prototype_channels,
             prototype_size, cluster/separation/l1 weights, object_threshold,
@@ -156,6 +172,7 @@ class HierarchicalProtoPNet(ProtoPNet):
         prototypes_per_child=5,
         l2_weight=1e-4,
         placement_threshold=0.5,
+        similarity_floors=None,
         class_names=None,
         **kwargs,
     ):
@@ -163,6 +180,7 @@ class HierarchicalProtoPNet(ProtoPNet):
         self.tables = PlaceTables(self.taxonomy, prototypes_per_child)
         self.l2_weight = float(l2_weight)
         self._placement_threshold = checked_threshold(placement_threshold)
+        self._similarity_floors = checked_floors(similarity_floors, self.tables.num_edges)
         if "prototypes_per_class" in kwargs:
             raise ValueError("HierarchicalProtoPNet takes prototypes_per_child (prototypes of each (node, child) edge), not prototypes_per_class.")
         kwargs.setdefault("name", "hierarchical_protopnet")
@@ -184,6 +202,16 @@ class HierarchicalProtoPNet(ProtoPNet):
     def placement_threshold(self, value):
         self._placement_threshold = checked_threshold(value)
         self.__dict__.pop("_compiled_explanation_graph", None)  # a traced graph holds the old value as a constant
+
+    @property
+    def similarity_floors(self):
+        """float `(E,)`: per (node, child) edge, the similarity one of the child's prototypes must reach to vouch for it."""
+        return self._similarity_floors.copy()
+
+    @similarity_floors.setter
+    def similarity_floors(self, values):
+        self._similarity_floors = checked_floors(values, self.tables.num_edges)
+        self.__dict__.pop("_compiled_explanation_graph", None)
 
     # -- ProtoPNet's hooks: prototypes grouped by edge, a last layer over the edges ------------
     def prototype_groups(self):
@@ -283,6 +311,23 @@ class HierarchicalProtoPNet(ProtoPNet):
         """Each prototype's contribution to the predicted class's path score, `(B, P)` (0 for nodes off the path)."""
         return super().part_relevance(images)
 
+    def edge_similarity(self, similarity):
+        """`(B, E)`: the best similarity among each edge's prototypes (they are stored edge by edge)."""
+        per_edge = ops.reshape(similarity, (-1, self.tables.num_edges, self.tables.prototypes_per_child))
+        return ops.max(per_edge, axis=2)
+
+    def place_support(self, similarity, place_probabilities):
+        """`(B, V)` 0/1: the place reaches `placement_threshold` and its best prototype its similarity floor (root: 1)."""
+        dtype = place_probabilities.dtype
+        floors = ops.convert_to_tensor(self._similarity_floors, dtype=dtype)
+        edges = ops.cast(place_probabilities[:, 1:] >= self.placement_threshold, dtype) * ops.cast(self.edge_similarity(similarity) >= floors, dtype)
+        return ops.concatenate([ops.ones_like(place_probabilities[:, :1]), edges], axis=1)
+
+    def supported_paths(self, support):
+        """`(B, V)` 0/1: every edge from the root to the place is supported."""
+        failures = ops.matmul(1.0 - support[:, 1:], self._constant("leads_to"))  # unsupported edges on each path
+        return ops.cast(failures < 0.5, support.dtype)
+
     def explanation_graph(self, images, target=None):
         """Every output of `explanation_outputs`, forward ops only (exports).
 
@@ -311,15 +356,16 @@ class HierarchicalProtoPNet(ProtoPNet):
         class_weights = ops.matmul(class_selection(logits, target), ops.transpose(ops.matmul(centred, class_edges)))  # (B, P)
         weighted = upsampled * ops.cast(class_weights, upsampled.dtype)[:, None, None, :]
         node_maps = ops.matmul(weighted, ops.cast(membership, weighted.dtype))
+        support = self.place_support(similarity, place_probabilities)
         depth = ops.convert_to_tensor(tables.depth.astype("float32"), dtype=place_probabilities.dtype)
-        reached = ops.cast(place_probabilities >= self.placement_threshold, place_probabilities.dtype)
         return {
             "logits": logits,
             "place_probabilities": place_probabilities,
             "conditional_probabilities": ops.concatenate([first + 1.0, ops.exp(log_conditional)], axis=1),
             "place_scores": ops.concatenate([first, scores], axis=1),
             "place_parent": first + ops.convert_to_tensor(tables.parent.astype("float32"), dtype=first.dtype),
-            "placement": ops.cast(first_argmax(reached * (depth + 1.0 + 0.5 * place_probabilities), axis=1), logits.dtype),
+            "place_support": support,
+            "placement": ops.cast(first_argmax(self.supported_paths(support) * (depth + 1.0 + 0.5 * place_probabilities), axis=1), logits.dtype),
             "prototype_similarity": similarity,
             "similarity_maps": similarity_maps,
             "upsampled_similarity_maps": upsampled,
@@ -347,46 +393,66 @@ class HierarchicalProtoPNet(ProtoPNet):
         checks["logits = log class probabilities"] = float(np.max(np.abs(np.exp(explanation["logits"].astype("float64")) - places[:, tables.num_nodes :])))
         return checks
 
-    def place_probabilities(self, images, batch_size=256):
-        """`(n, V)` probability of every place, from the class probabilities alone (a place's is the sum of its classes').
+    def place_evidence(self, images, batch_size=256):
+        """`(place probabilities (n, V), edge similarities (n, E))`: what `placement` reads, without the maps.
 
-        The same values as the `place_probabilities` output, without the maps
-        (`predict` memory, not `explain`'s).
+        The same values as the `place_probabilities` output and the best
+        similarity among each edge's prototypes, batch by batch in inference
+        mode (memory of a forward pass, not of `explain`).
         """
-        logits = np.asarray(self.predict(images, batch_size=batch_size, verbose=0), dtype="float64")
-        return np.exp(logits) @ self.tables.class_places
+        places, edges = [], []
+        for start in range(0, len(images), int(batch_size)):
+            distances = self.prototype_layer(self.latent(ops.convert_to_tensor(images[start : start + int(batch_size)]), training=False))
+            similarity = log_similarity(ops.min(distances, axis=(1, 2)))
+            places.append(ops.convert_to_numpy(ops.exp(self.hierarchy(similarity)[2])))
+            edges.append(ops.convert_to_numpy(self.edge_similarity(similarity)))
+        return np.concatenate(places).astype("float64"), np.concatenate(edges).astype("float64")
 
     def placements(self, images, batch_size=256):
-        """`(n,)` int: the `placement` output (the deepest place reaching `placement_threshold`), from `place_probabilities`."""
-        return self.tables.placement(self.place_probabilities(images, batch_size), self.placement_threshold)
+        """`(n,)` int: the `placement` output, from `place_evidence` with the same rule (`PlaceTables.placement`)."""
+        places, edges = self.place_evidence(images, batch_size)
+        return self.tables.placement(places, edges, self.placement_threshold, self._similarity_floors)
 
     def calibrate_placement(self, images, labels, leaf_share=0.95, batch_size=256):
-        """Sets `placement_threshold` so that `leaf_share` of the correctly classified `images` stay at their class.
+        """Sets the similarity floors so that each edge keeps `leaf_share` of the correctly classified images through it.
 
         The rule for images of unseen classes, chosen on validation images of
-        the seen ones only: the threshold is the `1 - leaf_share` quantile of
-        the class probability of those validation images the model
-        classifies correctly. An image whose best class reaches it is placed
-        at that class; one whose classes all fall short (as an unseen class's
-        should) stops at the deepest node that still reaches it.
+        the seen ones only: a place is vouched for when its probability
+        reaches `placement_threshold` and some part of the image looks like
+        one of its own prototypes at least as much as in all but
+        `1 - leaf_share` of the validation images of its classes that the
+        model classifies correctly ("this looks like that" as the test of a
+        claim). An image goes down the taxonomy while the next place is
+        vouched for; one of an unseen class should stop above the leaves.
+        `placement_threshold` is left as it is.
 
         Returns:
-            dict for the model card: the threshold, the rule, the images used
-            and the share of all of them placed at their own class.
+            dict for the model card: the floors, the rule, the images used
+            and the share of them placed at their own class.
         """
         labels = np.asarray(labels).reshape(-1).astype("int64")
-        class_probabilities = self.place_probabilities(images, batch_size)[:, self.tables.num_nodes :]
-        correct = class_probabilities.argmax(axis=1) == labels
+        places, edges = self.place_evidence(images, batch_size)
+        tables = self.tables
+        correct = places[:, tables.num_nodes :].argmax(axis=1) == labels
         if not np.any(correct):
             raise ValueError("calibrate_placement: the model classifies none of the images correctly.")
-        threshold = float(np.quantile(class_probabilities[correct, labels[correct]], 1.0 - float(leaf_share)))
-        self.placement_threshold = min(1.0, max(threshold, 0.5))
-        placed = self.placements(images, batch_size)
+        floors = np.zeros(tables.num_edges)
+        for edge in range(tables.num_edges):
+            through = correct & (tables.class_edges[labels, edge] > 0)
+            if np.any(through):
+                floors[edge] = np.quantile(edges[through, edge], 1.0 - float(leaf_share))
+        self.similarity_floors = floors
+        placed = tables.placement(places, edges, self.placement_threshold, self._similarity_floors)
         return {
             "placement_threshold": round(self.placement_threshold, 6),
-            "rule": f"the {1.0 - float(leaf_share):.2f} quantile of the class probability of the correctly classified validation images (at least 0.5)",
+            "similarity_floors": {f"{tables.places[tables.edge_node[e]]} -> {tables.places[e + 1]}": round(float(floors[e]), 4) for e in range(tables.num_edges)},
+            "rule": (
+                f"a place is vouched for when its probability reaches {self.placement_threshold:g} and its best prototype's similarity "
+                f"reaches the {1.0 - float(leaf_share):.2f} quantile of that similarity on the correctly classified validation images "
+                "of its classes; an image is placed at the deepest place whose whole path is vouched for"
+            ),
             "validation_images": int(len(labels)),
-            "validation_placed_at_their_class": round(float(np.mean(placed == self.tables.num_nodes + labels)), 4),
+            "validation_placed_at_their_class": round(float(np.mean(placed == tables.num_nodes + labels)), 4),
         }
 
     def calibrate(self, images, labels):
@@ -401,5 +467,6 @@ class HierarchicalProtoPNet(ProtoPNet):
             prototypes_per_child=self.prototypes_per_child,
             l2_weight=self.l2_weight,
             placement_threshold=self.placement_threshold,
+            similarity_floors=[float(v) for v in self._similarity_floors],
         )
         return config

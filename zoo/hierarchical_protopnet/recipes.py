@@ -13,8 +13,8 @@ HELD_OUT_CLASS = "Sneaker"
 
 # the flat protopnet_fashion_mnist preset's architecture and stages, so that the two compare like for like
 _FLAT = PROTOPNET_RECIPES["protopnet_fashion_mnist"]
-_ARCHITECTURE = dict({k: v for k, v in _FLAT["config"].items() if k != "prototypes_per_class"}, prototypes_per_child=8)
-_STAGES = _FLAT["stages"]
+_ARCHITECTURE = dict({k: v for k, v in _FLAT["config"].items() if k != "prototypes_per_class"}, prototypes_per_child=10)
+_STAGES = dict(_FLAT["stages"], cycles=3)
 _NOTES = (
     "The flat ProtoPNet preset's backbone, latent space and stages (1 warm-up epoch, twice 5 joint epochs and a push "
     "followed by 2 last-layer epochs; backbone 1e-3 and last layer 1e-3 because the backbone starts from scratch and "

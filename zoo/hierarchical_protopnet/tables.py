@@ -89,13 +89,18 @@ class PlaceTables:
         places[:, 1:] = self.leads_to[:, self.num_nodes :].T
         return places
 
-    def placement(self, place_probabilities, threshold):
-        """int `(n,)`: the deepest place whose probability reaches `threshold`, the more probable at equal depth.
+    def placement(self, place_probabilities, edge_similarity, threshold, floors):
+        """int `(n,)`: the deepest place whose whole path is vouched for, the rule of the model's `placement` output.
 
-        The rule of the model's `placement` output, in NumPy.
+        An edge (its child place) is vouched for when the place's probability
+        reaches `threshold` and the best similarity among the edge's
+        prototypes reaches its floor. With `threshold` >= 0.5 at most one
+        child of a node can be, so the vouched places form one path.
         """
         probabilities = np.asarray(place_probabilities, dtype="float64")
-        score = (probabilities >= threshold) * (self.depth[None, :] + 1.0 + 0.5 * probabilities)
+        edges = (probabilities[:, 1:] >= threshold) & (np.asarray(edge_similarity) >= np.asarray(floors)[None, :])
+        failures = (~edges).astype("float64") @ self.leads_to.astype("float64")  # (n, V) unsupported edges on the path
+        score = (failures < 0.5) * (self.depth[None, :] + 1.0 + 0.5 * probabilities)
         return score.argmax(axis=1)
 
     @property
