@@ -291,3 +291,33 @@ def test_views_draw_the_path_from_outputs_and_the_model_views(trained, samples, 
     drawn = views.model_views(trained, images, ["first", "second"], out, samples[1][:2], tmp_path)
     assert drawn == {"pushed": True}
     assert (tmp_path / "path_first.png").stat().st_size > 0 and (tmp_path / "prototype_tree.png").stat().st_size > 0
+
+
+def _shipped(name):
+    import glasszoo
+
+    if name not in glasszoo.list_models():
+        pytest.skip(f"{name} not shipped")
+    return glasszoo.load(name)
+
+
+@pytest.mark.slow
+def test_presets_reach_their_cards_and_route_the_unseen_class_to_its_parent(fashion_mnist):
+    """The full-taxonomy preset on the 10,000 test images; the no-sneaker preset on the 9 seen classes and the 1,000 sneakers."""
+    model = _shipped("hierarchical_protopnet_fashion_mnist")
+    predicted = model.predict_classes(fashion_mnist.x_test)
+    assert float((predicted == fashion_mnist.y_test).mean()) == pytest.approx(model.preset_metadata["metrics"]["test_accuracy"], abs=2e-3)
+    coarse = model.taxonomy.labels_at(predicted, 1) == model.taxonomy.labels_at(fashion_mnist.y_test, 1)
+    assert coarse.mean() >= 0.98
+    held = _shipped("hierarchical_protopnet_fashion_mnist_no_sneaker")
+    card = held.preset_metadata
+    assert card["data"]["held_out_classes"] == ["Sneaker"] and "Sneaker" not in held.class_names
+    seen = without_classes(fashion_mnist, ["Sneaker"])
+    assert float((held.predict_classes(seen.x_test) == seen.y_test).mean()) == pytest.approx(card["metrics"]["test_accuracy"], abs=2e-3)
+    sneakers = fashion_mnist.x_test[fashion_mnist.y_test == fashion_mnist.class_names.index("Sneaker")]
+    places, _ = held.place_evidence(sneakers)
+    footwear = held.tables.places.index("footwear")
+    assert np.mean(places[:, footwear] >= 0.5) >= 0.98  # the coarse decision: a sneaker is footwear
+    placed = held.placements(sneakers)
+    below_footwear = held.tables.leads_to[footwear - 1, placed] > 0  # at footwear or one of its classes
+    assert below_footwear.mean() >= 0.9 and np.mean(placed == footwear) >= 0.2

@@ -20,6 +20,7 @@ REQUIRED_OUTPUTS = {
     "place_probabilities": 2,
     "conditional_probabilities": 2,
     "place_parent": 2,
+    "place_support": 2,
     "placement": 1,
     "prototype_similarity": 2,
     "upsampled_similarity_maps": 4,
@@ -79,7 +80,8 @@ def draw(image, outputs, index, class_names=None):
     """One explained image: the path of its predicted class through the taxonomy, with each node's evidence.
 
     Row 0: the image, the class evidence map (the `class_evidence_map`
-    output), the path with its conditional probabilities and the placement,
+    output), the path with its conditional probabilities (a step the model
+    does not vouch for is marked) and the placement,
     and the class probabilities. One row per node on the path: where that
     node's evidence for the path's child lies (`node_evidence_maps`) and
     where its most contributing prototypes are found.
@@ -104,7 +106,10 @@ def draw(image, outputs, index, class_names=None):
     axes[0, 1].set_title(f"evidence for {names[k]}")
     figure.colorbar(shown, ax=axes[0, 1], shrink=0.8)
     bare(axes[0, 2])
-    lines = [f"{places[path[0]]}"] + [f"{'  ' * depth}-> {places[v]}  ({conditional[v]:.2f})" for depth, v in enumerate(path[1:])]
+    support = np.asarray(outputs["place_support"][index]) > 0.5
+    lines = [f"{places[path[0]]}"] + [
+        f"{'  ' * depth}-> {places[v]}  ({conditional[v]:.2f}){'' if support[v] else ' not vouched'}" for depth, v in enumerate(path[1:])
+    ]
     lines += ["", f"P({names[k]}) = {reached[first_class + k]:.3f}", f"placed at: {places[placement]}", f"  (P = {reached[placement]:.3f})"]
     axes[0, 2].text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace", transform=axes[0, 2].transAxes)
     order = np.argsort(-reached[first_class:], kind="stable")[:6]
