@@ -284,6 +284,8 @@ def test_views_draw_the_path_from_outputs_and_the_model_views(trained, samples, 
     images = samples[0][:2]
     out = trained.explain(images)
     assert views.place_names(trained.tables.parent, NAMES)[1:4] == ["0, 1 +2", "4, 8 +1", "5, 6"]
+    order = [trained.tables.places[v] for v in views.depth_first(trained.tables.parent)]
+    assert order[:7] == ["root", "a", "0", "1", "2", "3", "b"] and order.index("c") + 1 == order.index("8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         figure = views.draw(images[0], out, 0, NAMES)

@@ -13,7 +13,7 @@ import numpy as np
 from glasszoo.explain.figures import bare, new_figure, overlay_signed, predicted_class, save, show_image
 from glasszoo.zoo.protopnet.views import HIGH_ACTIVATION_COLOUR, RECEPTIVE_FIELD_COLOUR, draw_box
 
-__all__ = ["REQUIRED_OUTPUTS", "draw", "model_views", "path_view", "prototype_tree", "decision_path", "place_names"]
+__all__ = ["REQUIRED_OUTPUTS", "decision_path", "depth_first", "draw", "model_views", "path_view", "place_names", "prototype_tree"]
 
 REQUIRED_OUTPUTS = {
     "logits": 2,
@@ -171,15 +171,24 @@ def path_view(model, image, explained=None, top=TOP_PROTOTYPES, path=None):
     return save(figure, path)
 
 
+def depth_first(parent):
+    """The places in depth-first order from the root (children in index order), so that a node's subtree follows it."""
+    order, stack = [], [0]
+    while stack:
+        place = stack.pop()
+        order.append(place)
+        stack.extend(sorted((v for v in range(len(parent)) if parent[v] == place), reverse=True))
+    return order
+
+
 def prototype_tree(model, per_child=3, path=None):
-    """The taxonomy as rows, one per (node, child) edge in breadth-first order, each with its first pushed prototypes."""
+    """The taxonomy as rows, one per (node, child) edge in depth-first order, each with its first pushed prototypes."""
     if model.prototype_provenance is None:
         raise ValueError("The model's prototypes have not been pushed (no provenance): push them or load a pushed preset.")
     tables = model.tables
     per_child = min(int(per_child), tables.prototypes_per_child)
     figure, axes = new_figure(tables.num_edges, per_child, width=1.6, height=1.6)
-    for edge in range(tables.num_edges):
-        place = edge + 1
+    for edge, place in enumerate(depth_first(tables.parent)[1:]):
         members = np.flatnonzero(tables.prototype_place == place)[:per_child]
         for col, j in enumerate(members):
             _source_panel(axes[edge, col], model, j)
