@@ -87,7 +87,7 @@ def unseen_class_study(hierarchical, flat, full, held_out, expected_parent, vali
     out = hierarchical.explain(x_unseen, batch_size=256)
     placed = out["placement"].round().astype(int)  # the output itself (the graph's rule)
     names = [tables.places[v] for v in placed]
-    counts = {name: int(count) for name, count in zip(*np.unique(names, return_counts=True))}
+    counts = {str(name): int(count) for name, count in zip(*np.unique(names, return_counts=True))}
     result = {"held_out": held_out, "unseen_test_images": int(unseen.sum()), "placement_threshold": hierarchical.placement_threshold}
     result["hierarchical_placements"] = dict(sorted(counts.items(), key=lambda item: -item[1]))
     result["hierarchical_leaf_answers"] = _answer_counts(out["logits"].argmax(axis=1), hierarchical.class_names)
