@@ -11,7 +11,7 @@ use the taxonomy's own names and the push provenance.
 
 import numpy as np
 from glasszoo.explain.figures import bare, new_figure, overlay_signed, predicted_class, save, show_image
-from glasszoo.zoo.protopnet.views import HIGH_ACTIVATION_COLOUR, RECEPTIVE_FIELD_COLOUR, draw_box
+from glasszoo.zoo.protopnet.views import HIGH_ACTIVATION_COLOUR, RECEPTIVE_FIELD_COLOUR, draw_box, pushed_views
 
 __all__ = ["REQUIRED_OUTPUTS", "decision_path", "depth_first", "draw", "model_views", "path_view", "place_names", "prototype_tree"]
 
@@ -205,10 +205,8 @@ def model_views(model, images, stems, explanation, labels, out):
     Needs pushed prototypes (provenance); without them nothing is drawn.
     Returns `{"pushed": bool}`.
     """
-    if model.prototype_provenance is None:
-        return {"pushed": False}
-    for index, (image, stem) in enumerate(zip(images, stems)):
-        one = {key: value[index : index + 1] for key, value in explanation.items()}
-        path_view(model, image, explained=one, path=out / f"path_{stem}.png")
-    prototype_tree(model, path=out / "prototype_tree.png")
-    return {"pushed": True}
+    return pushed_views(
+        model, images, stems, explanation, out,
+        per_image=lambda image, one, path: path_view(model, image, explained=one, path=path),
+        prefix="path", overview=lambda path: prototype_tree(model, path=path), overview_name="prototype_tree.png",
+    )

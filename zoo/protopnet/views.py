@@ -175,10 +175,22 @@ def model_views(model, images, stems, explanation, labels, out):
     Needs pushed prototypes (provenance); without them nothing is drawn.
     Returns `{"pushed": bool}`.
     """
+    return pushed_views(
+        model, images, stems, explanation, out,
+        per_image=lambda image, one, path: this_looks_like_that(model, image, top=TOP_PROTOTYPES, explained=one, path=path),
+        prefix="prototypes", overview=lambda path: prototype_grid(model, path=path), overview_name="prototypes.png",
+    )
+
+
+def pushed_views(model, images, stems, explanation, out, per_image, prefix, overview, overview_name):
+    """A prototype network's model views: `per_image(image, its outputs, path)` as `<prefix>_<stem>.png` and `overview(path)`.
+
+    Nothing is drawn without pushed prototypes (provenance). Returns `{"pushed": bool}`.
+    """
     if model.prototype_provenance is None:
         return {"pushed": False}
     for index, (image, stem) in enumerate(zip(images, stems)):
         one = {key: value[index : index + 1] for key, value in explanation.items()}
-        this_looks_like_that(model, image, top=TOP_PROTOTYPES, explained=one, path=out / f"prototypes_{stem}.png")
-    prototype_grid(model, path=out / "prototypes.png")
+        per_image(image, one, out / f"{prefix}_{stem}.png")
+    overview(out / overview_name)
     return {"pushed": True}
