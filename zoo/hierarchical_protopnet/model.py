@@ -249,18 +249,9 @@ class HierarchicalProtoPNet(ProtoPNet):
         log_conditional = shifted - ops.matmul(log_norm, ops.transpose(member))
         return scores, log_conditional, ops.matmul(log_conditional, self._constant("leads_to"))
 
-    def call(self, images, training=None):
-        features_training = False if self.frozen_feature_statistics else training
-        distances = self.prototype_layer(self.latent(images, training=features_training))
-        min_distances = ops.min(distances, axis=(1, 2))
-        self._loss_inputs.min_distances = min_distances  # read by compute_loss in the same step
-        self._loss_inputs.object_min_distances = self.object_min_distances(images, distances) if training else None
-        return self.hierarchy(log_similarity(min_distances))[2][:, self.tables.num_nodes :]
-
-    def feature_maps_and_logits(self, images):
-        latent = self.latent(images, training=False)
-        similarity = log_similarity(ops.min(self.prototype_layer(latent), axis=(1, 2)))
-        return latent, self.hierarchy(similarity)[2][:, self.tables.num_nodes :]
+    def logits_from_similarity(self, similarity):
+        """`(B, K)` log P(class): the class places' log-probabilities from `hierarchy`."""
+        return self.hierarchy(similarity)[2][:, self.tables.num_nodes :]
 
     def prototype_costs(self, min_distances, labels, cluster_distances=None):
         """The seed's per-node costs of a batch, summed over the nodes on each image's path and averaged over images.

@@ -203,7 +203,11 @@ class ProtoPNet(ZooModel):
         min_distances = ops.min(distances, axis=(1, 2))
         self._loss_inputs.min_distances = min_distances  # read by compute_loss in the same step
         self._loss_inputs.object_min_distances = self.object_min_distances(images, distances) if training else None
-        return self.last_layer(log_similarity(min_distances))
+        return self.logits_from_similarity(log_similarity(min_distances))
+
+    def logits_from_similarity(self, similarity):
+        """`(B, K)` logits from the prototype similarities `(B, P)`: the last layer."""
+        return self.last_layer(similarity)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Cross-entropy (the compiled loss) plus the cluster, separation and off-class L1 terms."""
@@ -297,7 +301,7 @@ class ProtoPNet(ZooModel):
         """`(latent (B, h, w, D), logits)` in one inference pass: the maps Grad-CAM weighs."""
         latent = self.latent(images, training=False)
         min_distances = ops.min(self.prototype_layer(latent), axis=(1, 2))
-        return latent, self.last_layer(log_similarity(min_distances))
+        return latent, self.logits_from_similarity(log_similarity(min_distances))
 
     def class_evidence_maps(self, images, targets, batch_size=32):
         """`(B, H, W)`: where the evidence for each image's target class lies (the `class_evidence_map` output).
