@@ -103,15 +103,17 @@ def unseen_class_study(hierarchical, flat, full, held_out, expected_parent, vali
     result["flat_threshold"] = round(threshold, 4)
     result["flat_abstains"] = mean_and_error(probabilities.max(axis=1) < threshold)
     # the seen classes' test images
-    seen_out = hierarchical.explain(reduced.x_test, batch_size=256)
-    result["seen_hierarchical_leaf_accuracy"] = mean_and_error(seen_out["logits"].argmax(axis=1) == reduced.y_test)
-    result["seen_hierarchical_placed_at_their_class"] = mean_and_error(seen_out["placement"].round().astype(int) == tables.num_nodes + reduced.y_test)
+    # the same rule as the `placement` output (tested equal), without explain's maps for 9,000 images
+    places, edges = hierarchical.place_evidence(reduced.x_test)
+    seen_placed = tables.placement(places, edges, hierarchical.placement_threshold, hierarchical.similarity_floors)
+    result["seen_hierarchical_leaf_accuracy"] = mean_and_error(places[:, tables.num_nodes :].argmax(axis=1) == reduced.y_test)
+    result["seen_hierarchical_placed_at_their_class"] = mean_and_error(seen_placed == tables.num_nodes + reduced.y_test)
     result["seen_flat_leaf_accuracy"] = mean_and_error(flat.predict_classes(reduced.x_test) == reduced.y_test)
     seen_logits = flat.predict(reduced.x_test, verbose=0, batch_size=256)
     seen_probabilities = np.exp(seen_logits - seen_logits.max(axis=1, keepdims=True))
     seen_probabilities /= seen_probabilities.sum(axis=1, keepdims=True)
     result["seen_flat_answers_above_threshold"] = mean_and_error(seen_probabilities.max(axis=1) >= threshold)
-    return result, placed
+    return result
 
 
 def _answer_counts(indices, class_names):
@@ -145,7 +147,7 @@ def main(argv=None):
         raise ValueError(f"{args.hierarchical_held_out} and {args.flat_held_out} were not trained without the same classes.")
     expected_parent = hierarchical.taxonomy.parent[held_out[0]]
     flat_card = held_f.preset_metadata  # the flat model's threshold is chosen on its own validation split
-    study, _ = unseen_class_study(held_h, held_f, full, held_out, expected_parent, flat_card["data"]["validation_images"], flat_card["training"]["seed"])
+    study = unseen_class_study(held_h, held_f, full, held_out, expected_parent, flat_card["data"]["validation_images"], flat_card["training"]["seed"])
     report["unseen_class"] = study
     focus = {}
     for name, model in ((args.hierarchical, hierarchical), (args.hierarchical_held_out, held_h), (args.flat, flat)):
