@@ -1,7 +1,7 @@
 """Global max-pooling that also reports where each maximum sits."""
 
 import keras
-from glasszoo.layers.single_node_ops import first_argmax
+from glasszoo.layers.single_node_ops import first_argmax, gather_rows
 from keras import ops
 
 
@@ -34,14 +34,20 @@ class GlobalMaxPoolingWithLocation(keras.layers.Layer):
     def call(self, maps):
         shape = ops.shape(maps)
         height, width, channels = shape[1], shape[2], shape[3]
-        flat = ops.reshape(maps, (-1, height * width, channels))
-        values = ops.max(flat, axis=1)
-        index = first_argmax(flat, axis=1)  # (B, N) int32
-        # row and column by integer division: exact in every precision (a converter may fold a float
-        # floor(index / width) into index * (1 / width), whose float16 rounding moves a position to the next row)
-        row = ops.cast(ops.floor_divide(index, width), maps.dtype)
-        col = ops.cast(ops.mod(index, width), maps.dtype)
-        locations = ops.stack([row, col], axis=-1) + float(self.location_offset)
+        values = ops.max(maps, axis=(1, 2))
+        # The first maximum in row-major order, in two stages that each read the maps once at most:
+        # the first row holding the map's maximum, then the first column of that row holding it.
+        # Channels first, so that both reductions run over contiguous memory in an exported graph
+        # (whose convolution output is channels first) and a row is one gathered vector.
+        by_channel = ops.transpose(maps, (0, 3, 1, 2))  # (B, N, H, W)
+        row_maxima = ops.max(by_channel, axis=3)  # (B, N, H)
+        row = first_argmax(row_maxima, axis=2)  # (B, N) int32
+        map_index = ops.reshape(ops.arange(ops.shape(maps)[0] * channels, dtype="int32"), (-1, channels))
+        row_values = gather_rows(ops.reshape(by_channel, (-1, width)), map_index * height + row)  # (B, N, W)
+        col = first_argmax(row_values, axis=2)
+        # whole numbers from integer arithmetic: exact in every precision (a converter may fold a float
+        # floor(index / width) into index * (1 / width), whose float16 rounding moves a position)
+        locations = ops.stack([ops.cast(row, maps.dtype), ops.cast(col, maps.dtype)], axis=-1) + float(self.location_offset)
         return values, locations
 
     def compute_output_shape(self, input_shape):

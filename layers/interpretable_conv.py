@@ -10,6 +10,9 @@ from glasszoo.layers.regularizers import (
 from glasszoo.layers.single_node_ops import gather_rows
 from keras import ops
 
+# Values of the placement table up to which `placement_by_group` places kernels by one gather from it.
+PLACEMENT_TABLE_LIMIT = 1 << 23
+
 
 @keras.saving.register_keras_serializable(package="glasszoo")
 class InterpretableConv2D(keras.layers.Layer):
@@ -87,15 +90,25 @@ class InterpretableConv2D(keras.layers.Layer):
         contributes most to as its group and that contribution as its weight,
         these are INAM's decision images.
 
-        The work is proportional to the placed kernels, not to a transposed
-        convolution over one response map per group: (1) each kernel's rows
-        are gathered into the image rows they cover (one gather from the
-        kernel weights, `B x N x H` rows of `k + 1` values); (2) one matrix
-        product sums, per (group, centre column), the row-placed kernels
-        with that group and column, weighted; (3) a fixed 0/1 matrix moves
-        each centre column's sums to the columns they cover. Only a gather
-        and matrix products: deterministic in every runtime (onnxruntime's
-        scatter-add is not) and exact in float16 up to the products' sums.
+        The work is proportional to the placed kernels: each kernel is
+        placed once (`B x N x H` gathered rows of `W c` values), then one
+        matrix product per batch item sums the placed kernels of each group,
+        weighted (`G x N` by `N x H W c`). A kernel row is placed on its
+        columns by one of two routes, chosen by size:
+
+        - a *placement table* (`N (k + 1) W` rows of `W c` values: every
+          kernel row already shifted to every centre column, built from the
+          kernel by one gather) when it holds at most `PLACEMENT_TABLE_LIMIT`
+          values (2.8 M for 256 kernels of 13 x 13 on 28 x 28 images); the
+          placement is then a single gather;
+        - otherwise each gathered kernel row (`k + 1` values) is moved to
+          its columns by a product with a 0/1 shift matrix picked by its
+          centre column (`k + 1 x W`).
+
+        Both are gathers and matrix products only: deterministic in every
+        runtime (onnxruntime's scatter-add is not), with no layout
+        transposes of the large tensors, and exact in float16 up to the
+        products' sums.
 
         Args:
             locations: tensor `(B, N, 2)` of (row, column) input pixels, as
@@ -117,29 +130,55 @@ class InterpretableConv2D(keras.layers.Layer):
         (1, 4, 8, 8, 1)
         """
         size, filters = self.kernel_size, self.filters
-        dtype = weights.dtype
-        # (1) each kernel's rows, plus a zero row (index `size`) read where an image row is outside the kernel
-        kernels = ops.pad(ops.transpose(self.kernel, (3, 0, 1, 2)), ((0, 0), (0, 1), (0, 1), (0, 0)))  # (N, k+1, k+1, c)
-        channels = kernels.shape[-1]
-        kernel_rows = ops.reshape(kernels, (filters * (size + 1), (size + 1) * channels))
+        channels = self.kernel.shape[2]
         centres = ops.cast(locations, "int32")
+        # the kernel row under each image row (index `size`: an all-zero row, outside the kernel)
         row_in_kernel = ops.arange(height, dtype="int32")[None, None, :] - centres[..., 0:1] + size // 2  # (B, N, H)
         row_in_kernel = ops.where(ops.logical_and(row_in_kernel >= 0, row_in_kernel < size), row_in_kernel, size)
-        first_row = (ops.arange(filters, dtype="int32") * (size + 1))[None, :, None]
-        rows_placed = gather_rows(kernel_rows, row_in_kernel + first_row)  # (B, N, H, (k+1) c)
-        rows_placed = ops.transpose(ops.reshape(rows_placed, (-1, height, size + 1, channels)), (0, 2, 1, 3))
-        rows_placed = ops.reshape(rows_placed, (-1, filters, (size + 1) * height * channels))  # (B, N, (k+1) H c)
-        # (2) per (group, centre column): the weighted sum of the row-placed kernels of that group centred on that column
-        in_group = ops.cast(ops.equal(ops.arange(num_groups, dtype="int32")[None, None, :], ops.cast(groups, "int32")[..., None]), dtype)
-        on_column = ops.cast(ops.equal(ops.arange(width, dtype="int32")[None, None, :], centres[..., 1:2]), dtype)  # (B, N, W)
-        selection = (in_group * weights[..., None])[:, :, :, None] * on_column[:, :, None, :]  # (B, N, G, W)
-        selection = ops.reshape(ops.transpose(selection, (0, 2, 3, 1)), (-1, num_groups * width, filters))
-        sums = ops.matmul(selection, rows_placed)  # (B, G W, (k+1) H c)
-        # (3) kernel column j of a sum centred on column x0 lands on column x0 + j - k // 2
-        sums = ops.reshape(sums, (-1, width * (size + 1), height * channels))  # (B G, W (k+1), H c)
-        shift = ops.transpose(ops.convert_to_tensor(column_shift_matrix(width, size), dtype))[None]  # (1, W, W (k+1))
-        images = ops.reshape(ops.matmul(shift, sums), (-1, num_groups, width, height, channels))  # (B, G, W, H, c)
-        return ops.transpose(images, (0, 1, 3, 2, 4))
+        kernel_row = row_in_kernel + (ops.arange(filters, dtype="int32") * (size + 1))[None, :, None]  # into (N (k+1)) rows
+        if filters * (size + 1) * width * width * channels <= PLACEMENT_TABLE_LIMIT:
+            table = ops.reshape(self.placement_table(width), (filters * (size + 1) * width, width * channels))
+            placed = gather_rows(table, kernel_row * width + centres[..., 1:2])  # (B, N, H, W c)
+        else:
+            placed = self.placed_by_shift(kernel_row, centres[..., 1], height, width, weights.dtype)
+        placed = ops.reshape(placed, (-1, filters, height * width * channels))
+        in_group = ops.equal(ops.arange(num_groups, dtype="int32")[None, :, None], ops.cast(groups, "int32")[:, None, :])
+        selection = ops.cast(in_group, weights.dtype) * weights[:, None, :]  # (B, G, N)
+        return ops.reshape(ops.matmul(selection, placed), (-1, num_groups, height, width, channels))
+
+    def padded_kernels(self):
+        """The kernels as `(N, k + 1, k + 1, c)`, with an all-zero last row and column."""
+        return ops.pad(ops.transpose(self.kernel, (3, 0, 1, 2)), ((0, 0), (0, 1), (0, 1), (0, 0)))
+
+    def placement_table(self, width):
+        """`(N, k + 1, W, W, c)`: kernel row `i` of kernel `n` placed on a `W`-wide row with its centre on column `x0`.
+
+        Built as one product of the kernel rows with a fixed 0/1 matrix
+        (`k + 1` kernel columns by `W x W` (centre, image column) pairs): a
+        copy, exact, and cheaper than a gather on every backend.
+        """
+        size, filters = self.kernel_size, self.filters
+        kernels = self.padded_kernels()  # (N, k+1, k+1, c)
+        channels = kernels.shape[-1]
+        rows = ops.reshape(ops.transpose(kernels, (0, 1, 3, 2)), (filters * (size + 1) * channels, size + 1))
+        columns = kernel_column_index(width, size).reshape(-1)
+        picks = (np.arange(size + 1)[:, None] == columns[None, :]) & (columns[None, :] < size)  # (k+1, W W)
+        table = ops.matmul(rows, ops.convert_to_tensor(picks.astype("float32"), rows.dtype))
+        table = ops.reshape(table, (filters, size + 1, channels, width, width))
+        return ops.transpose(table, (0, 1, 3, 4, 2))
+
+    def placed_by_shift(self, kernel_row, centre_column, height, width, dtype):
+        """`(B, N, H, W c)`: the gathered kernel rows moved to their columns by 0/1 shift matrices."""
+        size, filters = self.kernel_size, self.filters
+        kernels = ops.transpose(self.padded_kernels(), (0, 1, 3, 2))  # (N, k+1, c, k+1): a row's columns last
+        channels = kernels.shape[2]
+        rows = gather_rows(ops.reshape(kernels, (filters * (size + 1), channels * (size + 1))), kernel_row)
+        rows = ops.reshape(rows, (-1, filters, height * channels, size + 1))
+        columns = kernel_column_index(width, size)  # (W, W): x0, x -> kernel column
+        shift = (columns[:, None, :] == np.arange(size + 1)[None, :, None]) & (columns[:, None, :] < size)
+        shift = gather_rows(ops.convert_to_tensor(shift.astype("float32"), dtype), centre_column)  # (B, N, k+1, W)
+        placed = ops.reshape(ops.matmul(rows, shift), (-1, filters, height, channels, width))
+        return ops.transpose(placed, (0, 1, 2, 4, 3)) if channels > 1 else placed
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -161,21 +200,16 @@ class InterpretableConv2D(keras.layers.Layer):
         return config
 
 
-def column_shift_matrix(width, kernel_size):
-    """`(W (k + 1), W)` 0/1 matrix: row `(x0, j)` has its one at column `x0 + j - k // 2` (none if outside, or if `j == k`).
+def kernel_column_index(width, kernel_size):
+    """`(W, W)` int32: entry `(x0, x)` is the kernel column on image column `x` when the centre is on `x0`, or `k` outside.
 
     Args:
         width: int, image width `W`.
         kernel_size: int, odd kernel side `k`.
 
     Example:
-    >>> column_shift_matrix(4, 3).shape
-    (16, 4)
+    >>> kernel_column_index(4, 3)[1].tolist()
+    [0, 1, 2, 3]
     """
-    shift = np.zeros((width, kernel_size + 1, width), "float32")
-    for centre in range(width):
-        for j in range(kernel_size):
-            column = centre + j - kernel_size // 2
-            if 0 <= column < width:
-                shift[centre, j, column] = 1.0
-    return shift.reshape(width * (kernel_size + 1), width)
+    column = np.arange(width)[None, :] - np.arange(width)[:, None] + kernel_size // 2
+    return np.where((column >= 0) & (column < kernel_size), column, kernel_size).astype("int32")

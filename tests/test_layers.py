@@ -9,6 +9,7 @@ from glasszoo.layers import (
     SumOfRegularizers,
     TotalVariation,
 )
+from glasszoo.layers import interpretable_conv
 from keras import ops
 
 
@@ -87,8 +88,11 @@ def numpy_placement_by_group(kernel, locations, groups, weights, num_groups, hei
     return out
 
 
+@pytest.mark.parametrize("route", ["table", "shift"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_placement_by_group_puts_each_kernel_centred_on_its_location(rng, channels):
+def test_placement_by_group_puts_each_kernel_centred_on_its_location(rng, channels, route, monkeypatch):
+    if route == "shift":  # no placement table: kernel rows moved by shift matrices
+        monkeypatch.setattr(interpretable_conv, "PLACEMENT_TABLE_LIMIT", 0)
     conv = InterpretableConv2D(filters=5, kernel_size=5)
     conv.build((None, 9, 8, channels))
     # corners, an edge, and two kernels of one group overlapping at the same place
@@ -101,8 +105,11 @@ def test_placement_by_group_puts_each_kernel_centred_on_its_location(rng, channe
     np.testing.assert_allclose(ops.convert_to_numpy(placed), expected, atol=1e-5)
 
 
-def test_placement_at_every_response_is_the_adjoint_of_the_convolution(rng):
+@pytest.mark.parametrize("route", ["table", "shift"])
+def test_placement_at_every_response_is_the_adjoint_of_the_convolution(rng, route, monkeypatch):
     """Kernels placed at every response position and weighted by it give the transposed convolution."""
+    if route == "shift":
+        monkeypatch.setattr(interpretable_conv, "PLACEMENT_TABLE_LIMIT", 0)
     conv = InterpretableConv2D(filters=2, kernel_size=3, padding="valid")
     x = rng.random((1, 6, 5, 2)).astype("float32")
     responses = conv(x).numpy()  # (1, 4, 3, 2)
@@ -118,6 +125,8 @@ def test_placement_at_every_response_is_the_adjoint_of_the_convolution(rng):
 def test_max_pool_with_location_matches_numpy(rng):
     maps = rng.normal(size=(3, 6, 5, 4)).astype("float32")
     maps[0, :, :, 1] = 0.0  # ties: first position in row-major order wins
+    maps[1, 4, 1, 0] = maps[1, 2, 3, 0] = 10.0  # the maximum in two rows: the upper row wins, not the left column
+    maps[2, 3, 4, 2] = maps[2, 3, 1, 2] = 10.0  # twice in one row: the left one
     values, locations = GlobalMaxPoolingWithLocation(location_offset=2)(maps)
     flat = maps.reshape(3, 30, 4)
     index = flat.argmax(axis=1)
