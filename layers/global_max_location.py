@@ -9,8 +9,11 @@ from keras import ops
 class GlobalMaxPoolingWithLocation(keras.layers.Layer):
     """Per-channel global maximum and its (row, column) location.
 
-    Ties are broken towards the first position in row-major order
-    (`first_argmax`).
+    Ties are broken towards the first position in row-major order: the
+    first row holding the maximum, then the first column of that row
+    (`first_argmax` at each stage). The two stages read each map once for
+    its row maxima and gather one row per map, instead of an argmax over
+    all positions (slow in onnxruntime, and strided in channels-last).
 
     Args:
         location_offset: int, added to the map indices to give input pixels
