@@ -272,3 +272,23 @@ def test_influence_validation(fashion_mnist, tmp_path, capsys):
         assert {"build_seconds", "index_mib", "query_ms", "refit_logit_change", "own_vs_refit_score_r"} <= set(result)
     assert results[0]["top_parts"] is None
     assert results[1]["top_parts"]["images"] == 4 and 0 <= results[1]["top_parts"]["helpfulness_percentile"] <= 100
+
+
+def test_novelty_rule_pieces_match_brute_force():
+    """The patch bank's nearest distances and the object quantiles of bench/novelty_rules.py, against loops."""
+    import numpy as np
+
+    rules = bench_module("novelty_rules")
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(3, 5, 4)).astype("float32")
+    banks = [rng.normal(size=(7, 4)).astype("float32"), rng.normal(size=(2, 4)).astype("float32")]
+    nearest = rules.nearest_in_bank(latents, banks, chunk=4)
+    for n in range(3):
+        for p in range(5):
+            for k, bank in enumerate(banks):
+                assert nearest[n, p, k] == pytest.approx(min(float(np.sum((latents[n, p] - row) ** 2)) for row in bank), rel=1e-4)
+    values = rng.normal(size=(2, 5, 3))
+    on_object = np.array([[True, False, True, True, False], [False] * 5])  # the second image has no object patch: all count
+    quantiles = rules.object_quantile(values, on_object, 0.5)
+    np.testing.assert_allclose(quantiles[0], np.median(values[0, [0, 2, 3]], axis=0))
+    np.testing.assert_allclose(quantiles[1], np.median(values[1], axis=0))
