@@ -161,9 +161,8 @@ class InterpretableConv2D(keras.layers.Layer):
         kernels = self.padded_kernels()  # (N, k+1, k+1, c)
         channels = kernels.shape[-1]
         rows = ops.reshape(ops.transpose(kernels, (0, 1, 3, 2)), (filters * (size + 1) * channels, size + 1))
-        columns = kernel_column_index(width, size).reshape(-1)
-        picks = (np.arange(size + 1)[:, None] == columns[None, :]) & (columns[None, :] < size)  # (k+1, W W)
-        table = ops.matmul(rows, ops.convert_to_tensor(picks.astype("float32"), rows.dtype))
+        picks = column_placements(width, size).transpose(1, 0, 2).reshape(size + 1, width * width)  # (k+1, W W)
+        table = ops.matmul(rows, ops.convert_to_tensor(picks, rows.dtype))
         table = ops.reshape(table, (filters, size + 1, channels, width, width))
         return ops.transpose(table, (0, 1, 3, 4, 2))
 
@@ -174,9 +173,7 @@ class InterpretableConv2D(keras.layers.Layer):
         channels = kernels.shape[2]
         rows = gather_rows(ops.reshape(kernels, (filters * (size + 1), channels * (size + 1))), kernel_row)
         rows = ops.reshape(rows, (-1, filters, height * channels, size + 1))
-        columns = kernel_column_index(width, size)  # (W, W): x0, x -> kernel column
-        shift = (columns[:, None, :] == np.arange(size + 1)[None, :, None]) & (columns[:, None, :] < size)
-        shift = gather_rows(ops.convert_to_tensor(shift.astype("float32"), dtype), centre_column)  # (B, N, k+1, W)
+        shift = gather_rows(ops.convert_to_tensor(column_placements(width, size), dtype), centre_column)  # (B, N, k+1, W)
         placed = ops.reshape(ops.matmul(rows, shift), (-1, filters, height, channels, width))
         return ops.transpose(placed, (0, 1, 2, 4, 3)) if channels > 1 else placed
 
@@ -200,16 +197,20 @@ class InterpretableConv2D(keras.layers.Layer):
         return config
 
 
-def kernel_column_index(width, kernel_size):
-    """`(W, W)` int32: entry `(x0, x)` is the kernel column on image column `x` when the centre is on `x0`, or `k` outside.
+def column_placements(width, kernel_size):
+    """`(W, k + 1, W)` 0/1 float32: entry `(x0, j, x)` is 1 where kernel column `j` of a kernel centred on column `x0` lands on `x`.
+
+    Column `k` (the padded all-zero column) and columns falling outside the
+    image land nowhere.
 
     Args:
         width: int, image width `W`.
         kernel_size: int, odd kernel side `k`.
 
     Example:
-    >>> kernel_column_index(4, 3)[1].tolist()
-    [0, 1, 2, 3]
+    >>> column_placements(4, 3)[0].argmax(axis=1).tolist()  # centre on column 0: kernel columns 1, 2 land on 0, 1
+    [0, 0, 1, 0]
     """
-    column = np.arange(width)[None, :] - np.arange(width)[:, None] + kernel_size // 2
-    return np.where((column >= 0) & (column < kernel_size), column, kernel_size).astype("int32")
+    column = np.arange(width)[None, None, :] - np.arange(width)[:, None, None] + kernel_size // 2  # (x0, 1, x)
+    placed = (column == np.arange(kernel_size + 1)[None, :, None]) & (column < kernel_size)
+    return placed.astype("float32")
