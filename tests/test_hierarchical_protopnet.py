@@ -322,4 +322,5 @@ def test_presets_reach_their_cards_and_route_the_unseen_class_to_its_parent(fash
     assert np.mean(places[:, footwear] >= 0.5) >= 0.98  # the coarse decision: a sneaker is footwear
     placed = held.placements(sneakers)
     below_footwear = held.tables.leads_to[footwear - 1, placed] > 0  # at footwear or one of its classes
-    assert below_footwear.mean() >= 0.9 and np.mean(placed == footwear) >= 0.2
+    # the README's share at footwear: 0.177 +- 0.012 for this preset; the floors must stop some of them there
+    assert below_footwear.mean() >= 0.9 and np.mean(placed == footwear) >= 0.15
