@@ -37,7 +37,7 @@ class GlobalMaxPoolingWithLocation(keras.layers.Layer):
     def call(self, maps):
         shape = ops.shape(maps)
         height, width, channels = shape[1], shape[2], shape[3]
-        values = ops.max(maps, axis=(1, 2))
+        values = ops.max(maps, axis=(1, 2))  # from the maps as they are: a graph that needs no location (training) stops here
         # The first maximum in row-major order, in two stages that each read the maps once at most:
         # the first row holding the map's maximum, then the first column of that row holding it.
         # Channels first, so that both reductions run over contiguous memory in an exported graph

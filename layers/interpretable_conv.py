@@ -98,7 +98,7 @@ class InterpretableConv2D(keras.layers.Layer):
 
         - a *placement table* (`N (k + 1) W` rows of `W c` values: every
           kernel row already shifted to every centre column, built from the
-          kernel by one gather) when it holds at most `PLACEMENT_TABLE_LIMIT`
+          kernel by one product with a fixed 0/1 matrix) when it holds at most `PLACEMENT_TABLE_LIMIT`
           values (2.8 M for 256 kernels of 13 x 13 on 28 x 28 images); the
           placement is then a single gather;
         - otherwise each gathered kernel row (`k + 1` values) is moved to
