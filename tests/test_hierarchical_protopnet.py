@@ -324,3 +324,25 @@ def test_presets_reach_their_cards_and_route_the_unseen_class_to_its_parent(fash
     below_footwear = held.tables.leads_to[footwear - 1, placed] > 0  # at footwear or one of its classes
     # the README's share at footwear: 0.177 +- 0.012 for this preset; the floors must stop some of them there
     assert below_footwear.mean() >= 0.9 and np.mean(placed == footwear) >= 0.15
+
+
+def test_importing_the_parent_family_first_registers_this_one_without_a_warning():
+    """`import glasszoo.zoo.protopnet.model` first: the zoo registers every family while ProtoPNet is half-defined.
+
+    The hierarchical family, which subclasses it, is then deferred (no
+    warning) and registered by the next `model_class()` call.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings; warnings.simplefilter('error', UserWarning)\n"
+        "import glasszoo.zoo.protopnet.model\n"
+        "from glasszoo.zoo.families import families\n"
+        "families()['protopnet'].model_class()\n"
+        "import keras\n"
+        "print(keras.saving.get_registered_object('glasszoo>HierarchicalProtoPNet').__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("HierarchicalProtoPNet")

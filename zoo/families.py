@@ -33,6 +33,7 @@ ENTRY_POINT_GROUP = "glasszoo.families"
 
 _registered = {}
 _discovered = False
+_deferred = set()  # families whose model import met a glasszoo module still being imported: retried later
 _lock = threading.RLock()
 
 
@@ -87,6 +88,8 @@ class Family:
     def model_class(self):
         """The family's `ZooModel` subclass (imports Keras)."""
         cls = _resolve(self.model)
+        if _deferred and not _glasszoo_is_importing():
+            register_keras_classes(sorted(_deferred))
         if getattr(cls, "family", None) != self.name:
             raise TypeError(f"{self.model} has family {getattr(cls, 'family', None)!r}, but its record says {self.name!r}.")
         return cls
@@ -185,25 +188,39 @@ def family_class(name):
     return get_family(name).model_class()
 
 
-def register_keras_classes():
+def register_keras_classes(names=None):
     """Imports every family's model module, so that Keras finds the classes when it loads a `.keras` file.
 
     `glasszoo.zoo.base` calls it once `ZooModel` is defined; call it yourself
-    only for families registered later.
+    only for families registered later. A family whose import fails because
+    another glasszoo module is still being imported (a family model module
+    that imports `glasszoo.zoo.base` first, while another family's model
+    subclasses it) is deferred without a warning and imported again by the
+    next `model_class()` call made once no glasszoo import is under way.
+
+    Args:
+        names: the families to import (default: all).
 
     Returns:
         the names of the families whose model could not be imported (each also warned about).
     """
     failed = []
     for name, record in families().items():
+        if names is not None and name not in names:
+            continue
         module = sys.modules.get(record.model.partition(":")[0])
         if getattr(getattr(module, "__spec__", None), "_initializing", False):
             continue  # being imported right now: its classes register themselves when it finishes
         try:
-            record.model_class()
+            record.model_class() if names is None else _resolve(record.model)
         except Exception as error:
+            if _glasszoo_is_importing():
+                _deferred.add(name)
+                continue
             warnings.warn(f"glasszoo: the model class of family {name!r} could not be imported: {error}", stacklevel=2)
             failed.append(name)
+        else:
+            _deferred.discard(name)
     return failed
 
 
