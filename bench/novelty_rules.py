@@ -37,7 +37,7 @@ from bench_common import markdown_table, write_json  # noqa: E402
 
 
 def patch_evidence(model, images, batch_size=256):
-    """`(places (n, V), per-patch best similarity of each edge (n, hw, E), object patches (n, hw), latent patches (n, hw, D))`."""
+    """`(places (n, V), best similarity of each edge (n, E), per-patch best similarity of each edge (n, hw, E), object patches (n, hw), latent patches (n, hw, D))`."""
     from glasszoo.layers.prototype_layer import log_similarity
     from keras import ops
 
@@ -49,9 +49,9 @@ def patch_evidence(model, images, batch_size=256):
         maps = ops.convert_to_numpy(log_similarity(model.prototype_layer(latent)))
         similarity.append(maps.reshape(len(maps), -1, tables.num_edges, tables.prototypes_per_child).max(axis=-1))
         latents.append(ops.convert_to_numpy(latent).reshape(len(maps), maps.shape[1] * maps.shape[2], -1))
-    places, _ = model.place_evidence(images, batch_size)
+    places, edges = model.place_evidence(images, batch_size)
     on_object = model.object_patches(images).reshape(len(images), -1)
-    return places, np.concatenate(similarity), on_object, np.concatenate(latents)
+    return places, edges, np.concatenate(similarity), on_object, np.concatenate(latents)
 
 
 def nearest_in_bank(latents, banks, chunk=4096):
@@ -113,19 +113,17 @@ def main(argv=None):
     banks = []
     for k in range(len(reduced.class_names)):
         chosen = rng.choice(np.flatnonzero(y_fit == k), args.bank_images, replace=False)
-        _, _, on_object, latents = patch_evidence(model, x_fit[chosen])
+        _, _, _, on_object, latents = patch_evidence(model, x_fit[chosen])
         banks.append(latents[on_object])
     evidence = {}
     for name, images in (("validation", x_val), ("unseen", x_unseen)):
-        places, similarity, on_object, latents = patch_evidence(model, images)
-        evidence[name] = (places, leaf_scores(similarity, on_object, nearest_in_bank(latents, banks), leaf_edge))
+        places, edges, similarity, on_object, latents = patch_evidence(model, images)
+        evidence[name] = (places, edges, leaf_scores(similarity, on_object, nearest_in_bank(latents, banks), leaf_edge))
 
-    places_val, scores_val = evidence["validation"]
-    places_unseen, scores_unseen = evidence["unseen"]
+    places_val, edges_val, scores_val = evidence["validation"]
+    places_unseen, edges_unseen, scores_unseen = evidence["unseen"]
     first_leaf = tables.num_nodes
     correct = places_val[:, first_leaf:].argmax(axis=1) == y_val
-    _, edges_val = model.place_evidence(x_val)
-    _, edges_unseen = model.place_evidence(x_unseen)
     floors = np.asarray(model.similarity_floors, dtype="float64")
     rows, results = [], []
     for name in scores_val:
