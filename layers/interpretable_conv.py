@@ -146,9 +146,9 @@ class InterpretableConv2D(keras.layers.Layer):
         selection = ops.cast(in_group, weights.dtype) * weights[:, None, :]  # (B, G, N)
         return ops.reshape(ops.matmul(selection, placed), (-1, num_groups, height, width, channels))
 
-    def padded_kernels(self):
-        """The kernels as `(N, k + 1, k + 1, c)`, with an all-zero last row and column."""
-        return ops.pad(ops.transpose(self.kernel, (3, 0, 1, 2)), ((0, 0), (0, 1), (0, 1), (0, 0)))
+    def padded_kernel_rows(self):
+        """The kernels as `(N, k + 1, c, k + 1)`: row, channel, then the row's columns last; an all-zero last row and column."""
+        return ops.pad(ops.transpose(self.kernel, (3, 0, 2, 1)), ((0, 0), (0, 1), (0, 0), (0, 1)))
 
     def placement_table(self, width):
         """`(N, k + 1, W, W, c)`: kernel row `i` of kernel `n` placed on a `W`-wide row with its centre on column `x0`.
@@ -158,9 +158,9 @@ class InterpretableConv2D(keras.layers.Layer):
         copy, exact, and cheaper than a gather on every backend.
         """
         size, filters = self.kernel_size, self.filters
-        kernels = self.padded_kernels()  # (N, k+1, k+1, c)
-        channels = kernels.shape[-1]
-        rows = ops.reshape(ops.transpose(kernels, (0, 1, 3, 2)), (filters * (size + 1) * channels, size + 1))
+        kernels = self.padded_kernel_rows()  # (N, k+1, c, k+1)
+        channels = kernels.shape[2]
+        rows = ops.reshape(kernels, (filters * (size + 1) * channels, size + 1))
         picks = column_placements(width, size).transpose(1, 0, 2).reshape(size + 1, width * width)  # (k+1, W W)
         table = ops.matmul(rows, ops.convert_to_tensor(picks, rows.dtype))
         table = ops.reshape(table, (filters, size + 1, channels, width, width))
@@ -169,7 +169,7 @@ class InterpretableConv2D(keras.layers.Layer):
     def placed_by_shift(self, kernel_row, centre_column, height, width, dtype):
         """`(B, N, H, W c)`: the gathered kernel rows moved to their columns by 0/1 shift matrices."""
         size, filters = self.kernel_size, self.filters
-        kernels = ops.transpose(self.padded_kernels(), (0, 1, 3, 2))  # (N, k+1, c, k+1): a row's columns last
+        kernels = self.padded_kernel_rows()  # (N, k+1, c, k+1)
         channels = kernels.shape[2]
         rows = gather_rows(ops.reshape(kernels, (filters * (size + 1), channels * (size + 1))), kernel_row)
         rows = ops.reshape(rows, (-1, filters, height * channels, size + 1))

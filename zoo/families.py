@@ -212,6 +212,7 @@ def register_keras_classes(names=None):
         if getattr(getattr(module, "__spec__", None), "_initializing", False):
             continue  # being imported right now: its classes register themselves when it finishes
         try:
+            # a retry imports the module alone: model_class() itself retries the deferred families
             record.model_class() if names is None else _resolve(record.model)
         except Exception as error:
             if _glasszoo_is_importing():
