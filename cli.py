@@ -157,96 +157,126 @@ def cmd_evaluate(args):
     from glasszoo.zoo.evaluation import cross_entropy_and_accuracy
 
     _quiet_tensorflow()
-    model = glasszoo.load(args.name)
-    meta = getattr(model, "preset_metadata", {}) or {}
-    dataset = args.dataset or meta.get("data", {}).get("dataset", "fashion_mnist")
+    models = {name: glasszoo.load(name) for name in args.names}
+    datasets = {name: args.dataset or (getattr(model, "preset_metadata", {}) or {}).get("data", {}).get("dataset", "fashion_mnist") for name, model in models.items()}
+    if len(set(datasets.values())) > 1:
+        raise ValueError(f"The models to evaluate together were trained on different data sets ({datasets}); give --dataset or evaluate them one by one.")
+    dataset = next(iter(datasets.values()))
     if pathlib.Path(dataset).is_dir():
-        height, width, channels = model.image_shape
+        shapes = {model.image_shape for model in models.values()}
+        if len(shapes) > 1:
+            raise ValueError(f"The models to evaluate together take different input shapes ({sorted(shapes)}); evaluate them one by one.")
+        height, width, channels = shapes.pop()
         data = load_dataset(dataset, image_size=(height, width), color_mode="grayscale" if channels == 1 else "rgb")
     else:
         data = load_dataset(dataset)
-    print(f"Evaluating {args.name} on the {len(data.x_test)} test images of {data.name} ({data.source})", flush=True)
-    cross_entropy, accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test, batch_size=args.batch_size, verbose=1)
-    report = {"model": args.name, "dataset": data.name, "test_images": len(data.x_test), "test_accuracy": round(accuracy, 4), "test_cross_entropy": round(cross_entropy, 4)}
-    count = min(args.consistency, len(data.x_test))
-    if count:
-        family_metrics = model.family_metrics(data.x_test[:count], batch_size=min(args.batch_size, 64))
-        if family_metrics:
-            report.update(family_metrics)
-            report["family_metric_images"] = count
-    card = meta.get("metrics", {}).get("test_accuracy")
-    if card is not None:
-        report["model_card_test_accuracy"] = card
+    reports = {}
+    for name, model in models.items():
+        print(f"Evaluating {name} on the {len(data.x_test)} test images of {data.name} ({data.source})", flush=True)
+        cross_entropy, accuracy = cross_entropy_and_accuracy(model, data.x_test, data.y_test, batch_size=args.batch_size, verbose=1)
+        report = {"model": name, "dataset": data.name, "test_images": len(data.x_test), "test_accuracy": round(accuracy, 4), "test_cross_entropy": round(cross_entropy, 4)}
+        count = min(args.consistency, len(data.x_test))
+        if count:
+            family_metrics = model.family_metrics(data.x_test[:count], batch_size=min(args.batch_size, 64))
+            if family_metrics:
+                report.update(family_metrics)
+                report["family_metric_images"] = count
+        card = (getattr(model, "preset_metadata", {}) or {}).get("metrics", {}).get("test_accuracy")
+        if card is not None:
+            report["model_card_test_accuracy"] = card
+        print(json.dumps(report, indent=2), flush=True)
+        reports[name] = report
+    # one model: its report with the explanations inside (as before); several: every model's report beside them
+    report = reports[args.names[0]] if len(reports) == 1 else {"models": reports}
     if args.explanations:
-        report["explanations"] = _evaluate_explanations(model, args, data)
-    print(json.dumps({k: v for k, v in report.items() if k != "explanations"}, indent=2))
+        report["explanations"] = _evaluate_explanations(models, args, data)
     if args.out:
         pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
         _write_json(pathlib.Path(args.out) / "report.json", report)
     return 0
 
 
-def black_box_baseline(dataset, exclude=None):
-    """The name of a black-box family's preset trained on `dataset` (the post-hoc comparison), or None."""
+def black_box_baseline(dataset, models=()):
+    """The name of a black-box family's preset trained on `dataset` (the post-hoc comparison), or None.
+
+    None too when one of `models` (loaded models) is itself a black box: it is the comparison then.
+    """
     from glasszoo.zoo.families import families
     from glasszoo.zoo.registry import list_models, model_info
 
     black_boxes = {name for name, record in families().items() if record.black_box}
+    if any(getattr(model, "family", None) in black_boxes for model in models):
+        return None
     for name in list_models():
         config, meta = model_info(name)
-        if config["family"] in black_boxes and meta.get("data", {}).get("dataset") == dataset and name != exclude:
+        if config["family"] in black_boxes and meta.get("data", {}).get("dataset") == dataset:
             return name
     return None
 
 
-def _evaluate_explanations(model, args, data):
-    """The model's explanation and post-hoc methods on it and on the black-box baseline; pictures and a table."""
+def _evaluate_explanations(models, args, data):
+    """The models' own explanations and post-hoc methods on them and on the black-box baseline; pictures and a table.
+
+    Every model is scored on the same images: those that each of them (the
+    baseline included) classifies correctly and confidently. With `--out`,
+    each finished (model, method) is saved under `OUT/scores/` and a re-run
+    of the same command reuses it (`explain.evaluation_cache`).
+    """
     import glasszoo
     import numpy as np
     from glasszoo.explain import report_plots
+    from glasszoo.explain.evaluation_cache import MethodScores, protocol_key
     from glasszoo.explain.explanation_report import (
+        confident_correct,
         evaluate_explanations,
         explanation_methods,
         summary_rows,
     )
 
-    from glasszoo.explain.explanation_report import confident_correct
-
     names = "all" if args.explanations == "all" else [n.strip() for n in args.explanations.split(",")]
     count = min(args.explanation_images, len(data.x_test))
     images, labels = data.x_test[:count], data.y_test[:count]
-    models = {args.name: model}
-    baseline = None if args.no_baseline else black_box_baseline(data.name, exclude=args.name)
+    models = dict(models)
+    baseline = None if args.no_baseline else black_box_baseline(data.name, models.values())
     if baseline:
         models[baseline] = glasszoo.load(baseline)
     protocol = dict(grids=4, removal_images=32, randomisation_images=8) if args.quick else dict(
         grids=args.grids, removal_images=args.removal_images, randomisation_images=args.randomisation_images
     )
-    # the same images for every model: those that each of them classifies correctly and confidently
     usable = None
     for candidate in models.values():
         mine = set(confident_correct(candidate, images, labels).tolist())
         usable = mine if usable is None else usable & mine
     usable = np.array(sorted(usable), dtype="int64")
+    print(f"{len(usable)} of the first {count} test images are classified correctly with p > 0.5 by every model: {', '.join(models)}", flush=True)
     out = pathlib.Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
+    labels_of = {}
+    for name in models:  # file-name labels, unique even for two folders of the same name
+        label = _slug(pathlib.Path(name).stem)
+        labels_of[name] = label if label not in labels_of.values() else f"{label}_{len(labels_of)}"
     results, table = {}, []
     for name, candidate in models.items():
-        methods = explanation_methods(candidate, names if name == args.name else "all")
+        methods = explanation_methods(candidate, "all" if name == baseline else names)
+        label = labels_of[name]
+        saved = MethodScores(out / "scores", label, protocol_key(candidate, images, labels, usable, **protocol)) if out else None
+        reused = [method for method in methods if saved is not None and saved.load(method) is not None]
+        if reused:
+            print(f"{name}: reusing the saved scores of {', '.join(reused)} from {out / 'scores'}", flush=True)
         progbar = _progbar(len(methods), f"Explanation metrics of {len(methods)} method(s) on {name} ({count} test images)")
-        report = evaluate_explanations(candidate, images, labels, methods, progress=lambda _, bar=progbar: bar.add(1), usable=usable, **protocol)
+        report = evaluate_explanations(candidate, images, labels, methods, progress=lambda _, bar=progbar: bar.add(1), usable=usable, saved=saved, **protocol)
         results[name] = report
         table += [(name, *row) for row in summary_rows(report, errors=True)]
         if out:
-            label = _slug(pathlib.Path(name).stem)
             report_plots.removal_curves(report, title=name, path=out / f"pixel_removal_{label}.png")
             shown = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:6]]
             report_plots.method_maps(candidate, images[shown], labels[shown], methods, class_names=data.class_names, path=out / f"maps_{label}.png")
     header = ("model", "method", "localisation", "removal least-first", "removal most-first", "rank corr. randomised")
-    print(" | ".join(header))
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for model_name, method, *figures, correlation in table:
-        print(" | ".join([model_name, method] + [f"{value:.3f} ± {error:.3f}" for value, error in figures] + [f"{correlation:.3f}"]))
+        print("| " + " | ".join([model_name, method] + [f"{value:.3f} ± {error:.3f}" for value, error in figures] + [f"{correlation:.3f}"]) + " |")
     return results
 
 
@@ -647,8 +677,8 @@ def build_parser():
     p.add_argument("--max-train", type=int, help="use at most this many training images (quick trials only)")
     p.set_defaults(run=cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="test accuracy (and decision-image consistency) of a preset")
-    p.add_argument("name")
+    p = sub.add_parser("evaluate", help="test accuracy, family metrics and explanation metrics of one or more presets")
+    p.add_argument("names", nargs="+", metavar="name", help="presets (names or folders); several are scored on the same images")
     p.add_argument("--dataset", help="dataset name (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--consistency", type=int, default=1000, help="test images for the family's own explanation metrics, if it has any (0: skip)")
@@ -660,7 +690,8 @@ def build_parser():
     p.add_argument("--randomisation-images", type=int, default=8, help="images of the cascading-randomisation check")
     p.add_argument("--quick", action="store_true", help="a small protocol for tests: 4 grids, 32 removal images, 8 randomisation images")
     p.add_argument("--no-baseline", action="store_true", help="skip the black-box baseline's rows")
-    p.add_argument("--out", help="folder for report.json (and the explanation pictures)")
+    p.add_argument("--out", help="folder for report.json and the explanation pictures; each finished (model, method) is "
+                   "saved under OUT/scores/ and reused when the same command runs again (resume)")
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("explain", help="explain images (default: the shipped samples) and write pictures")

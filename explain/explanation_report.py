@@ -87,7 +87,10 @@ def standard_error(values):
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
-def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, removal_images=32, randomisation_images=8, fractions=DEFAULT_FRACTIONS, confidence=0.5, seed=0, progress=None, usable=None):
+def evaluate_explanations(
+    model, images, labels, methods, rows=3, grids=4, removal_images=32, randomisation_images=8, fractions=DEFAULT_FRACTIONS,
+    confidence=0.5, seed=0, progress=None, usable=None, saved=None,
+):
     """Scores every method in `methods` on the same images; returns a JSON-ready report.
 
     Args:
@@ -107,6 +110,10 @@ def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, remov
             every compared model classifies correctly and confidently, so
             all models are scored on the same images); by default this
             model's own confident, correct images.
+        saved: optional `evaluation_cache.MethodScores`: a method whose
+            entry it holds under its key is not computed again, and each
+            method computed is saved as soon as it is done (a stopped run
+            resumes where it stopped).
 
     Returns:
         dict: `usable_images` and, per method, `localisation` (mean, its
@@ -123,26 +130,36 @@ def evaluate_explanations(model, images, labels, methods, rows=3, grids=4, remov
     grid_indices = distinct_class_grids(labels, usable, rows, grids, seed=seed)
     report = {"usable_images": len(usable), "evaluated_images": len(images), "grid_rows": rows, "grids": grids, "methods": {}}
     for name, explain in methods.items():
-        entry = {}
-        scores = [localisation_scores(model, images[cells], labels[cells], rows, attribution=explain)["scores"] for cells in grid_indices]
-        per_grid = [float(np.mean(s)) for s in scores]
-        entry["localisation"] = {"mean": float(np.mean(per_grid)), "standard_error": standard_error(per_grid), "per_grid": per_grid}
-        maps = np.asarray(explain(model, images[removal], labels[removal]))
-        for order in ("least", "most"):
-            curve = pixel_removal_curve(model, images[removal], maps, labels[removal], fractions=fractions, order=order)
-            probabilities, steps = curve["probabilities"], np.diff(curve["fractions"])
-            span = float(steps.sum())
-            per_image = ((probabilities[:, 1:] + probabilities[:, :-1]) / 2 * steps).sum(axis=1) / span if span > 0 else probabilities[:, 0]
-            entry[f"pixel_removal_{order}"] = {
-                "fractions": curve["fractions"].tolist(), "curve": curve["curve"].tolist(), "area": curve["area"],
-                "standard_error": standard_error(per_image), "images": len(per_image),
-            }
-        steps = cascading_randomisation(model, explain, images[randomised], labels[randomised], seed=seed)
-        entry["randomisation"] = {"steps": steps, "final_rank_correlation": steps[-1]["rank_correlation"]}
+        entry = saved.load(name) if saved is not None else None
+        if entry is None:
+            entry = _score_method(model, images, labels, explain, grid_indices, removal, randomised, rows, fractions, seed)
+            if saved is not None:
+                saved.save(name, entry)
         report["methods"][name] = entry
         if progress is not None:
             progress(name)
     return report
+
+
+def _score_method(model, images, labels, explain, grid_indices, removal, randomised, rows, fractions, seed):
+    """One method's localisation, pixel-removal and randomisation entry of `evaluate_explanations`."""
+    entry = {}
+    scores = [localisation_scores(model, images[cells], labels[cells], rows, attribution=explain)["scores"] for cells in grid_indices]
+    per_grid = [float(np.mean(s)) for s in scores]
+    entry["localisation"] = {"mean": float(np.mean(per_grid)), "standard_error": standard_error(per_grid), "per_grid": per_grid}
+    maps = np.asarray(explain(model, images[removal], labels[removal]))
+    for order in ("least", "most"):
+        curve = pixel_removal_curve(model, images[removal], maps, labels[removal], fractions=fractions, order=order)
+        probabilities, steps = curve["probabilities"], np.diff(curve["fractions"])
+        span = float(steps.sum())
+        per_image = ((probabilities[:, 1:] + probabilities[:, :-1]) / 2 * steps).sum(axis=1) / span if span > 0 else probabilities[:, 0]
+        entry[f"pixel_removal_{order}"] = {
+            "fractions": curve["fractions"].tolist(), "curve": curve["curve"].tolist(), "area": curve["area"],
+            "standard_error": standard_error(per_image), "images": len(per_image),
+        }
+    steps = cascading_randomisation(model, explain, images[randomised], labels[randomised], seed=seed)
+    entry["randomisation"] = {"steps": steps, "final_rank_correlation": steps[-1]["rank_correlation"]}
+    return entry
 
 
 def summary_rows(report, errors=False):

@@ -130,3 +130,59 @@ def test_evaluate_explanations_writes_report_and_pictures(tmp_path, capsys):
     assert entry["pixel_removal_least"]["area"] > entry["pixel_removal_most"]["area"]
     assert (out / "pixel_removal_inam_mnist.png").exists() and (out / "maps_inam_mnist.png").exists()
     assert "localisation" in capsys.readouterr().out
+
+
+def test_evaluate_scores_several_models_on_the_same_images_and_resumes(tmp_path, capsys, monkeypatch, fashion_mnist):
+    from glasszoo.explain import explanation_report
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "protopnet_fashion_mnist", "cnn_fashion_mnist", "--explanations", "inherent,saliency", "--explanation-images", "150",
+            "--grids", "2", "--removal-images", "6", "--randomisation-images", "2", "--consistency", "0", "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"protopnet_fashion_mnist", "cnn_fashion_mnist"}  # the CNN is the comparison: no third model
+    scored = report["explanations"]
+    assert set(scored) == {"protopnet_fashion_mnist", "cnn_fashion_mnist"}
+    assert scored["protopnet_fashion_mnist"]["usable_images"] == scored["cnn_fashion_mnist"]["usable_images"] > 50
+    assert set(scored["protopnet_fashion_mnist"]["methods"]) == {"inherent", "saliency"}
+    assert sorted(p.name for p in (out / "scores").iterdir()) == [
+        "cnn_fashion_mnist__inherent.json", "cnn_fashion_mnist__saliency.json",
+        "protopnet_fashion_mnist__inherent.json", "protopnet_fashion_mnist__saliency.json",
+    ]
+    printed = capsys.readouterr().out
+    assert "| protopnet_fashion_mnist | inherent |" in printed and "|---|" in printed
+
+    # the same command again reuses every saved (model, method) and computes nothing
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a saved method was scored again")
+
+    monkeypatch.setattr(explanation_report, "_score_method", no_scoring)
+    assert main(args) == 0
+    assert json.loads((out / "report.json").read_text())["explanations"] == scored
+    assert "reusing the saved scores of inherent, saliency" in capsys.readouterr().out
+    # another protocol is another key: nothing saved applies
+    with pytest.raises(AssertionError, match="scored again"):
+        main([*args[:-2], "--grids", "3", "--out", str(out)])
+
+
+def test_saved_method_scores_are_keyed_by_weights_images_and_protocol(tmp_path):
+    from glasszoo.explain.evaluation_cache import MethodScores, protocol_key, weights_fingerprint
+    from tiny_models import build
+
+    model = build("cnn", seed=0)
+    images = np.random.default_rng(0).random((6, 28, 28, 1)).astype("float32")
+    labels = np.arange(6)
+    key = protocol_key(model, images, labels, [0, 2], grids=2, fractions=np.array([0.0, 0.5]))
+    scores = MethodScores(tmp_path, "tiny", key)
+    assert scores.load("saliency") is None
+    scores.save("saliency", {"localisation": {"mean": 0.5}})
+    assert MethodScores(tmp_path, "tiny", key).load("saliency") == {"localisation": {"mean": 0.5}}
+    assert scores.load("occlusion") is None
+    assert MethodScores(tmp_path, "tiny", protocol_key(model, images, labels, [0, 3], grids=2, fractions=[0.0, 0.5])).load("saliency") is None
+    assert MethodScores(tmp_path, "tiny", protocol_key(model, images, labels, [0, 2], grids=3, fractions=[0.0, 0.5])).load("saliency") is None
+    before = weights_fingerprint(model)
+    model.weights[0].assign(model.weights[0] + 1e-3)
+    assert weights_fingerprint(model) != before
+    assert MethodScores(tmp_path, "tiny", protocol_key(model, images, labels, [0, 2], grids=2, fractions=[0.0, 0.5])).load("saliency") is None
+    scores.path("saliency").write_text("{half a file")
+    assert scores.load("saliency") is None
