@@ -710,7 +710,7 @@ def build_parser():
     p.add_argument("--samples", type=int, default=4, help="shipped samples to use when no image is given")
     p.add_argument("--count", type=int, default=6, help="helpful and harmful training images per image")
     p.add_argument("--data", help="the data set name or folder the model was trained on (default: from its model card)")
-    p.add_argument("--damping", type=float, default=None, help="added to the Hessian's diagonal (default: 1e-3 for a linear last layer, 0.1, pulling toward the model's weights, for a non-linear one)")
+    p.add_argument("--damping", type=float, default=None, help="added to the Hessian's diagonal (default: 1e-3 for a linear last layer; for a non-linear one 0.03 x the largest Gauss-Newton eigenvalue, pulling toward the model's weights)")
     p.add_argument("--cache", help="folder of the influence indexes (default ~/.cache/glasszoo/influence)")
     p.add_argument("--strict", action="store_true", help="refuse image files that need converting (channels, size) instead of converting them")
     p.set_defaults(run=cmd_influence)

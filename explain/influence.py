@@ -70,27 +70,65 @@ from glasszoo.explain.readout_objective import (  # noqa: F401  (the objective's
     refit_readout,
     residuals as _residuals,
 )
-from glasszoo.explain.readouts import linear_head, principal_directions, project
+from glasszoo.explain.readouts import SubspaceHead, class_principal_bases, linear_head, principal_directions, project
 
 INDEX_KEYS = ("features", "residuals", "labels", "inverse_hessian", "kernel", "offsets")
 DEFAULT_DAMPING = 1e-3
-NONLINEAR_DAMPING = 0.1
+RELATIVE_DAMPING = 0.03
 MAX_PARAMETERS = 2600
+DAMPING_ESCALATION = 3.0  # a default non-linear damping whose proximal optimum the refit cannot reach is raised by this
+ESCALATIONS = 8
+PATIENCE = 40  # Levenberg-Marquardt steps without the gradient halving before a default damping is raised
 
 
 def resolved_damping(head, damping=None):
-    """`damping`, or by default `DEFAULT_DAMPING` for a linear last layer and `NONLINEAR_DAMPING` for a non-linear one.
+    """`(damping, rule)`: `damping` as given, or the default for the layer and the rule that set it.
 
-    A non-linear layer's damping pulls its weights toward the model's own
+    The default is `DEFAULT_DAMPING` for a linear last layer. A non-linear
+    layer's damping pulls its weights toward the model's own
     (`refit_readout`'s `center`): the objective the influence function then
     describes is the layer retrained *near* the model's weights, the
     "proximal" response Bae et al. (2022) show influence functions estimate
-    for non-convex models. With 0.1 its Gauss-Newton refits converge in
-    about ten steps on the zoo's non-linear layer (with 0.01 they had not in 300).
+    for non-convex models. Its size follows the layer's curvature, whose
+    scale differs by orders of magnitude between families (the largest
+    Gauss-Newton eigenvalue is about 3 for the B-cos preset's layer and
+    0.02 for CoDA's): `RELATIVE_DAMPING` times the largest eigenvalue at the
+    model's weights.
+
+    Args:
+        head: the readout head (`readout`), expanded at the model's weights.
+        damping: a damping to keep, or None.
     """
     if damping is not None:
-        return damping
-    return DEFAULT_DAMPING if head.linear else NONLINEAR_DAMPING
+        return float(damping), "given"
+    if head.linear:
+        return DEFAULT_DAMPING, f"{DEFAULT_DAMPING} (a linear last layer)"
+    curvature = float(np.linalg.eigvalsh(objective_hessian(head.features, head.offsets, head.parameters, 0.0, loss=head.loss))[-1])
+    return RELATIVE_DAMPING * curvature, f"{RELATIVE_DAMPING} x the largest Gauss-Newton eigenvalue at the model's weights ({curvature:.4g})"
+
+
+def _refit_at_reachable_damping(head, labels, damping, center, escalate):
+    """`refit_readout` of `head` to its damped optimum; `(parameters, steps, damping)`.
+
+    With `escalate` (a non-linear layer at its default damping), a damping
+    whose optimum the refit does not approach (its largest gradient entry
+    does not halve within `PATIENCE` Levenberg-Marquardt steps) is raised `DAMPING_ESCALATION`-fold, at most `ESCALATIONS` times:
+    with too weak a pull toward the model's weights a layer with kinks (B-cos's
+    MaxOut, its cosine factor) wanders along flat directions of the loss.
+    """
+    linear = head.linear
+    for attempt in range(ESCALATIONS + 1 if escalate else 1):
+        try:
+            parameters, steps = refit_readout(
+                head.features, head.offsets, labels, head.parameters, damping, loss=head.loss, head=None if linear else head,
+                center=center, max_steps=100 if linear else 1000, patience=PATIENCE if escalate else None,
+            )  # fmt: skip
+            return parameters, steps, damping
+        except RuntimeError:
+            if attempt == (ESCALATIONS if escalate else 0):
+                raise
+            damping *= DAMPING_ESCALATION
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def readout(model, images, batch_size=256):
@@ -134,7 +172,8 @@ class InfluenceIndex:
         damping: the damping added to the Hessian.
         info: dict of provenance (hashes, sizes, refit).
         loss: the model's training loss, `"softmax"` or `"sigmoid"`.
-        projection: `(F, F')` orthonormal directions the weights are free in, or None (all of them).
+        projection: `(F, F')` orthonormal directions the weights are free in (a linear layer), `(K, F, F')` one set per
+            class (a non-linear one), or None (all of them).
         head: the training images' readout head, kept in memory for refits of a non-linear layer (not saved).
         center: the weights the damping pulls toward (None: 0; a non-linear layer's: the model's own).
 
@@ -176,16 +215,17 @@ class InfluenceIndex:
             images: `(n, H, W, C)` training images in [0, 1].
             labels: `(n,)` their classes.
             damping: added to the Hessian's diagonal (and, with `refit`, the L2 weight of the objective);
-                None: `resolved_damping`'s default for the layer.
+                None: `resolved_damping`'s default for the layer (`info["damping_rule"]` says which).
             refit: first move the readout to the optimum of the damped
                 objective on these images (the setting of the paper's
                 guarantees; the model itself is not changed).
             batch_size: images per forward pass.
-            max_parameters: a linear readout with more weights than this has
-                them free only along the principal directions of its
-                features (`explain.readouts.project`), so that the exact
-                Hessian stays small; `info["projection"]` says how much of
-                the features' second moment those directions hold.
+            max_parameters: a readout with more weights than this has them
+                free only along the principal directions of its features (a
+                linear layer, `explain.readouts.project`) or of each class's
+                Jacobian (a non-linear one, `explain.readouts.SubspaceHead`),
+                so that the Hessian stays small; `info["projection"]` says
+                how much of the second moment those directions hold.
         """
         labels = np.asarray(labels, dtype="int64").reshape(-1)
         if len(labels) != len(images) or not len(labels):
@@ -193,21 +233,27 @@ class InfluenceIndex:
         if damping is not None and not float(damping) > 0:
             raise ValueError(f"damping must be positive (it makes the Hessian invertible); got {damping!r}.")
         head = readout(model, images, batch_size)
-        damping = resolved_damping(head, damping)
         projection, info = None, {}
-        if head.linear and head.features.ndim == 2 and head.parameters.size > max_parameters:
+        if head.parameters.size > max_parameters:
             width = max(1, int(max_parameters) // head.parameters.shape[1])
-            projection, share = principal_directions(head.features, width)
-            info["projection"] = {"directions": int(width), "of": int(head.features.shape[1]), "second_moment_share": share}
-            head = project(head, projection)
+            if head.linear:
+                projection, share = principal_directions(head.features, width)
+                head = project(head, projection)
+            else:  # each class's weights along its own directions, at most 2,048 images estimating them
+                projection, shares = class_principal_bases(head, width)
+                share = float(shares.mean())
+                head = SubspaceHead(head, projection)
+            info["projection"] = {"directions": int(width), "of": int(projection.shape[-2]), "second_moment_share": share}
         features, offsets, parameters = head.features, head.offsets, head.parameters
         center = None if head.linear else parameters  # a non-linear layer's damping pulls toward the model's weights
+        defaulted = damping is None
+        damping, info["damping_rule"] = resolved_damping(head, damping)
         steps = 0
         if refit:
-            parameters, steps = refit_readout(
-                features, offsets, labels, parameters, damping, loss=head.loss, head=None if head.linear else head, center=center,
-                max_steps=100 if head.linear else 1000,
-            )  # fmt: skip
+            initial = damping
+            parameters, steps, damping = _refit_at_reachable_damping(head, labels, damping, center, escalate=defaulted and not head.linear)
+            if damping != initial:
+                info["damping_rule"] += f", raised x{DAMPING_ESCALATION:g} until the refit converged: {damping:.4g}"
             features, offsets = head.expand(parameters)
         hessian = objective_hessian(features, offsets, parameters, damping, loss=head.loss)
         residuals = _residuals(logits_of(features, offsets, parameters), labels, head.loss)
@@ -240,7 +286,7 @@ class InfluenceIndex:
         """The readout head of `images`, expanded at the index's parameters (and projected as the index is)."""
         head = readout(model, images)
         if self.projection is not None:
-            head = project(head, self.projection)
+            head = project(head, self.projection) if self.projection.ndim == 2 else SubspaceHead(head, self.projection)
         if not head.linear:
             head.features, head.offsets = head.expand(self.parameters)
         return head
@@ -328,14 +374,13 @@ class InfluenceIndex:
 
 
 def cache_file(model, images, labels, damping=None, folder=None):
-    """The index file of this model's readout, training data and damping (the names hold their sha256)."""
+    """The index file of this model's readout, training data and damping (None: the default rule); the name holds their sha256."""
     folder = pathlib.Path(folder) if folder is not None else pathlib.Path.home() / ".cache" / "glasszoo" / "influence"
-    probe = readout(model, np.asarray(images[:1]))
-    damping, parameters = resolved_damping(probe, damping), probe.parameters
+    parameters = readout(model, np.asarray(images[:1])).parameters
     key = hashlib.sha256()
     key.update(np.ascontiguousarray(parameters).tobytes())
     key.update(data_sha256(np.asarray(images), np.asarray(labels, "int64")).encode())
-    key.update(repr(float(damping)).encode())
+    key.update(("default" if damping is None else repr(float(damping))).encode())
     return folder / f"{model.name}-{key.hexdigest()[:24]}.npz"
 
 

@@ -157,7 +157,7 @@ def inverse(hessian):
 
 def refit_readout(
     features, offsets, labels, parameters, damping, weights=None, tolerance=1e-10, max_steps=100, hessian_inverse=None,
-    loss="softmax", head=None, center=None, relative_tolerance=None,
+    loss="softmax", head=None, center=None, relative_tolerance=None, patience=None,
 ):  # fmt: skip
     """The readout minimising the damped objective, by (Gauss-)Newton steps from `parameters`; `(parameters, steps)`.
 
@@ -180,16 +180,27 @@ def refit_readout(
         head: for a non-linear layer, an object whose `expand(parameters)`
             returns `(features, offsets)` expanded at other parameters
             (`explain.readouts`); None for a linear layer.
+        patience: for a non-linear layer's Levenberg-Marquardt refit, give up
+            (RuntimeError) when the largest gradient entry has not halved
+            in this many steps (None: only `max_steps` ends it).
         center: the point the damping pulls toward (None: 0). A layer whose
             logits do not change with the size of its weights (unit-norm
             weights) has no optimum with the damping pulling toward 0 (the
             weights would shrink without end); pulling toward the model's
             own weights gives it one.
 
+    A non-linear layer without a given `hessian_inverse` is refitted by
+    Levenberg-Marquardt steps instead (`_levenberg_marquardt`): its
+    Gauss-Newton matrix leaves out the layer's own curvature, so a full
+    Gauss-Newton step can overshoot far from the model's weights when the
+    damping is small.
+
     Raises:
         RuntimeError: no convergence within `max_steps`.
     """
     parameters = np.array(parameters, dtype="float64")
+    if head is not None and hessian_inverse is None:
+        return _levenberg_marquardt(head, labels, parameters, damping, weights, tolerance, relative_tolerance, max_steps, loss, center, patience)
 
     def value_at(candidate):  # a non-linear layer is evaluated itself, not its expansion
         logits = logits_of(features, offsets, candidate) if head is None else head.logits(candidate)
@@ -221,3 +232,56 @@ def refit_readout(
         if head is not None:
             features, offsets = head.expand(parameters)
     raise RuntimeError(f"The readout did not converge in {max_steps} Newton steps (largest gradient {np.max(np.abs(gradient)):.3g}).")
+
+
+def _levenberg_marquardt(head, labels, parameters, damping, weights, tolerance, relative_tolerance, max_steps, loss, center, patience=None):
+    """`refit_readout` of a non-linear layer: trust-region Gauss-Newton steps on the true objective; `(parameters, steps)`.
+
+    Each step solves `(G + mu I) delta = gradient` with `G` the damped
+    Gauss-Newton matrix at the current weights, and is taken when the true
+    objective falls; `mu` shrinks after a step that did as well as the
+    quadratic model predicted and grows after a rejected one (Nielsen's
+    update), so the steps are Gauss-Newton's near the optimum and short,
+    gradient-like ones far from it.
+    """
+
+    def value_at(candidate):
+        return objective_of_logits(head.logits(candidate), labels, candidate, damping, weights=weights, loss=loss, center=center)
+
+    features, offsets = head.expand(parameters)
+    value = value_at(parameters)
+    threshold, mu, growth = tolerance, None, 2.0
+    best, best_step = np.inf, 0
+    for step in range(int(max_steps)):
+        gradient = objective_gradient(features, offsets, labels, parameters, damping, weights=weights, loss=loss, center=center)
+        largest = float(np.max(np.abs(gradient)))
+        if step == 0 and relative_tolerance:
+            threshold = max(tolerance, relative_tolerance * largest)
+        if largest < threshold:
+            return parameters, step
+        if largest < 0.5 * best:
+            best, best_step = largest, step
+        elif patience is not None and step - best_step >= patience:
+            raise RuntimeError(f"The readout's Levenberg-Marquardt refit stalled: its largest gradient did not halve in {patience} steps ({largest:.3g}).")
+        hessian = objective_hessian(features, offsets, parameters, damping, weights=weights, loss=loss)
+        if mu is None:
+            mu = 1e-3 * float(np.max(np.diag(hessian)))
+        flat_gradient = gradient.reshape(-1)
+        for _ in range(60):
+            direction = np.linalg.solve(hessian + mu * np.eye(len(hessian)), flat_gradient)
+            predicted = float(flat_gradient @ direction - 0.5 * direction @ (hessian @ direction))
+            candidate = parameters - direction.reshape(parameters.shape)
+            candidate_value = value_at(candidate)
+            # near the optimum the objective's value cannot resolve the predicted decrease: the step is taken as the model's
+            ratio = 1.0 if predicted < 1e-13 * max(1.0, abs(value)) else (value - candidate_value) / predicted
+            if ratio > 0:
+                mu *= max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
+                growth = 2.0
+                break
+            mu *= growth
+            growth *= 2.0
+        else:
+            raise RuntimeError(f"The readout's Levenberg-Marquardt step found no decrease (largest gradient {largest:.3g}).")
+        parameters, value = candidate, candidate_value
+        features, offsets = head.expand(parameters)
+    raise RuntimeError(f"The readout did not converge in {max_steps} Levenberg-Marquardt steps (largest gradient {largest:.3g}).")

@@ -115,3 +115,62 @@ def project(head, projection):
     base = head.parameters
     frozen = base - projection @ (projection.T @ base)
     return LinearHead(head.features @ projection, head.offsets + head.features @ frozen, projection.T @ base, head.loss)
+
+
+class SubspaceHead:
+    """A non-linear head whose weights move only along given directions, one set per class.
+
+    Class `j`'s weights are `theta0_j + U_j delta_j` (`theta0` the model's,
+    `U_j` `(F, m)` orthonormal): the parameters are the `delta` `(m, K)`,
+    zero at the model. The head must give its Jacobian chunk by chunk
+    (`jacobian_chunks(parameters)` yielding `(logits, features (b, F, K))`),
+    so that the full `(n, F, K)` Jacobian is never held.
+
+    Args:
+        head: the non-linear head.
+        bases: `(K, F, m)` the directions of each class (`class_principal_bases`).
+    """
+
+    linear = False
+
+    def __init__(self, head, bases):
+        self.head, self.bases, self.loss = head, np.asarray(bases, "float64"), head.loss
+        self.parameters = np.zeros((self.bases.shape[2], self.bases.shape[0]))
+        self.features, self.offsets = self.expand(self.parameters)
+
+    def weights(self, parameters):
+        """The layer's full weights `(F, K)` at subspace coordinates `parameters`."""
+        return self.head.parameters + np.einsum("jfm,mj->fj", self.bases, parameters, optimize=True)
+
+    def logits(self, parameters):
+        return self.head.logits(self.weights(parameters))
+
+    def expand(self, parameters):
+        logits, features = [], []
+        for chunk_logits, chunk_features in self.head.jacobian_chunks(self.weights(parameters)):
+            logits.append(chunk_logits)
+            features.append(np.einsum("bfj,jfm->bmj", chunk_features, self.bases, optimize=True))
+        features = np.concatenate(features)
+        return features, np.concatenate(logits) - np.einsum("bmj,mj->bj", features, parameters, optimize=True)
+
+
+def class_principal_bases(head, count, max_images=2048):
+    """`(K, F, count)`: each class's directions of largest `sum_b J_bj J_bjᵀ` (its Jacobian's uncentred second moment).
+
+    Estimated on the first `max_images` images of the head; also returns the
+    share of each class's second moment they hold, `(K,)`.
+    """
+    moments, seen = None, 0
+    for _, features in head.jacobian_chunks(head.parameters):
+        part = features[: max_images - seen]
+        moments = (0 if moments is None else moments) + np.einsum("bfj,bgj->jfg", part, part, optimize=True)
+        seen += len(part)
+        if seen >= max_images:
+            break
+    bases, shares = [], []
+    for moment in moments:
+        values, vectors = np.linalg.eigh(moment)
+        order = np.argsort(values)[::-1][:count]
+        bases.append(vectors[:, order])
+        shares.append(float(values[order].sum() / max(values.sum(), 1e-300)))
+    return np.stack(bases), np.array(shares)

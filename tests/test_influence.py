@@ -94,7 +94,7 @@ def test_a_non_linear_last_layer_is_validated_by_refitting_the_real_layer(sample
     model.compile()
     model.fit(x, y, epochs=3, batch_size=16, verbose=0)
     index = influence.InfluenceIndex.build(model, x, y, refit=True)
-    assert index.info["layer"].startswith("non-linear") and index.loss == "sigmoid" and index.damping == influence.NONLINEAR_DAMPING
+    assert index.info["layer"].startswith("non-linear") and index.loss == "sigmoid" and "damping_rule" in index.info
     assert index.features.ndim == 3 and index.info["refit_steps"] > 0
     head = index.head
     gradient = influence.objective_gradient(*head.expand(index.parameters), y, index.parameters, index.damping, loss="sigmoid", center=index.center)
@@ -106,6 +106,26 @@ def test_a_non_linear_last_layer_is_validated_by_refitting_the_real_layer(sample
     assert check["pearson_r"] >= 0.8, check
     found = index.most_influential(model, x[:2], count=3)
     assert found["helpful"].shape == (2, 3)
+
+
+def test_a_wide_non_linear_layer_moves_along_each_class_s_principal_directions(samples):
+    """CoDA: 4,896 weights a class in the preset; here the tiny layer's are restricted to 12 directions a class."""
+    x, y = samples[0], samples[1]
+    model = build("coda", seed=1)
+    model.compile()
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    full = influence.readout(model, x)
+    index = influence.InfluenceIndex.build(model, x, y, max_parameters=120, refit=True)
+    assert index.info["projection"]["directions"] == 12 and index.projection.shape == (10, full.parameters.shape[0], 12)
+    assert index.info["damping_rule"].startswith(f"{influence.RELATIVE_DAMPING} x the largest Gauss-Newton eigenvalue")
+    assert index.features.shape == (len(x), 12, 10)
+    gradient = influence.objective_gradient(*index.head.expand(index.parameters), y, index.parameters, index.damping, loss="sigmoid", center=index.center)
+    assert np.max(np.abs(gradient)) < 1e-10  # the Levenberg-Marquardt refit reached the optimum of the layer's own objective
+    np.testing.assert_allclose(index.test_readout(model, x[:4]).logits(np.zeros((12, 10))), full.logits(full.parameters)[:4], atol=1e-10)
+    test_image, test_label = x[2], y[2]
+    predicted = index.predicted_loss_change(model, test_image[None], target=[test_label])[0]
+    most = np.argsort(-np.abs(predicted), kind="stable")[:15]
+    assert influence.leave_one_out_check(index, model, test_image, test_label, most)["pearson_r"] >= 0.8
 
 
 def test_a_wide_readout_is_restricted_to_its_principal_directions_without_changing_the_logits(samples, tmp_path):
@@ -213,8 +233,8 @@ def test_bad_inputs_and_files_are_refused_with_the_problem_named(trained, tmp_pa
 
 
 def test_a_family_without_a_linear_readout_says_so(samples):
-    model = build("coda", seed=0)
-    with pytest.raises(NotImplementedError, match="coda family has no linear readout"):
+    model = build("hierarchical_protopnet", seed=0)
+    with pytest.raises(NotImplementedError, match="hierarchical_protopnet family has no linear readout"):
         influence.InfluenceIndex.build(model, samples[0][:4], samples[1][:4])
 
 
@@ -246,8 +266,8 @@ def test_cli_names_the_missing_training_data(samples, tmp_path, capsys):
     assert main(["influence", str(tmp_path / "bare"), "--out", str(tmp_path / "out")]) == 2
     assert "no model card naming its training data" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    assert main(["influence", "coda_fashion_mnist", "--out", str(tmp_path / "out"), "--samples", "1"]) == 2
-    assert "coda family has no linear readout" in capsys.readouterr().err
+    assert main(["influence", "hierarchical_protopnet_fashion_mnist", "--out", str(tmp_path / "out"), "--samples", "1"]) == 2
+    assert "hierarchical_protopnet family has no linear readout" in capsys.readouterr().err
 
 
 def test_helpfulness_percentiles_rank_scores():

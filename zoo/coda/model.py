@@ -160,6 +160,12 @@ class CoDA(DynamicLinearStack, ZooModel):
         maps = [self.explain(images, target=c, batch_size=batch_size)["contributions"] for c in classes]
         return np.stack(maps, axis=1)
 
+    def readout_head(self, images, batch_size=256):
+        """The last DAU layer and the pooling head as a function of its per-class weights (`zoo.coda.readout`)."""
+        from glasszoo.zoo.coda.readout import last_layer_head
+
+        return last_layer_head(self, images, batch_size)
+
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Keras `compile` with the family's defaults: Adam, one-hot binary cross-entropy, accuracy."""
         if loss is None:
