@@ -319,6 +319,9 @@ def cmd_explain(args):
     return 0
 
 
+NEGLIGIBLE_INFLUENCE = 1e-9  # influence scores below this in size rank training images by rounding noise
+
+
 def cmd_influence(args):
     import glasszoo
     import numpy as np
@@ -364,6 +367,13 @@ def cmd_influence(args):
                 ]
             if labels is not None:
                 record["label"] = names[int(labels[row])]
+            largest = max(abs(entry["score"]) for entry in record["helpful"] + record["harmful"])
+            if largest < NEGLIGIBLE_INFLUENCE:
+                record["note"] = (
+                    f"every score is below {NEGLIGIBLE_INFLUENCE:g} in size (largest {largest:.2g}): the model is so sure of this image that "
+                    "its loss gradient vanishes, no training image changes its loss measurably, and the order of the images shown is noise"
+                )
+                print(f"{stem}: {record['note']}")
             records.append(record)
         _write_json(folder / "influence.json", {
             "model": model.name, "training_data": where, "method": "influence functions on the last layer (Koh and Liang 2017): exact damped Hessian of a linear layer, Gauss-Newton of a non-linear one",

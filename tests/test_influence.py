@@ -316,3 +316,27 @@ def test_weighted_hessian_drops_the_images_of_weight_zero():
     weighted = influence.objective_hessian(features, offsets, parameters, 0.0, weights=weights)
     without = influence.objective_hessian(features[keep], offsets[keep], parameters, 0.0)
     np.testing.assert_allclose(weighted * len(labels), without * keep.sum(), atol=1e-12)
+
+
+def test_cli_says_when_every_score_is_negligible(fashion_mnist, tmp_path, capsys, monkeypatch):
+    """A prediction so sure that its loss gradient vanishes: the order of the training images shown is noise, and the output says so."""
+    import json
+
+    from glasszoo.cli import main
+
+    model = build("cnn", seed=4)
+    model.save_preset(tmp_path / "tiny", metadata={"data": {"dataset": "fashion_mnist", "validation_images": 59500}, "training": {"seed": 0}})
+    original = influence.InfluenceIndex.most_influential
+
+    def vanishing(self, *args, **kwargs):
+        found = original(self, *args, **kwargs)
+        found["helpful_scores"][0] *= 1e-15  # the first image only
+        found["harmful_scores"][0] *= 1e-15
+        return found
+
+    monkeypatch.setattr(influence.InfluenceIndex, "most_influential", vanishing)
+    out = tmp_path / "out"
+    assert main(["influence", str(tmp_path / "tiny"), "--samples", "2", "--count", "3", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    images = json.loads((out / "influence.json").read_text())["images"]
+    assert "its loss gradient vanishes" in images[0]["note"] and "note" not in images[1]
+    assert "the order of the images shown is noise" in capsys.readouterr().out
