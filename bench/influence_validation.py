@@ -73,7 +73,7 @@ def _validate(preset, args):
         query.append(time.time() - started)
 
     started = time.time()
-    refitted = influence.InfluenceIndex.build(model, x_fit, y_fit, damping=args.damping, refit=True)
+    refitted = influence.InfluenceIndex.build(model, x_fit, y_fit, damping=args.damping, refit=True, reuse=index)
     test_head = index.test_readout(model, x_test)
     moved = float(np.max(np.abs(refitted.test_readout(model, x_test).logits(refitted.parameters) - test_head.logits(index.parameters))))
     # how close the answer users get (the model's own readout) is to the validated one (the refitted readout)

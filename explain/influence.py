@@ -30,7 +30,12 @@ everything before it held fixed (`explain.readouts`):
 - a non-linear last layer exposes
   `model.readout_head(images)`: its logits and their Jacobian in the
   layer's weights, one set of weights per class. `H` is then the
-  Gauss-Newton matrix (`explain.readout_objective`).
+  Gauss-Newton matrix (`explain.readout_objective`). A non-linear layer
+  wider than `MAX_PARAMETERS` has each class's weights free only along
+  that class's principal Jacobian directions (`readouts.SubspaceHead`).
+  Its default damping is relative to its curvature and pulls toward the
+  model's weights (`resolved_damping`); its refits take Levenberg-Marquardt
+  steps.
 
 The loss is the model's own (`output_activation`: softmax cross-entropy,
 or the one-hot binary cross-entropy of sigmoid outputs). The damping
@@ -207,7 +212,7 @@ class InfluenceIndex:
         return len(self.labels)
 
     @classmethod
-    def build(cls, model, images, labels, damping=None, refit=False, batch_size=256, max_parameters=MAX_PARAMETERS):
+    def build(cls, model, images, labels, damping=None, refit=False, batch_size=256, max_parameters=MAX_PARAMETERS, reuse=None):
         """Reads the training set through `model`'s last layer and inverts the Hessian there.
 
         Args:
@@ -226,6 +231,10 @@ class InfluenceIndex:
                 Jacobian (a non-linear one, `explain.readouts.SubspaceHead`),
                 so that the Hessian stays small; `info["projection"]` says
                 how much of the second moment those directions hold.
+            reuse: an index built by this method for the same model, images
+                and `max_parameters`, whose directions are taken instead of
+                computed again (for a wide non-linear layer they cost one
+                eigendecomposition per class).
         """
         labels = np.asarray(labels, dtype="int64").reshape(-1)
         if len(labels) != len(images) or not len(labels):
@@ -236,13 +245,16 @@ class InfluenceIndex:
         projection, info = None, {}
         if head.parameters.size > max_parameters:
             width = max(1, int(max_parameters) // head.parameters.shape[1])
-            if head.linear:
+            if reuse is not None and reuse.projection is not None:
+                if reuse.info.get("data_sha256") != data_sha256(np.asarray(images), labels):
+                    raise ValueError("build(reuse=...) needs an index of the same training images.")
+                projection, share = reuse.projection, reuse.info["projection"]["second_moment_share"]
+            elif head.linear:
                 projection, share = principal_directions(head.features, width)
-                head = project(head, projection)
             else:  # each class's weights along its own directions, at most 2,048 images estimating them
                 projection, shares = class_principal_bases(head, width)
                 share = float(shares.mean())
-                head = SubspaceHead(head, projection)
+            head = project(head, projection) if head.linear else SubspaceHead(head, projection)
             info["projection"] = {"directions": int(width), "of": int(projection.shape[-2]), "second_moment_share": share}
         features, offsets, parameters = head.features, head.offsets, head.parameters
         center = None if head.linear else parameters  # a non-linear layer's damping pulls toward the model's weights

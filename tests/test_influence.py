@@ -126,6 +126,10 @@ def test_a_wide_non_linear_layer_moves_along_each_class_s_principal_directions(s
     predicted = index.predicted_loss_change(model, test_image[None], target=[test_label])[0]
     most = np.argsort(-np.abs(predicted), kind="stable")[:15]
     assert influence.leave_one_out_check(index, model, test_image, test_label, most)["pearson_r"] >= 0.8
+    again = influence.InfluenceIndex.build(model, x, y, max_parameters=120, reuse=index)  # the directions, not recomputed
+    assert again.projection is index.projection and again.info["projection"] == index.info["projection"]
+    with pytest.raises(ValueError, match="same training images"):
+        influence.InfluenceIndex.build(model, x[:20], y[:20], max_parameters=120, reuse=index)
 
 
 def test_a_wide_readout_is_restricted_to_its_principal_directions_without_changing_the_logits(samples, tmp_path):
