@@ -48,6 +48,26 @@ class DynamicLinearStack:
             activations = layer(activations)
         return activations, self.head(self.stack()[-1](activations))
 
+    def last_layer_patches(self, images, pad, batch_size=256):
+        """`(n, positions, k·k·c)` float32: the windows the last layer of the stack reads, for its readout head.
+
+        Args:
+            images: `(n, H, W, C)` in [0, 1].
+            pad: `pad(inputs) -> padded inputs`, the last layer's own padding.
+            batch_size: images per forward pass.
+        """
+        import numpy as np
+        from glasszoo.explain.readouts import to_numpy
+        from glasszoo.layers.dynamic_alignment import extract_patches
+
+        layer = self.stack()[-1]
+        patches = []
+        for start in range(0, len(images), batch_size):
+            inputs, _ = self.feature_maps_and_logits(ops.convert_to_tensor(np.asarray(images[start : start + batch_size], "float32")))
+            windows = to_numpy(extract_patches(pad(inputs), layer.kernel_size, layer.strides)).astype("float32")
+            patches.append(windows.reshape(len(windows), -1, windows.shape[-1]))
+        return np.concatenate(patches)
+
     def stack_explanation(self, images, target=None, scale=1.0):
         """`(encoded input, logits, relevance of the encoded input)` for the explained classes.
 

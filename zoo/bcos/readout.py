@@ -25,7 +25,6 @@ converge; with the winners held the layer stays non-linear in its weights
 import numpy as np
 from glasszoo.explain.readouts import to_numpy
 from glasszoo.layers import conv_padding
-from glasszoo.layers.dynamic_alignment import extract_patches
 
 
 class BcosLastLayerHead:
@@ -129,13 +128,6 @@ class BcosLastLayerHead:
 
 def last_layer_head(model, images, batch_size=256):
     """`BcosLastLayerHead` of `model` (a `BcosNet`) on `images`: the last layer's input patches, read once."""
-    from keras import ops
-
     layer = model.stack()[-1]
-    patches = []
-    for start in range(0, len(images), batch_size):
-        inputs, _ = model.feature_maps_and_logits(ops.convert_to_tensor(np.asarray(images[start : start + batch_size], "float32")))
-        padded = conv_padding.pad(inputs, *layer._paddings(inputs.shape[1], inputs.shape[2]))
-        windows = to_numpy(extract_patches(padded, layer.kernel_size, layer.strides)).astype("float32")
-        patches.append(windows.reshape(len(windows), -1, windows.shape[-1]))
-    return BcosLastLayerHead(np.concatenate(patches), to_numpy(layer.kernel), layer, model.head)
+    patches = model.last_layer_patches(images, lambda inputs: conv_padding.pad(inputs, *layer._paddings(inputs.shape[1], inputs.shape[2])), batch_size)
+    return BcosLastLayerHead(patches, to_numpy(layer.kernel), layer, model.head)

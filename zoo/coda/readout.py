@@ -22,7 +22,6 @@ them move only along each class's principal directions
 
 import numpy as np
 from glasszoo.explain.readouts import to_numpy
-from glasszoo.layers.dynamic_alignment import extract_patches
 
 
 class DAUHead:
@@ -124,12 +123,5 @@ class DAUHead:
 
 def last_layer_head(model, images, batch_size=256):
     """`DAUHead` of `model` (a `CoDA`) on `images`: the last layer's input patches, read once."""
-    from keras import ops
-
     layer = model.stack()[-1]
-    patches = []
-    for start in range(0, len(images), batch_size):
-        inputs, _ = model.feature_maps_and_logits(ops.convert_to_tensor(np.asarray(images[start : start + batch_size], "float32")))
-        windows = to_numpy(extract_patches(layer._pad(inputs), layer.kernel_size, layer.strides)).astype("float32")
-        patches.append(windows.reshape(len(windows), -1, windows.shape[-1]))
-    return DAUHead(np.concatenate(patches), layer, model.head)
+    return DAUHead(model.last_layer_patches(images, layer._pad, batch_size), layer, model.head)
