@@ -96,8 +96,8 @@ def resolved_damping(head, damping=None):
     "proximal" response Bae et al. (2022) show influence functions estimate
     for non-convex models. Its size follows the layer's curvature, whose
     scale differs by orders of magnitude between families (the largest
-    Gauss-Newton eigenvalue is about 3 for the B-cos preset's layer and
-    0.02 for CoDA's): `RELATIVE_DAMPING` times the largest eigenvalue at the
+    Gauss-Newton eigenvalue of the zoo's non-linear last layers ranges from
+    about 0.02 to 3): `RELATIVE_DAMPING` times the largest eigenvalue at the
     model's weights.
 
     Args:
@@ -118,11 +118,12 @@ def _refit_at_reachable_damping(head, labels, damping, center, escalate):
     With `escalate` (a non-linear layer at its default damping), a damping
     whose optimum the refit does not approach (its largest gradient entry
     does not halve within `PATIENCE` Levenberg-Marquardt steps) is raised `DAMPING_ESCALATION`-fold, at most `ESCALATIONS` times:
-    with too weak a pull toward the model's weights a layer with kinks (B-cos's
-    MaxOut, its cosine factor) wanders along flat directions of the loss.
+    with too weak a pull toward the model's weights a layer with kinks (MaxOut
+    units, say) wanders along flat directions of the loss.
     """
     linear = head.linear
-    for attempt in range(ESCALATIONS + 1 if escalate else 1):
+    attempts = ESCALATIONS + 1 if escalate else 1
+    for attempt in range(attempts):
         try:
             parameters, steps = refit_readout(
                 head.features, head.offsets, labels, head.parameters, damping, loss=head.loss, head=None if linear else head,
@@ -130,10 +131,9 @@ def _refit_at_reachable_damping(head, labels, damping, center, escalate):
             )  # fmt: skip
             return parameters, steps, damping
         except RuntimeError:
-            if attempt == (ESCALATIONS if escalate else 0):
+            if attempt + 1 == attempts:
                 raise
             damping *= DAMPING_ESCALATION
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def readout(model, images, batch_size=256):
