@@ -75,6 +75,7 @@ from glasszoo.explain.readout_objective import (  # noqa: F401  (the objective's
     refit_readout,
     residuals as _residuals,
 )
+from glasszoo.explain.readout_losses import LOSSES, loss_config, resolve_loss
 from glasszoo.explain.readouts import SubspaceHead, class_principal_bases, linear_head, principal_directions, project
 
 INDEX_KEYS = ("features", "residuals", "labels", "inverse_hessian", "kernel", "offsets")
@@ -267,7 +268,7 @@ class InfluenceIndex:
             if damping != initial:
                 info["damping_rule"] += f", raised x{DAMPING_ESCALATION:g} until the refit converged: {damping:.4g}"
             features, offsets = head.expand(parameters)
-        hessian = objective_hessian(features, offsets, parameters, damping, loss=head.loss)
+        hessian = objective_hessian(features, offsets, parameters, damping, loss=head.loss, labels=labels)
         residuals = _residuals(logits_of(features, offsets, parameters), labels, head.loss)
         info.update({
             "data_sha256": data_sha256(np.asarray(images), labels),
@@ -276,7 +277,7 @@ class InfluenceIndex:
             "parameters": int(parameters.size),
             "refit_steps": int(steps),
             "refit": bool(refit),
-            "loss": head.loss,
+            "loss": resolve_loss(head.loss).name,
             "layer": "linear" if head.linear else "non-linear (Gauss-Newton Hessian)",
         })  # fmt: skip
         return cls(
@@ -307,7 +308,7 @@ class InfluenceIndex:
         """`(m, F', K)` gradients of the test losses (label: `target`, else the predicted class) and the labels used."""
         head = self.test_readout(model, images)
         logits = logits_of(head.features, head.offsets, self.parameters)
-        labels = np.argmax(logits, axis=1) if target is None else np.broadcast_to(np.asarray(target, "int64"), (len(images),))
+        labels = np.argmax(resolve_loss(self.loss).class_logits(logits), axis=1) if target is None else np.broadcast_to(np.asarray(target, "int64"), (len(images),))
         return parameter_gradients(head.features, _residuals(logits, labels, self.loss)), labels
 
     def scores(self, model, images, target=None):
@@ -361,7 +362,7 @@ class InfluenceIndex:
                 kernel=self.parameters,
                 offsets=self.offsets.astype("float32"),
                 damping=np.float64(self.damping),
-                loss=np.array(self.loss),
+                loss=np.array(loss_config(self.loss)),
                 info=np.array(json.dumps(self.info)),
                 **extra,
             )
@@ -381,8 +382,14 @@ class InfluenceIndex:
         return cls(
             arrays["features"], arrays["residuals"], arrays["labels"], arrays["inverse_hessian"], arrays["kernel"],
             arrays["offsets"], float(arrays["damping"]), json.loads(str(arrays["info"])),
-            str(arrays["loss"]) if "loss" in arrays else "softmax", arrays.get("projection"),
+            _stored_loss(arrays), arrays.get("projection"),
         )  # fmt: skip
+
+
+def _stored_loss(arrays):
+    """The loss saved in an index file: a name (`"softmax"` in files older than the field) or a loss's JSON config."""
+    text = str(arrays["loss"]) if "loss" in arrays else "softmax"
+    return text if text in LOSSES else resolve_loss(text)
 
 
 def cache_file(model, images, labels, damping=None, folder=None):

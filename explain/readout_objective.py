@@ -19,7 +19,11 @@ the images, plus `damping/2 ||theta||^2`:
 - `"softmax"`: cross-entropy of the softmax;
 - `"sigmoid"`: binary cross-entropy of every class logit against the one-hot
   label, averaged over the `K` classes (`OneHotBinaryCrossentropy`, the
-  loss of models whose `output_activation` is a sigmoid).
+  loss of models whose `output_activation` is a sigmoid);
+- a `readout_losses.GroupedSoftmax`: the readout's `U` outputs are the
+  scores of a model's steps (a taxonomy's edges), not the class logits; a
+  softmax within each group of them, and the cross-entropies of the groups
+  on the label's path summed. `theta` is then `(F, U)`.
 
 `objective_hessian` is the Gauss-Newton matrix
 `1/n sum_b J_bᵀ Λ_b J_b + damping I` (`J_b` the Jacobian of the logits in
@@ -32,44 +36,32 @@ matrix). Parameters are flattened row-major from `(F, K)`: index `f K + c`.
 """
 
 import numpy as np
-from glasszoo.explain.probabilities import probabilities_of
+from glasszoo.explain.readout_losses import LOSSES, resolve_loss  # noqa: F401  (LOSSES re-exported)
 
-LOSSES = ("softmax", "sigmoid")
 FIXED_HESSIAN_STEPS = 10
 
 
 def check_loss(loss):
-    """Raises a ValueError naming `loss` unless it is one of `LOSSES`."""
-    if loss not in LOSSES:
-        raise ValueError(f"The readout's loss must be one of {LOSSES}; got {loss!r}.")
+    """`loss` as given (a name of `LOSSES` or a loss object); a ValueError naming it if it is neither."""
+    resolve_loss(loss)
     return loss
 
 
 def logits_of(features, offsets, parameters):
-    """`offsets + features · parameters` for shared `(n, F)` or per-class `(n, F, K)` features."""
+    """`offsets + features · parameters` for shared `(n, F)` or per-output `(n, F, U)` features."""
     if features.ndim == 2:
         return offsets + features @ parameters
     return offsets + np.einsum("bfc,fc->bc", features, parameters, optimize=True)
 
 
 def losses(logits, labels, loss="softmax"):
-    """`(n,)` per-image loss of the logits against integer labels."""
-    logits = np.asarray(logits, dtype="float64")
-    rows = np.arange(len(labels))
-    if check_loss(loss) == "softmax":
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        return np.log(np.exp(shifted).sum(axis=1)) - shifted[rows, labels]
-    targets = np.zeros_like(logits)
-    targets[rows, labels] = 1.0
-    per_class = np.maximum(logits, 0.0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
-    return per_class.mean(axis=1)
+    """`(n,)` per-image loss of the readout's outputs against integer labels."""
+    return resolve_loss(loss).losses(np.asarray(logits, dtype="float64"), labels)
 
 
 def residuals(logits, labels, loss="softmax"):
-    """`(n, K)` gradient of each image's loss in its logits (softmax: `p - onehot`; sigmoid: `(sigma - onehot) / K`)."""
-    values = probabilities_of(logits, check_loss(loss))
-    values[np.arange(len(labels)), labels] -= 1.0
-    return values if loss == "softmax" else values / logits.shape[1]
+    """`(n, U)` gradient of each image's loss in the readout's outputs (softmax: `p - onehot`; sigmoid: `(sigma - onehot) / K`)."""
+    return resolve_loss(loss).residuals(np.asarray(logits, dtype="float64"), labels)
 
 
 def parameter_gradients(features, residual_values):
@@ -114,16 +106,18 @@ def objective_gradient(features, offsets, labels, parameters, damping, weights=N
     return summed_gradient(features, values) / count + damping * _away(parameters, center)
 
 
-def objective_hessian(features, offsets, parameters, damping, chunk=4096, weights=None, loss="softmax"):
-    """Gauss-Newton matrix `(P, P)`, `P = F K`, of `objective_value` (its exact Hessian for a linear layer).
+def objective_hessian(features, offsets, parameters, damping, chunk=4096, weights=None, loss="softmax", labels=None):
+    """Gauss-Newton matrix `(P, P)`, `P = F U`, of `objective_value` (its exact Hessian for a linear layer).
 
-    Softmax: `Λ_b = diag p_b - p_b p_bᵀ`, so
-    `H = 1/n [sum_b blockdiag_c(p_bc phi_bc phi_bcᵀ) - v_b v_bᵀ] + damping I` with
-    `v_b[f K + c] = phi_bfc p_bc`; sigmoid: `Λ_b = diag(sigma (1 - sigma)) / K`,
-    only the diagonal blocks. Built in chunks of `chunk` images; `weights`
+    The loss's Hessian in the outputs is `Λ_b = diag(d_b) - sum_i v_ib v_ibᵀ`
+    (`readout_losses`; softmax: `d = v = p`; sigmoid: `d = sigma (1 - sigma) / K`
+    and no `v`), so
+    `H = 1/n sum_b [blockdiag_c(d_bc phi_bc phi_bcᵀ) - sum_i w_ib w_ibᵀ] + damping I` with
+    `w_ib[f U + c] = phi_bfc v_ibc`. Built in chunks of `chunk` images; `weights`
     (one per image, 0 removes it) weigh the images' terms, with `n` kept.
+    `labels` are needed by a loss whose curvature depends on them (`GroupedSoftmax`).
     """
-    check_loss(loss)
+    scorer = resolve_loss(loss)
     n, width = features.shape[:2]
     classes = parameters.shape[1]
     size = width * classes
@@ -132,16 +126,13 @@ def objective_hessian(features, offsets, parameters, damping, chunk=4096, weight
         phi = features[start : start + chunk]
         logits = logits_of(phi, offsets[start : start + chunk], parameters)
         scale = np.ones(len(phi)) if weights is None else np.asarray(weights[start : start + chunk], dtype="float64")
-        p = probabilities_of(logits, loss)
-        if loss == "softmax":
-            outer = (phi[:, :, None] * p[:, None, :] if phi.ndim == 2 else phi * p[:, None, :]).reshape(len(phi), size)
+        diagonal, vectors = scorer.curvature(logits, None if labels is None else labels[start : start + chunk])
+        for vector in vectors:
+            outer = (phi[:, :, None] * vector[:, None, :] if phi.ndim == 2 else phi * vector[:, None, :]).reshape(len(phi), size)
             hessian -= (outer * scale[:, None]).T @ outer
-            curvature = p
-        else:
-            curvature = p * (1.0 - p) / classes
         for c in range(classes):
             column = phi if phi.ndim == 2 else phi[:, :, c]
-            hessian[c::classes, c::classes] += (column * (curvature[:, c] * scale)[:, None]).T @ column
+            hessian[c::classes, c::classes] += (column * (diagonal[:, c] * scale)[:, None]).T @ column
     hessian /= n
     hessian[np.diag_indices(size)] += damping
     return hessian
@@ -216,7 +207,7 @@ def refit_readout(
         if largest < threshold:
             return parameters, step
         fixed = hessian_inverse is not None and (step < FIXED_HESSIAN_STEPS or head is not None)
-        solver = hessian_inverse if fixed else inverse(objective_hessian(features, offsets, parameters, damping, weights=weights, loss=loss))
+        solver = hessian_inverse if fixed else inverse(objective_hessian(features, offsets, parameters, damping, weights=weights, loss=loss, labels=labels))
         direction = (solver @ gradient.reshape(-1)).reshape(parameters.shape)
         if np.max(np.abs(direction)) < 1e-13 * max(1.0, float(np.max(np.abs(parameters)))):
             return parameters, step  # the gradient is at its rounding floor: no representable step remains
@@ -263,7 +254,7 @@ def _levenberg_marquardt(head, labels, parameters, damping, weights, tolerance, 
             best, best_step = largest, step
         elif patience is not None and step - best_step >= patience:
             raise RuntimeError(f"The readout's Levenberg-Marquardt refit stalled: its largest gradient did not halve in {patience} steps ({largest:.3g}).")
-        hessian = objective_hessian(features, offsets, parameters, damping, weights=weights, loss=loss)
+        hessian = objective_hessian(features, offsets, parameters, damping, weights=weights, loss=loss, labels=labels)
         if mu is None:
             mu = 1e-3 * float(np.max(np.diag(hessian)))
         flat_gradient = gradient.reshape(-1)

@@ -131,6 +131,7 @@ def test_self_checks_hold(model, images, explained):
 def test_the_readout_rebuilds_the_logits_or_is_declared_absent(model, images, explained):
     """Influence functions model the last layer: its readout must give the logits exactly, and its Jacobian be the derivative."""
     from glasszoo.explain.influence import logits_of, readout
+    from glasszoo.explain.readout_losses import GroupedSoftmax, resolve_loss
 
     try:
         head = readout(model, images)
@@ -138,10 +139,12 @@ def test_the_readout_rebuilds_the_logits_or_is_declared_absent(model, images, ex
         assert model.family in str(error) and "no linear readout" in str(error)
         return
     features, offsets, parameters = head.features, head.offsets, head.parameters
-    assert features.shape[:2] == (len(images), parameters.shape[0]) and parameters.shape[1] == model.num_classes
-    assert features.ndim == 2 or features.shape[2] == model.num_classes
-    _close(logits_of(features, offsets, parameters), explained["logits"], "readout logits")
-    _close(head.logits(parameters), explained["logits"], "readout head logits")
+    to_class_logits = resolve_loss(head.loss).class_logits  # the outputs themselves, unless they are a model's step scores
+    outputs = parameters.shape[1]
+    assert features.shape[:2] == (len(images), parameters.shape[0]) and (features.ndim == 2 or features.shape[2] == outputs)
+    assert outputs == model.num_classes or isinstance(head.loss, GroupedSoftmax)
+    _close(to_class_logits(logits_of(features, offsets, parameters)), explained["logits"], "readout logits")
+    _close(to_class_logits(head.logits(parameters)), explained["logits"], "readout head logits")
     if not head.linear:  # the Jacobian of a non-linear layer: central differences in float64
         direction = np.random.default_rng(0).normal(size=parameters.shape) * 1e-6
         numeric = (head.logits(parameters + direction) - head.logits(parameters - direction)) / 2

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from glasszoo.explain import influence
 from glasszoo.explain.probabilities import probabilities_of
+from glasszoo.explain.readout_losses import GroupedSoftmax
 from tiny_models import build
 
 
@@ -236,10 +237,67 @@ def test_bad_inputs_and_files_are_refused_with_the_problem_named(trained, tmp_pa
         influence.InfluenceIndex.load(bad)
 
 
-def test_a_family_without_a_linear_readout_says_so(samples):
+def test_a_family_without_a_readout_says_so(samples):
     model = build("hierarchical_protopnet", seed=0)
+    model.readout_head = lambda images, batch_size=256: None  # as a family with neither readout would
     with pytest.raises(NotImplementedError, match="hierarchical_protopnet family has no linear readout"):
         influence.InfluenceIndex.build(model, samples[0][:4], samples[1][:4])
+
+
+def _grouped_problem(seed=0, n=40, width=3):
+    """Five outputs in two groups (a root choosing among two, a node choosing among three); four classes."""
+    loss = GroupedSoftmax([0, 0, 1, 1, 1], [[1, 0, 1, 0, 0], [1, 0, 0, 1, 0], [1, 0, 0, 0, 1], [0, 1, 0, 0, 0]])
+    generator = np.random.default_rng(seed)
+    features = generator.normal(size=(n, width, 5))
+    return loss, features, generator.normal(size=(n, 5)), generator.integers(0, 4, size=n), generator.normal(size=(width, 5))
+
+
+def test_a_grouped_softmax_scores_the_path_and_has_the_objective_s_exact_hessian():
+    loss, features, offsets, labels, parameters = _grouped_problem()
+    outputs = influence.logits_of(features, offsets, parameters)
+    class_logits = loss.class_logits(outputs)
+    np.testing.assert_allclose(np.exp(class_logits).sum(axis=1), 1.0)  # the path probabilities of the four classes
+    np.testing.assert_allclose(loss.losses(outputs, labels), -class_logits[np.arange(len(labels)), labels])
+    damping, step = 0.05, 1e-6
+    gradient = influence.objective_gradient(features, offsets, labels, parameters, damping, loss=loss)
+    hessian = influence.objective_hessian(features, offsets, parameters, damping, chunk=7, loss=loss, labels=labels)
+    flat = parameters.reshape(-1)
+    for index in range(flat.size):
+        moved = np.zeros_like(flat)
+        moved[index] = step
+        up, down = (flat + moved).reshape(parameters.shape), (flat - moved).reshape(parameters.shape)
+        values = [influence.objective_value(features, offsets, labels, p, damping, loss=loss) for p in (up, down)]
+        assert abs((values[0] - values[1]) / (2 * step) - gradient.reshape(-1)[index]) < 1e-7
+        column = (
+            influence.objective_gradient(features, offsets, labels, up, damping, loss=loss)
+            - influence.objective_gradient(features, offsets, labels, down, damping, loss=loss)
+        ).reshape(-1) / (2 * step)
+        np.testing.assert_allclose(hessian[:, index], column, atol=1e-7)  # exact: the outputs are linear in the weights
+    with pytest.raises(ValueError, match="at most one output of each group"):
+        GroupedSoftmax([0, 0], [[1, 1]])
+    with pytest.raises(ValueError, match="readout's loss must be one of"):
+        influence.objective_value(features, offsets, labels, parameters, damping, loss="hinge")
+
+
+def test_the_hierarchical_model_s_edge_readout_is_validated_by_leaving_images_out(samples, tmp_path):
+    """Its class logits are log-softmaxes summed along paths; the edge scores are linear in the last layer."""
+    x, y = samples[0], samples[1]
+    model = build("hierarchical_protopnet", seed=2)
+    model.compile()
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    index = influence.InfluenceIndex.build(model, x, y, refit=True)
+    assert isinstance(index.loss, GroupedSoftmax) and index.info["loss"] == "grouped_softmax" and index.info["layer"] == "linear"
+    assert index.parameters.shape[1] == model.tables.num_edges
+    test_image, test_label = x[5], y[5]
+    predicted = index.predicted_loss_change(model, test_image[None], target=[test_label])[0]
+    most = np.argsort(-np.abs(predicted), kind="stable")[:20]
+    assert influence.leave_one_out_check(index, model, test_image, test_label, most)["pearson_r"] >= 0.9
+    at_model = influence.InfluenceIndex.build(model, x, y)  # at the model's own weights: its predicted classes are the model's
+    found = at_model.most_influential(model, x[:3], count=4)
+    np.testing.assert_array_equal(found["labels"], np.argmax(model.predict(x[:3], verbose=0), axis=1))
+    again = influence.InfluenceIndex.load(index.save(tmp_path / "hierarchical.npz"))
+    assert isinstance(again.loss, GroupedSoftmax)
+    np.testing.assert_allclose(again.scores(model, x[:3]), index.scores(model, x[:3]), rtol=1e-5, atol=1e-9)
 
 
 def test_cli_writes_pictures_and_json_and_reuses_its_index(fashion_mnist, tmp_path, capsys):
@@ -263,13 +321,15 @@ def test_cli_writes_pictures_and_json_and_reuses_its_index(fashion_mnist, tmp_pa
     assert "Loaded the influence index" in capsys.readouterr().out
 
 
-def test_cli_names_the_missing_training_data(samples, tmp_path, capsys):
+def test_cli_names_the_missing_training_data_and_a_family_without_a_readout(samples, tmp_path, capsys, monkeypatch):
     from glasszoo.cli import main
+    from glasszoo.zoo.hierarchical_protopnet.model import HierarchicalProtoPNet
 
     build("cnn", seed=4).save_preset(tmp_path / "bare")
     assert main(["influence", str(tmp_path / "bare"), "--out", str(tmp_path / "out")]) == 2
     assert "no model card naming its training data" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(HierarchicalProtoPNet, "readout_head", lambda self, images, batch_size=256: None)  # as if it had none
     assert main(["influence", "hierarchical_protopnet_fashion_mnist", "--out", str(tmp_path / "out"), "--samples", "1"]) == 2
     assert "hierarchical_protopnet family has no linear readout" in capsys.readouterr().err
 

@@ -363,12 +363,15 @@ class ZooModel(keras.Model):
         )
 
     def readout_head(self, images, batch_size=256):
-        """The last layer on `images` as a function of its weights, for a family whose last layer is not linear.
+        """The last layer on `images` as a function of its weights, for a family `linear_readout` cannot describe.
 
         Influence functions use it instead of `linear_readout`: an object
-        with `features`, `offsets`, `parameters`, `loss`, `linear = False`,
+        with `features`, `offsets`, `parameters`, `loss`, `linear`,
         `expand(parameters)` and `logits(parameters)` (see
-        `glasszoo.explain.readouts`). The default, None, means: use
+        `glasszoo.explain.readouts`). A non-linear last layer gives one
+        (`linear = False`), and so does a linear one whose outputs are not the
+        class logits (the loss, a `readout_losses.GroupedSoftmax`, then maps
+        them to the logits with `class_logits`). The default, None, means: use
         `linear_readout`.
         """
         return None

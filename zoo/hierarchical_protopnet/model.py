@@ -7,6 +7,7 @@ import numpy as np
 from glasszoo.layers.prototype_layer import log_similarity
 from glasszoo.layers.single_node_ops import first_argmax
 from glasszoo.zoo.base import ZooModel, class_selection
+from glasszoo.zoo.hierarchical_protopnet.readout import edge_readout
 from glasszoo.zoo.hierarchical_protopnet.tables import PlaceTables
 from glasszoo.zoo.protopnet.model import ProtoPNet
 from glasszoo.zoo.taxonomy import Taxonomy
@@ -285,7 +286,11 @@ class HierarchicalProtoPNet(ProtoPNet):
             "l2": ops.sum(ops.square(kernel * own_edge)),
         }
 
-    linear_readout = ZooModel.linear_readout  # log P(class) is not linear in the last layer
+    linear_readout = ZooModel.linear_readout  # log P(class) is not linear in the last layer; its edge scores are
+
+    def readout_head(self, images, batch_size=256):
+        """The last layer with the edge scores as its outputs and the taxonomy's per-node softmax as its loss (`readout.edge_readout`)."""
+        return edge_readout(self, np.asarray(images, dtype="float32"), batch_size)
 
     def class_evidence_maps(self, images, targets, batch_size=32):
         """`(B, H, W)`: the `class_evidence_map` output for each image's target class.

@@ -270,10 +270,13 @@ class ProtoPNet(ZooModel):
         latent = self.latent(ops.convert_to_tensor(images), training=False)
         return ops.convert_to_numpy(latent), ops.convert_to_numpy(self.prototype_layer(latent))
 
+    def similarities(self, images):
+        """`(B, P)` each prototype's similarity `log((d + 1) / (d + eps))` to its nearest latent patch (inference mode)."""
+        return log_similarity(ops.min(self.prototype_layer(self.latent(images, training=False)), axis=(1, 2)))
+
     def linear_readout(self, images):
-        """The bias-free last layer on the prototype similarities `log((d + 1) / (d + eps))` (inference mode)."""
-        min_distances = ops.min(self.prototype_layer(self.latent(images, training=False)), axis=(1, 2))
-        return {"features": log_similarity(min_distances), "kernel": self.last_layer.kernel, "bias": None, "offset": None}
+        """The bias-free last layer on the prototype similarities (`similarities`)."""
+        return {"features": self.similarities(images), "kernel": self.last_layer.kernel, "bias": None, "offset": None}
 
     def part_sources(self, train_images):
         """The pushed prototypes' source images: `prototypes.npz`'s `source_index`, checked against `train_images`.
