@@ -377,3 +377,19 @@ def test_served_evidence_picture_is_the_keras_class_evidence_map(samples, tmp_pa
     for served_map, keras_map in zip(served["class_evidence_map"], keras_maps):
         assert np.corrcoef(served_map.ravel(), keras_map.ravel())[0, 1] > 0.99
         np.testing.assert_allclose(served_map, keras_map, atol=1e-4 * max(1.0, np.abs(keras_map).max()))
+
+
+def test_an_initial_push_starts_training_from_patches_of_each_prototype_s_class(samples):
+    """A fine-tune's new prototypes start on its images' patches, not at random points of the latent space."""
+    model = tiny_protopnet(seed=5)
+    images, labels = samples[0], samples[1]
+    model.compile()
+    still = {stage: {"backbone": 0.0, "add_on": 0.0, "prototypes": 0.0, "last_layer": 0.0} for stage in ("warm", "joint", "last_layer")}
+    schedule = ProtoPNetSchedule(images, labels, warm_epochs=1, joint_epochs=0, last_layer_epochs=1, rates=still, initial_push=True)
+    model.fit(images, labels, epochs=1, batch_size=8, callbacks=[schedule], verbose=0)  # the warm-up epoch only, nothing moving
+    provenance = model.prototype_provenance
+    assert provenance is not None and np.all(labels[provenance["source_index"]] == model.prototype_class)
+    _, distances = model.latent_and_distances(images)
+    rows, cols = provenance["patch_position"].T
+    on_patch = distances[provenance["source_index"], rows, cols, np.arange(len(rows))]
+    np.testing.assert_allclose(on_patch, 0.0, atol=1e-4)

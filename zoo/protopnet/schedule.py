@@ -51,6 +51,10 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         monitor: the logged metric that picks the best pushed epoch.
         push_batch_size: images per forward pass of the push.
         distinct_push: push no two prototypes of a class onto the same patch.
+        initial_push: also push before the first epoch, so that training
+            starts from prototypes that are patches of their class rather
+            than random points (for a fine-tune whose new prototypes start
+            far from every image's latent patches).
 
     Example:
     >>> schedule = ProtoPNetSchedule(x_train, y_train, warm_epochs=1, joint_epochs=2, last_layer_epochs=1)
@@ -75,6 +79,7 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         monitor="val_accuracy",
         push_batch_size=128,
         distinct_push=False,
+        initial_push=False,
     ):
         super().__init__()
         self.push_images, self.push_labels = push_images, np.asarray(push_labels).reshape(-1)
@@ -87,6 +92,7 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
         self.joint_decay, self.joint_decay_every = float(joint_decay), int(joint_decay_every)
         self.work_dir = pathlib.Path(work_dir) if work_dir else None
         self.monitor, self.push_batch_size, self.distinct_push = monitor, int(push_batch_size), bool(distinct_push)
+        self.initial_push = bool(initial_push)
         self.best, self.pushed = None, False
         self.max_seconds, self._started, self._cycle_started, self.cycles_run = None, None, None, 0
 
@@ -162,6 +168,8 @@ class ProtoPNetSchedule(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
         if stage != "last_layer":
             self.pushed = False
+        if epoch == 0 and self.initial_push:  # prototypes start on patches of their class; they move in training
+            self.model.push_prototypes(self.push_images, self.push_labels, batch_size=self.push_batch_size, distinct=self.distinct_push)
         if push_now:
             self.model.push_prototypes(self.push_images, self.push_labels, batch_size=self.push_batch_size, distinct=self.distinct_push)
             self.pushed = True
