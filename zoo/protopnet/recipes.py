@@ -10,7 +10,10 @@ RECIPES = {
         # one cycle (joint 14) lost 0.60 -> 0.42 validation accuracy at its push, two (joint 11, no decay, last layer
         # at 3e-3) ended at 0.72, as the second joint stage starts from prototypes that are real patches; four
         # (joint 13) reached 0.808 validation accuracy against two's 0.675 (240 s budget, 2 cores). A --time-budget
-        # ends the plan after the last cycle that fits (ProtoPNetSchedule.set_time_budget).
+        # ends the plan after the last cycle that fits (ProtoPNetSchedule.set_time_budget). An initial push (the new
+        # prototypes start on patches of their class, not at random points) then raised the shapes task's validation
+        # accuracy from 0.875 to 0.925 in a side-by-side run (training accuracy 0.89 -> 0.97 at the same epoch); in the
+        # same runs training the last layer in the joint stage gave 0.842, no separation cost 0.658, backbone 3e-3 0.492.
         "finetune": {
             "stages": {
                 "warm_epochs": 2,
@@ -20,6 +23,7 @@ RECIPES = {
                 "joint_decay_every": 30,
                 "rates": {"joint": {"backbone": 1e-3}, "last_layer": {"last_layer": 3e-3}},
                 "distinct_push": True,
+                "initial_push": True,
             },
         },
         "dataset": "fashion_mnist",
