@@ -109,16 +109,15 @@ class GroupedSoftmax:
         return -np.sum(self.log_softmax(outputs) * self.chosen[labels], axis=1)
 
     def _on_path(self, outputs, labels):
-        q = np.exp(self.log_softmax(outputs))
-        return q, q * (self.label_groups[labels] @ self.membership.T)  # q kept on the label's groups only
+        """`(n, U)` the within-group softmax, kept on the groups on each label's path (0 elsewhere)."""
+        return np.exp(self.log_softmax(outputs)) * (self.label_groups[labels] @ self.membership.T)
 
     def residuals(self, outputs, labels):
-        _, kept = self._on_path(outputs, labels)
-        return kept - self.chosen[labels]
+        return self._on_path(outputs, labels) - self.chosen[labels]
 
     def curvature(self, outputs, labels):
         """Per group on the label's path `diag(q_g) - q_g q_gᵀ`: `(kept q, [kept q of each group])`."""
-        _, kept = self._on_path(outputs, labels)
+        kept = self._on_path(outputs, labels)
         return kept, [kept * self.membership[:, group] for group in range(self.membership.shape[1])]
 
     def to_config(self):
