@@ -263,7 +263,7 @@ def _evaluate_explanations(models, args, data):
         saved = MethodScores(out / "scores", label, protocol_key(candidate, images, labels, usable, **protocol)) if out else None
         reused = [method for method in methods if saved is not None and saved.load(method) is not None]
         if reused:
-            print(f"{name}: reusing the saved scores of {', '.join(reused)} from {out / 'scores'}", flush=True)
+            print(f"{name}: reusing the saved scores of {', '.join(reused)} from {out / 'scores'} (each once it scores its first grid as saved)", flush=True)
         progbar = _progbar(len(methods), f"Explanation metrics of {len(methods)} method(s) on {name} ({count} test images)")
         report = evaluate_explanations(candidate, images, labels, methods, progress=lambda _, bar=progbar: bar.add(1), usable=usable, saved=saved, **protocol)
         results[name] = report

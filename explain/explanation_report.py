@@ -131,6 +131,8 @@ def evaluate_explanations(
     report = {"usable_images": len(usable), "evaluated_images": len(images), "grid_rows": rows, "grids": grids, "methods": {}}
     for name, explain in methods.items():
         entry = saved.load(name) if saved is not None else None
+        if entry is not None and not _scores_as_saved(entry, model, images, labels, explain, grid_indices[0], rows):
+            entry = None  # the method's code changed since: its maps are not those scored
         if entry is None:
             entry = _score_method(model, images, labels, explain, grid_indices, removal, randomised, rows, fractions, seed)
             if saved is not None:
@@ -139,6 +141,21 @@ def evaluate_explanations(
         if progress is not None:
             progress(name)
     return report
+
+
+def _scores_as_saved(entry, model, images, labels, explain, first_grid, rows, tolerance=1e-4):
+    """Whether `explain` still gives a saved entry's localisation on the protocol's first grid.
+
+    The saved entry's key names the weights, images and protocol but not the
+    method's code; rescoring one grid (a few maps) catches a map whose
+    definition changed since the entry was written.
+    """
+    try:
+        saved_score = float(entry["localisation"]["per_grid"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
+    scores = localisation_scores(model, images[first_grid], labels[first_grid], rows, attribution=explain)["scores"]
+    return abs(float(np.mean(scores)) - saved_score) <= tolerance
 
 
 def _score_method(model, images, labels, explain, grid_indices, removal, randomised, rows, fractions, seed):

@@ -163,6 +163,13 @@ def test_evaluate_scores_several_models_on_the_same_images_and_resumes(tmp_path,
     # another protocol is another key: nothing saved applies
     with pytest.raises(AssertionError, match="scored again"):
         main([*args[:-2], "--grids", "3", "--out", str(out)])
+    # a saved entry whose method now draws other maps (a code change the key cannot see) is scored again
+    saved_file = out / "scores" / "cnn_fashion_mnist__saliency.json"
+    saved = json.loads(saved_file.read_text())
+    saved["entry"]["localisation"]["per_grid"][0] += 0.01
+    saved_file.write_text(json.dumps(saved))
+    with pytest.raises(AssertionError, match="scored again"):
+        main(args)
 
 
 def test_saved_method_scores_are_keyed_by_weights_images_and_protocol(tmp_path):

@@ -102,6 +102,21 @@ def test_fine_tuning_recipe_takes_the_presets_shape_and_family_settings(shapes_f
         fine_tuning_recipe("no_such_preset", folder_data(shapes_folder))
 
 
+def test_hierarchical_fine_tune_takes_the_flat_plan_and_builds_for_new_classes(shapes_folder):
+    """The hierarchical preset fine-tunes like the flat ProtoPNet; its taxonomy and calibrated floors stay with its old classes."""
+    from glasszoo.zoo.families import family_class
+    from glasszoo.zoo.folder_training import fine_tuning_recipe, folder_data
+
+    spec = fine_tuning_recipe("hierarchical_protopnet_fashion_mnist", folder_data(shapes_folder))
+    flat = fine_tuning_recipe("protopnet_fashion_mnist", folder_data(shapes_folder))
+    assert spec["stages"] == flat["stages"] and spec["stages"]["initial_push"]
+    assert len(spec["config"]["similarity_floors"]) == 12  # the preset's, for its 12 edges
+    names = sorted(p.name for p in shapes_folder.iterdir() if p.is_dir())
+    with pytest.warns(UserWarning, match="flat taxonomy"):
+        model = family_class("hierarchical_protopnet")(**dict(spec["config"], num_classes=len(names), class_names=names, input_shape=(28, 28, 1)))
+    assert model.tables.num_edges == len(names) and not model.similarity_floors.any()
+
+
 @pytest.mark.parametrize("family", family_names())
 def test_grey_weights_adapt_to_colour_input(family):
     """A grey model's first layer becomes a colour one: the same pre-activations for a grey image given as RGB."""

@@ -251,6 +251,13 @@ def test_new_classes_altogether_get_a_flat_taxonomy_with_a_warning():
     with pytest.warns(UserWarning, match="flat taxonomy"):
         model = tiny(taxonomy=TREE, num_classes=3, class_names=["x", "y", "z"])
     assert model.tables.num_nodes == 1 and model.class_names == ["x", "y", "z"]
+    # a preset's config (a fine-tune to new classes) carries floors for the old edges: they go with its taxonomy
+    old_floors = [1.0] * tiny().tables.num_edges
+    with pytest.warns(UserWarning, match="without the similarity floors"):
+        model = tiny(taxonomy=TREE, num_classes=3, class_names=["x", "y", "z"], similarity_floors=old_floors)
+    assert model.similarity_floors.tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="similarity_floors must be 14"):
+        tiny(similarity_floors=[1.0] * 3)
 
 
 def test_config_and_keras_file_round_trip_keep_the_taxonomy(trained, samples, tmp_path):

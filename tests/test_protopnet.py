@@ -304,11 +304,23 @@ def test_class_evidence_maps_and_post_hoc_protocol(trained, samples):
     out = model.explain(images)
     weights = model.last_layer.kernel.numpy()
     centred = weights - weights.mean(axis=1, keepdims=True)
-    expected = (out["upsampled_similarity_maps"][1] * centred[:, 4]).sum(-1)
-    np.testing.assert_allclose(maps[1], expected, rtol=1e-5, atol=1e-5)
-    # with each map replaced by its maximum, the weighted sum is logit_target - mean(logits)
-    peaks = out["prototype_similarity"][1] @ centred[:, 4]
-    np.testing.assert_allclose(peaks, out["logits"][1, 4] - out["logits"][1].mean(), rtol=1e-4, atol=1e-4)
+    # each prototype's score times its centred weight, at the latent patch where it peaks (softmax of sharpness 10),
+    # spread over the pixels that patch sees by a Gaussian of a quarter of the receptive field, normalised over the image
+    similarity_maps = out["similarity_maps"][1]  # (h, w, P)
+    field = model.latent_receptive_field()
+    centres = (np.arange(28) + 0.5)[:, None] - (field.start + field.jump * np.arange(similarity_maps.shape[0]))[None, :]
+    spread = np.exp(-0.5 * (centres / (field.size / 4)) ** 2)
+    spread /= spread.sum(axis=0)  # (28, h): pixel weights of each latent row (and column)
+    expected = np.zeros((28, 28))
+    for p in range(similarity_maps.shape[-1]):
+        best = similarity_maps[..., p].max()
+        share = np.exp(10.0 * (similarity_maps[..., p] - best))
+        share /= share.sum()  # the best patch's, shared with near-ties (within about 0.1)
+        expected += spread @ (share * best * centred[p, 4]) @ spread.T
+    np.testing.assert_allclose(maps[1], expected, rtol=1e-4, atol=1e-5)
+    # the map sums to logit_target - mean(logits), the part of the logit the softmax sees
+    for b, k in enumerate([0, 4, 9]):
+        np.testing.assert_allclose(maps[b].sum(), out["logits"][b, k] - out["logits"][b].mean(), rtol=1e-4, atol=1e-4)
     latent, logits = model.feature_maps_and_logits(images)
     np.testing.assert_allclose(np.asarray(logits), out["logits"], atol=1e-4)
     assert posthoc.grad_cam(model, images, 0).shape == (3, 28, 28)

@@ -4,6 +4,7 @@ import warnings
 
 import keras
 import numpy as np
+from glasszoo.layers.best_match_evidence import receptive_field_upsample, similarity_at_best_match
 from glasszoo.layers.prototype_layer import log_similarity
 from glasszoo.layers.single_node_ops import first_argmax
 from glasszoo.zoo.base import ZooModel, class_selection
@@ -25,7 +26,7 @@ EXPLANATION_OUTPUTS = {
     "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
     "upsampled_similarity_maps": "(B, H, W, P) similarity maps bilinearly upsampled to the input: where each prototype is found",
     "prototype_contributions": "(B, P, K) similarity times the prototype's last-layer weight toward the child on class k's path at the prototype's node (0 when that path misses the node): a class's path score is their sum over prototypes",
-    "node_evidence_maps": "(B, H, W, N) at each inner node on the explained class's path, where the evidence for that path's child lies (upsampled similarity maps weighted by the node's centred last-layer weights); 0 at nodes off the path",
+    "node_evidence_maps": "(B, H, W, N) at each inner node on the explained class's path, where the evidence for that path's child lies (each of the node's prototypes' similarity, weighted by its centred last-layer weight, on the input block of the latent patch it was found at); 0 at nodes off the path",
     "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: the node evidence maps summed along its path",
 }
 NODE_MASK = 1e4  # subtracted from the scores of a node's non-children before its maximum (finite, so float16 holds it)
@@ -55,11 +56,11 @@ def checked_floors(values, count):
 
 
 def resolve_taxonomy(taxonomy, class_names, num_classes):
-    """A `Taxonomy` from a `Taxonomy`, its `to_config()` dict, a bare tree, or None (flat: every class under the root).
+    """`(Taxonomy, replaced)` from a `Taxonomy`, its `to_config()` dict, a bare tree, or None (flat: every class under the root).
 
     A taxonomy over none of `class_names` is taken for the pretrained
     task's (a fine-tune to new classes keeps the preset's config): it is
-    replaced by a flat one, with a warning.
+    replaced by a flat one, with a warning, and `replaced` is True.
 
     Raises:
         ValueError: the taxonomy shares some classes with `class_names` but
@@ -83,10 +84,11 @@ def resolve_taxonomy(taxonomy, class_names, num_classes):
         # a taxonomy over other classes altogether is the pretrained task's (a fine-tune to new classes)
         warnings.warn(
             f"The taxonomy covers none of the classes {names} (it is over {resolved.class_names}): "
-            "using a flat taxonomy (every class under the root); give taxonomy= to group the new classes.",
+            "using a flat taxonomy (every class under the root), without the similarity floors calibrated on those "
+            "classes; give taxonomy= to group the new classes.",
             stacklevel=3,
         )
-        resolved = Taxonomy(names, names)
+        return Taxonomy(names, names), True
     if names is not None and resolved.class_names != names:
         raise ValueError(
             f"The taxonomy's classes {resolved.class_names} are not the model's classes {names} (in label order): "
@@ -94,7 +96,7 @@ def resolve_taxonomy(taxonomy, class_names, num_classes):
         )
     if num_classes is not None and len(resolved.class_names) != int(num_classes):
         raise ValueError(f"The taxonomy has {len(resolved.class_names)} classes but num_classes is {num_classes}.")
-    return resolved
+    return resolved, False
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -177,7 +179,9 @@ class HierarchicalProtoPNet(ProtoPNet):
         class_names=None,
         **kwargs,
     ):
-        self.taxonomy = resolve_taxonomy(taxonomy, class_names, num_classes)
+        self.taxonomy, replaced = resolve_taxonomy(taxonomy, class_names, num_classes)
+        if replaced:
+            similarity_floors = None  # calibrated on the other task's edges
         self.tables = PlaceTables(self.taxonomy, prototypes_per_child)
         self.l2_weight = float(l2_weight)
         self._placement_threshold = checked_threshold(placement_threshold)
@@ -295,11 +299,12 @@ class HierarchicalProtoPNet(ProtoPNet):
     def class_evidence_maps(self, images, targets, batch_size=32):
         """`(B, H, W)`: the `class_evidence_map` output for each image's target class.
 
-        The upsampled similarity maps weighted, at every node on the target's
-        path, by each of the node's prototypes' weight toward the path's child
-        minus its mean weight over the node's children: with the maps' maxima
-        in place of the maps, it sums to the path's scores minus each node's
-        mean child score.
+        At every node on the target's path, each of the node's prototypes'
+        score (its largest similarity) times its weight toward the path's
+        child minus its mean weight over the node's children, placed on the
+        input block of the latent patch where it was found
+        (`glasszoo.layers.best_match_evidence`): it sums exactly to the path's
+        scores minus each node's mean child score.
         """
         return self.attribution_map(images, targets, batch_size=batch_size)
 
@@ -350,8 +355,8 @@ class HierarchicalProtoPNet(ProtoPNet):
         own_node_mean = ops.sum(ops.matmul(kernel, self._constant("edge_membership")) / children * membership, axis=1)
         centred = (kernel - own_node_mean[:, None]) * self._constant("node_block")
         class_weights = ops.matmul(class_selection(logits, target), ops.transpose(ops.matmul(centred, class_edges)))  # (B, P)
-        weighted = upsampled * ops.cast(class_weights, upsampled.dtype)[:, None, None, :]
-        node_maps = ops.matmul(weighted, ops.cast(membership, weighted.dtype))
+        placed = similarity_at_best_match(similarity_maps) * ops.cast(class_weights, similarity_maps.dtype)[:, None, None, :]
+        node_maps = self.spread_over_input(ops.matmul(placed, ops.cast(membership, placed.dtype)))
         support = self.place_support(similarity, place_probabilities)
         depth = ops.convert_to_tensor(tables.depth.astype("float32"), dtype=place_probabilities.dtype)
         return {

@@ -15,6 +15,10 @@ HELD_OUT_CLASS = "Sneaker"
 _FLAT = PROTOPNET_RECIPES["protopnet_fashion_mnist"]
 _ARCHITECTURE = dict({k: v for k, v in _FLAT["config"].items() if k != "prototypes_per_class"}, prototypes_per_child=8, separation_weight=0.02)
 _STAGES = _FLAT["stages"]
+# a fine-tune on a new folder (`glasszoo finetune`): the flat preset's plan (four joint/push/last-layer cycles that
+# start with a push), as the two share backbone, latent space and stages. New classes replace the taxonomy by a flat one
+# (a warning says so), under which the model is a ProtoPNet with one prototype layer at the root.
+_FINETUNE = _FLAT["finetune"]
 _NOTES = (
     "The flat ProtoPNet preset's backbone, latent space and stages (1 warm-up epoch, twice 5 joint epochs and a push "
     "followed by 2 last-layer epochs; backbone 1e-3 and last layer 1e-3 because the backbone starts from scratch and "
@@ -64,6 +68,7 @@ def _recipe(description, tree=FASHION_MNIST_TAXONOMY, **extra):
         "epochs": 15,
         "grid_epochs": 0,
         "learning_rate": 1e-3,
+        "finetune": json_copy(_FINETUNE),
         **extra,
     }
 

@@ -4,6 +4,7 @@ import threading
 
 import keras
 import numpy as np
+from glasszoo.layers.best_match_evidence import receptive_field_upsample, similarity_at_best_match
 from glasszoo.layers.prototype_layer import PrototypeLayer, log_similarity
 from glasszoo.zoo.base import ZooModel, class_selection
 from glasszoo.zoo.inputs import validate_images
@@ -27,7 +28,7 @@ EXPLANATION_OUTPUTS = {
     "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
     "upsampled_similarity_maps": "(B, H, W, P) similarity maps bilinearly upsampled to the input: where each prototype is found",
     "prototype_contributions": "(B, P, K) similarity times last-layer weight: what each prototype adds to each class logit",
-    "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: the upsampled similarity maps weighted by the class's centred last-layer weights",
+    "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: each prototype's similarity, weighted by the class's centred last-layer weight, on the input block of the latent patch it was found at; sums to the logit minus the mean logit",
 }
 PROVENANCE_FILE = "prototypes.npz"
 
@@ -309,12 +310,15 @@ class ProtoPNet(ZooModel):
     def class_evidence_maps(self, images, targets, batch_size=32):
         """`(B, H, W)`: where the evidence for each image's target class lies (the `class_evidence_map` output).
 
-        The upsampled similarity maps weighted by each prototype's last-layer
-        weight for the target class minus its mean weight over all classes:
-        with the maps' maxima in place of the maps, these weighted sums are
-        exactly `logit_target - mean(logits)`, the part of the logit that the
-        softmax sees. (Raw weights would add the same large negative term,
-        -0.5 x the other classes' prototypes, to every class's map.)
+        Each prototype's score (its largest similarity) times its last-layer
+        weight for the target class minus its mean weight over all classes,
+        placed on the input block of the latent patch where it was found
+        (`glasszoo.layers.best_match_evidence`): the logits read each
+        similarity map only at its maximum, so the map sums exactly to
+        `logit_target - mean(logits)`, the part of the logit that the softmax
+        sees. (Raw weights would add the same large negative term, -0.5 x the
+        other classes' prototypes, to every class's map.) Where else a
+        prototype would match is in `upsampled_similarity_maps`.
         """
         return self.attribution_map(images, targets, batch_size=batch_size)
 
@@ -336,7 +340,8 @@ class ProtoPNet(ZooModel):
         upsampled = ops.image.resize(similarity_maps, (height, width), interpolation="bilinear")
         centred = weights - ops.mean(weights, axis=1, keepdims=True)  # (P, K)
         class_weights = ops.matmul(class_selection(logits, target), ops.transpose(centred))  # (B, P)
-        evidence = ops.sum(upsampled * ops.cast(class_weights, upsampled.dtype)[:, None, None, :], axis=-1)
+        placed = similarity_at_best_match(similarity_maps) * ops.cast(class_weights, similarity_maps.dtype)[:, None, None, :]
+        evidence = self.spread_over_input(ops.sum(placed, axis=-1, keepdims=True))[..., 0]
         return {
             "logits": logits,
             "prototype_similarity": similarity,
@@ -380,6 +385,15 @@ class ProtoPNet(ZooModel):
     def latent_receptive_field(self):
         """`ReceptiveField` of one latent position in input pixels."""
         return receptive_field(self.backbone, self.image_shape[0])
+
+    def spread_over_input(self, patch_maps):
+        """`(B, H, W, C)`: values per prototype-sized latent patch `(B, h, w, C)` spread over the input pixels that
+        patch sees (`best_match_evidence.receptive_field_upsample`), keeping their sum."""
+        field = self.latent_receptive_field()
+        extra = self.prototype_layer.prototype_size - 1  # a p x p patch sees p - 1 more steps of the input
+        return receptive_field_upsample(
+            patch_maps, self.image_shape[:2], start=field.start + extra * field.jump / 2, jump=field.jump, size=field.size + extra * field.jump
+        )
 
     def variable_groups(self):
         """The parts trained at different rates: backbone, add-on, prototypes, last layer."""

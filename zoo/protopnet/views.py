@@ -147,7 +147,9 @@ def draw(image, outputs, index, class_names=None):
     """One explained image: its class evidence map and where its most contributing prototypes are found.
 
     The evidence map is the `class_evidence_map` output (the model's own
-    map, centred last-layer weights), so this picture and the Keras one agree.
+    map: each prototype's score times its centred last-layer weight, on the
+    receptive field of the patch where it is found), so this picture and the
+    Keras one agree.
     """
     image = np.asarray(image, dtype="float32")
     logits, k, names = predicted_class(outputs, index, class_names)
