@@ -4,13 +4,12 @@ A prototype network scores a prototype by its largest similarity over the
 latent patches (`max` pooling), so the logits depend on each similarity map
 only at its maximum. `similarity_at_best_match` keeps that value at the
 patch that reaches it (shared with patches within about 0.1 of it) and
-zero elsewhere: summed
-over positions it is the score the logits use, so weighting it by the last
-layer and summing over prototypes gives a class map whose total is exactly
-the class's (centred) logit; `receptive_field_upsample` spreads each
-patch's value over the input pixels it sees, keeping that total. The upsampled
-similarity maps, by contrast, also show where a prototype *would* match,
-which no logit reads.
+zero elsewhere: summed over positions it is the score the logits use, so
+weighting it by the last layer and summing over prototypes gives a class
+map whose total is exactly the class's (centred) logit;
+`receptive_field_upsample` spreads each patch's value over the input
+pixels it sees, keeping that total. The upsampled similarity maps, by
+contrast, also show where a prototype *would* match, which no logit reads.
 
 Example:
 >>> import numpy as np
@@ -20,6 +19,7 @@ Example:
 [[0.0, 1.5], [1.5, 0.0]]
 """
 
+import numpy as np
 from keras import ops
 
 # sigma of the Gaussian that spreads a latent patch's evidence, as a fraction of its receptive field's side: a patch's
@@ -83,8 +83,6 @@ def receptive_field_upsample(maps, image_size, start, jump, size, spread=SPREAD)
 
 def _gaussian_matrix(cells, pixels, start, jump, sigma, dtype):
     """`(pixels, cells)`: Gaussian weights of pixel centres around each cell's receptive-field centre; columns sum to 1."""
-    import numpy as np
-
     centres = float(start) + float(jump) * np.arange(cells)
     distance = (np.arange(pixels) + 0.5)[:, None] - centres[None, :]
     matrix = np.exp(-0.5 * (distance / sigma) ** 2)

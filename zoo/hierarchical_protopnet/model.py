@@ -26,7 +26,7 @@ EXPLANATION_OUTPUTS = {
     "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
     "upsampled_similarity_maps": "(B, H, W, P) similarity maps bilinearly upsampled to the input: where each prototype is found",
     "prototype_contributions": "(B, P, K) similarity times the prototype's last-layer weight toward the child on class k's path at the prototype's node (0 when that path misses the node): a class's path score is their sum over prototypes",
-    "node_evidence_maps": "(B, H, W, N) at each inner node on the explained class's path, where the evidence for that path's child lies (each of the node's prototypes' similarity, weighted by its centred last-layer weight, on the input block of the latent patch it was found at); 0 at nodes off the path",
+    "node_evidence_maps": "(B, H, W, N) at each inner node on the explained class's path, where the evidence for that path's child lies (each of the node's prototypes' similarity, weighted by its centred last-layer weight, at the latent patch where it was found, spread over that patch's receptive field); 0 at nodes off the path",
     "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: the node evidence maps summed along its path",
 }
 NODE_MASK = 1e4  # subtracted from the scores of a node's non-children before its maximum (finite, so float16 holds it)
@@ -301,8 +301,8 @@ class HierarchicalProtoPNet(ProtoPNet):
 
         At every node on the target's path, each of the node's prototypes'
         score (its largest similarity) times its weight toward the path's
-        child minus its mean weight over the node's children, placed on the
-        input block of the latent patch where it was found
+        child minus its mean weight over the node's children, at the latent
+        patch where it was found, spread over that patch's receptive field
         (`glasszoo.layers.best_match_evidence`): it sums exactly to the path's
         scores minus each node's mean child score.
         """

@@ -28,7 +28,7 @@ EXPLANATION_OUTPUTS = {
     "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
     "upsampled_similarity_maps": "(B, H, W, P) similarity maps bilinearly upsampled to the input: where each prototype is found",
     "prototype_contributions": "(B, P, K) similarity times last-layer weight: what each prototype adds to each class logit",
-    "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: each prototype's similarity, weighted by the class's centred last-layer weight, on the input block of the latent patch it was found at; sums to the logit minus the mean logit",
+    "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: each prototype's similarity, weighted by the class's centred last-layer weight, at the latent patch where it was found, spread over that patch's receptive field; sums to the logit minus the mean logit",
 }
 PROVENANCE_FILE = "prototypes.npz"
 
@@ -312,8 +312,8 @@ class ProtoPNet(ZooModel):
 
         Each prototype's score (its largest similarity) times its last-layer
         weight for the target class minus its mean weight over all classes,
-        placed on the input block of the latent patch where it was found
-        (`glasszoo.layers.best_match_evidence`): the logits read each
+        at the latent patch where it was found, spread over the pixels that
+        patch sees (`glasszoo.layers.best_match_evidence`): the logits read each
         similarity map only at its maximum, so the map sums exactly to
         `logit_target - mean(logits)`, the part of the logit that the softmax
         sees. (Raw weights would add the same large negative term, -0.5 x the
