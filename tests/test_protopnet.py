@@ -305,11 +305,11 @@ def test_class_evidence_maps_and_post_hoc_protocol(trained, samples):
     weights = model.last_layer.kernel.numpy()
     centred = weights - weights.mean(axis=1, keepdims=True)
     # each prototype's score times its centred weight, at the latent patch where it peaks (softmax of sharpness 10),
-    # spread over the pixels that patch sees by a Gaussian of a quarter of the receptive field, normalised over the image
+    # spread over the pixels that patch sees by a Gaussian of an eighth of the receptive field, normalised over the image
     similarity_maps = out["similarity_maps"][1]  # (h, w, P)
     field = model.latent_receptive_field()
     centres = (np.arange(28) + 0.5)[:, None] - (field.start + field.jump * np.arange(similarity_maps.shape[0]))[None, :]
-    spread = np.exp(-0.5 * (centres / (field.size / 4)) ** 2)
+    spread = np.exp(-0.5 * (centres / (field.size / 8)) ** 2)
     spread /= spread.sum(axis=0)  # (28, h): pixel weights of each latent row (and column)
     expected = np.zeros((28, 28))
     for p in range(similarity_maps.shape[-1]):
