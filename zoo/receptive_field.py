@@ -21,12 +21,18 @@ class ReceptiveField:
     start: float
     length: int
 
+    def of_patch(self, patch):
+        """The field of `patch x patch` windows of this map: each sees `patch - 1` more steps, centred between its positions."""
+        extra = patch - 1
+        return ReceptiveField(self.size + extra * self.jump, self.jump, self.start + extra * self.jump / 2, self.length - extra)
+
     def box(self, row, col, image_shape, patch=1):
         """`[top, bottom, left, right)` input box seen by a `patch x patch` window at `(row, col)`, clipped to the image."""
         height, width = image_shape[:2]
-        size = self.size + (patch - 1) * self.jump
-        centre_row = self.start + (row + (patch - 1) / 2) * self.jump
-        centre_col = self.start + (col + (patch - 1) / 2) * self.jump
+        field = self.of_patch(patch)
+        size = field.size
+        centre_row = field.start + row * field.jump
+        centre_col = field.start + col * field.jump
         return [
             max(int(math.floor(centre_row - size / 2)), 0),
             min(int(math.ceil(centre_row + size / 2)), height),

@@ -389,11 +389,8 @@ class ProtoPNet(ZooModel):
     def spread_over_input(self, patch_maps):
         """`(B, H, W, C)`: values per prototype-sized latent patch `(B, h, w, C)` spread over the input pixels that
         patch sees (`best_match_evidence.receptive_field_upsample`), keeping their sum."""
-        field = self.latent_receptive_field()
-        extra = self.prototype_layer.prototype_size - 1  # a p x p patch sees p - 1 more steps of the input
-        return receptive_field_upsample(
-            patch_maps, self.image_shape[:2], start=field.start + extra * field.jump / 2, jump=field.jump, size=field.size + extra * field.jump
-        )
+        field = self.latent_receptive_field().of_patch(self.prototype_layer.prototype_size)
+        return receptive_field_upsample(patch_maps, self.image_shape[:2], start=field.start, jump=field.jump, size=field.size)
 
     def variable_groups(self):
         """The parts trained at different rates: backbone, add-on, prototypes, last layer."""
