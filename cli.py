@@ -243,12 +243,14 @@ def _evaluate_explanations(models, args, data):
     protocol = dict(grids=4, removal_images=32, randomisation_images=8) if args.quick else dict(
         grids=args.grids, removal_images=args.removal_images, randomisation_images=args.randomisation_images
     )
+    # presets that only choose the images (not scored): a new preset is scored on the images of an earlier table
+    choosers = dict(models, **{name: glasszoo.load(name) for name in (args.images_correct_for or []) if name not in models})
     usable = None
-    for candidate in models.values():
+    for candidate in choosers.values():
         mine = set(confident_correct(candidate, images, labels).tolist())
         usable = mine if usable is None else usable & mine
     usable = np.array(sorted(usable), dtype="int64")
-    print(f"{len(usable)} of the first {count} test images are classified correctly with p > 0.5 by every model: {', '.join(models)}", flush=True)
+    print(f"{len(usable)} of the first {count} test images are classified correctly with p > 0.5 by every model: {', '.join(choosers)}", flush=True)
     out = pathlib.Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +268,7 @@ def _evaluate_explanations(models, args, data):
             print(f"{name}: reusing the saved scores of {', '.join(reused)} from {out / 'scores'} (each once it scores its first grid as saved)", flush=True)
         progbar = _progbar(len(methods), f"Explanation metrics of {len(methods)} method(s) on {name} ({count} test images)")
         report = evaluate_explanations(candidate, images, labels, methods, progress=lambda _, bar=progbar: bar.add(1), usable=usable, saved=saved, **protocol)
+        report["images_chosen_by"] = list(choosers)
         results[name] = report
         table += [(name, *row) for row in summary_rows(report, errors=True)]
         if out:
@@ -700,6 +703,8 @@ def build_parser():
     p.add_argument("--randomisation-images", type=int, default=8, help="images of the cascading-randomisation check")
     p.add_argument("--quick", action="store_true", help="a small protocol for tests: 4 grids, 32 removal images, 8 randomisation images")
     p.add_argument("--no-baseline", action="store_true", help="skip the black-box baseline's rows")
+    p.add_argument("--images-correct-for", nargs="+", metavar="PRESET", help="presets that take part in the choice of images "
+                   "without being scored: a new preset is scored on the images of an earlier run of these presets")
     p.add_argument("--out", help="folder for report.json and the explanation pictures; each finished (model, method) is "
                    "saved under OUT/scores/ and reused when the same command runs again (resume)")
     p.set_defaults(run=cmd_evaluate)

@@ -144,6 +144,7 @@ def test_evaluate_scores_several_models_on_the_same_images_and_resumes(tmp_path,
     scored = report["explanations"]
     assert set(scored) == {"protopnet_fashion_mnist", "cnn_fashion_mnist"}
     assert scored["protopnet_fashion_mnist"]["usable_images"] == scored["cnn_fashion_mnist"]["usable_images"] > 50
+    assert scored["protopnet_fashion_mnist"]["images_chosen_by"] == ["protopnet_fashion_mnist", "cnn_fashion_mnist"]
     assert set(scored["protopnet_fashion_mnist"]["methods"]) == {"inherent", "saliency"}
     assert sorted(p.name for p in (out / "scores").iterdir()) == [
         "cnn_fashion_mnist__inherent.json", "cnn_fashion_mnist__saliency.json",
@@ -170,6 +171,24 @@ def test_evaluate_scores_several_models_on_the_same_images_and_resumes(tmp_path,
     saved_file.write_text(json.dumps(saved))
     with pytest.raises(AssertionError, match="scored again"):
         main(args)
+
+
+def test_evaluate_scores_a_new_preset_on_the_images_of_an_earlier_run(tmp_path, fashion_mnist):
+    out = tmp_path / "eval"
+    common = ["--explanations", "inherent", "--explanation-images", "150", "--grids", "2", "--removal-images", "4",
+              "--randomisation-images", "1", "--consistency", "0", "--no-baseline"]
+    assert main(["evaluate", "cnn_fashion_mnist", "protopnet_fashion_mnist", *common, "--out", str(out / "both")]) == 0
+    both = json.loads((out / "both" / "report.json").read_text())["explanations"]
+    # the CNN alone, its images chosen by both presets: the same images and grids as in the run of both
+    assert main(["evaluate", "cnn_fashion_mnist", *common, "--images-correct-for", "protopnet_fashion_mnist", "--out", str(out / "one")]) == 0
+    one = json.loads((out / "one" / "report.json").read_text())["explanations"]["cnn_fashion_mnist"]
+    assert one["images_chosen_by"] == ["cnn_fashion_mnist", "protopnet_fashion_mnist"]
+    assert one["usable_images"] == both["cnn_fashion_mnist"]["usable_images"]
+    assert one["methods"]["inherent"] == both["cnn_fashion_mnist"]["methods"]["inherent"]
+    # without it the CNN draws from the images it alone gets right: more of them, other grids
+    assert main(["evaluate", "cnn_fashion_mnist", *common, "--out", str(out / "alone")]) == 0
+    alone = json.loads((out / "alone" / "report.json").read_text())["explanations"]["cnn_fashion_mnist"]
+    assert alone["usable_images"] > one["usable_images"]
 
 
 def test_saved_method_scores_are_keyed_by_weights_images_and_protocol(tmp_path):
