@@ -1,5 +1,14 @@
 """Training recipes of the coda presets: data, split, grid, epochs (`glasszoo train NAME`)."""
 
+# the layers both Fashion-MNIST presets share (the aligned one starts from coda_fashion_mnist's weights)
+FASHION_MNIST_ARCHITECTURE = {
+    "kernel_sizes": [3, 3, 3, 3, 3],
+    "strides": [1, 2, 1, 2, 1],
+    "filters": [16, 32, 32, 32],
+    "ranks": [8, 16, 16, 16, 16],
+    "normalization": "sq",
+}
+
 RECIPES = {
     "coda_fashion_mnist": {
         "family": "coda",
@@ -7,14 +16,7 @@ RECIPES = {
         "finetune": {"epochs": 30, "learning_rate": 3e-3, "batch_size": 32},
         "dataset": "fashion_mnist",
         "description": "CoDA-Net (5 dynamic-alignment layers, SQ, input [x, 1-x], sum-pool / T) on Fashion-MNIST.",
-        "config": {
-            "kernel_sizes": [3, 3, 3, 3, 3],
-            "strides": [1, 2, 1, 2, 1],
-            "filters": [16, 32, 32, 32],
-            "ranks": [8, 16, 16, 16, 16],
-            "temperature": 10.0,
-            "normalization": "sq",
-        },
+        "config": dict(FASHION_MNIST_ARCHITECTURE, temperature=10.0),
         # temperature and learning rate, one epoch on 20,000 training images each, ranked on validation
         "grid": [
             {"temperature": 10.0, "learning_rate": 1e-3},
@@ -44,15 +46,7 @@ RECIPES = {
             "a temperature chosen for its explanations) fine-tuned from coda_fashion_mnist on Fashion-MNIST."
         ),
         "initial_weights": "coda_fashion_mnist",
-        "config": {
-            "kernel_sizes": [3, 3, 3, 3, 3],
-            "strides": [1, 2, 1, 2, 1],
-            "filters": [16, 32, 32, 32],
-            "ranks": [8, 16, 16, 16, 16],
-            "temperature": 256.0,
-            "normalization": "sq",
-            "padding": "symmetric",
-        },
+        "config": dict(FASHION_MNIST_ARCHITECTURE, temperature=1000.0, padding="symmetric"),  # T: the grid's choice
         # the temperatures the paper's interpretability results use, ranked on validation accuracy + localisation
         "grid": [
             {"temperature": 64.0},
@@ -66,7 +60,7 @@ RECIPES = {
         "validation_size": 6000,
         "batch_size": 64,
         "grid_batch_size": 64,
-        "epochs": 4,
+        "epochs": 3,
         "grid_epochs": 2,
         "learning_rate": 1e-3,
         "schedule": "cosine",
