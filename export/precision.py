@@ -242,6 +242,9 @@ def _to_int8(proto, keep_nodes):
                 str(source),
                 str(target),
                 weight_type=QuantType.QInt8,
+                # 7-bit weights: uint8 activations times int8 weights saturate their 16-bit pair sums on CPUs
+                # without VNNI (AVX2, AVX-512F), so a full-range export drifts on some serving machines only
+                reduce_range=True,
                 op_types_to_quantize=QUANTIZED_OPERATORS,
                 nodes_to_exclude=list(keep_nodes) + others,
             )

@@ -181,3 +181,23 @@ def test_symmetric_padding_is_the_papers():
     paper = CoDA.from_architecture("s_coda", num_classes=10, input_shape=(32, 32, 3))
     assert {layer.padding for layer in paper.dau_layers} == {"symmetric"}
     assert CoDA(num_classes=10).get_config()["padding"] == "same"  # the shipped preset's
+
+
+def test_input_encoding_none_puts_no_evidence_on_black_pixels(rng):
+    """With the image itself as input a black pixel contributes exactly 0; completeness still holds."""
+    model = CoDA(num_classes=3, input_shape=(12, 12, 1), kernel_sizes=[3, 3], strides=[2, 1], filters=[4], ranks=[3, 3],
+                 temperature=5.0, padding="symmetric", input_encoding="none")
+    assert model.encoding.compute_output_shape((None, 12, 12, 1)) == (None, 12, 12, 1)
+    images = rng.uniform(size=(4, 12, 12, 1)).astype("float32")
+    images[:, :4] = 0.0  # a black band
+    out = model.explain(images, target=1)
+    assert np.all(out["contributions"][:, :4] == 0.0)
+    total = out["contributions"].sum(axis=(1, 2)) / model.temperature + math.log(0.1 / 0.9)
+    np.testing.assert_allclose(total, out["logits"][:, 1], rtol=1e-4, atol=1e-5)
+    clone = CoDA.from_config(model.get_config())
+    assert clone.get_config()["input_encoding"] == "none"
+    # the paper's encoding gives the black band evidence of its own
+    complement = CoDA(num_classes=3, input_shape=(12, 12, 1), kernel_sizes=[3, 3], strides=[2, 1], filters=[4], ranks=[3, 3])
+    assert np.abs(complement.explain(images, target=1)["contributions"][:, :4]).max() > 0
+    with pytest.raises(ValueError, match="input_encoding must be one of complement, none"):
+        CoDA(num_classes=3, input_encoding="rgb")

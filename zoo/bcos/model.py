@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 from glasszoo.layers.bcos import BcosConv2D
-from glasszoo.layers.complement_encoding import ComplementEncoding
+from glasszoo.layers.complement_encoding import input_encoding_layer
 from glasszoo.layers.evidence_pooling import SoftmaxEvidencePooling
 from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
 from glasszoo.zoo.base import ZooModel
@@ -18,7 +18,6 @@ EXPLANATION_OUTPUTS = {
 }
 
 
-ENCODINGS = ("complement", "none")
 POOLINGS = ("sum", "softmax")
 
 
@@ -92,8 +91,6 @@ class BcosNet(DynamicLinearStack, ZooModel):
         self.layer_strides = [int(s) for s in strides]
         self.b, self.max_out = float(b), int(max_out)
         self.temperature, self.scale_factor, self.padding = float(temperature), float(scale_factor), padding
-        if input_encoding not in ENCODINGS:
-            raise ValueError(f"input_encoding must be one of {', '.join(ENCODINGS)}; got {input_encoding!r}.")
         self.input_encoding = input_encoding
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}.")
@@ -104,7 +101,7 @@ class BcosNet(DynamicLinearStack, ZooModel):
                 f"kernel_sizes and strides need one entry per layer and filters one fewer (the last layer has "
                 f"num_classes filters); got {depth}, {len(self.layer_strides)} and {len(self.filters)}."
             )
-        self.encoding = ComplementEncoding(name="complement_encoding") if input_encoding == "complement" else keras.layers.Identity(name="identity_encoding")
+        self.encoding = input_encoding_layer(input_encoding)
         self.bcos_layers = [
             BcosConv2D(
                 channels, kernel, strides=stride, padding=padding, b=self.b, max_out=self.max_out,

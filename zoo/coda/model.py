@@ -2,7 +2,7 @@
 
 import keras
 import numpy as np
-from glasszoo.layers.complement_encoding import ComplementEncoding
+from glasszoo.layers.complement_encoding import input_encoding_layer
 from glasszoo.layers.dynamic_alignment import DAUConv2D
 from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
 from glasszoo.zoo.base import ZooModel
@@ -41,7 +41,7 @@ ARCHITECTURES = {
 class CoDA(DynamicLinearStack, ZooModel):
     """Convolutional Dynamic Alignment Network (Böhle et al., seed 002).
 
-    `images -> [x, 1 - x] -> DAUConv2D x L (no other non-linearity, no
+    `images -> [x, 1 - x] (or x) -> DAUConv2D x L (no other non-linearity, no
     normalisation) -> sum over positions / T + log(0.1/0.9)`. Every layer
     is dynamic linear, so the class logit is exactly a linear map of the
     encoded input, `logit_c = sum(x * W_0->L(x)_c) / T + b0`, and
@@ -60,6 +60,9 @@ class CoDA(DynamicLinearStack, ZooModel):
         normalization: `"sq"` or `"l2"` (see `DAUConv2D`).
         padding: `"same"` (TensorFlow's) or `"symmetric"` (the paper's: `(k - 1) // 2`
             on both sides; see `glasszoo.layers.conv_padding`).
+        input_encoding: `"complement"` (the paper's `[x, 1 - x]`: dark pixels
+            contribute too) or `"none"` (the image itself: a black pixel
+            contributes exactly 0, so no evidence can sit on a black background).
         class_names: optional `K` names.
 
     Example:
@@ -86,6 +89,7 @@ class CoDA(DynamicLinearStack, ZooModel):
         temperature=10.0,
         normalization="sq",
         padding="same",
+        input_encoding="complement",
         class_names=None,
         **kwargs,
     ):
@@ -104,7 +108,8 @@ class CoDA(DynamicLinearStack, ZooModel):
                 f"kernel_sizes, strides and ranks need one entry per layer and filters one fewer (the last layer "
                 f"has num_classes filters); got {depth}, {len(self.layer_strides)}, {len(self.ranks)} and {len(self.filters)}."
             )
-        self.encoding = ComplementEncoding(name="complement_encoding")
+        self.input_encoding = input_encoding
+        self.encoding = input_encoding_layer(input_encoding)
         self.dau_layers = [
             DAUConv2D(
                 channels, kernel, rank, strides=stride, padding=padding, normalization=normalization, name=f"dau_{index}"
@@ -190,5 +195,6 @@ class CoDA(DynamicLinearStack, ZooModel):
             temperature=self.temperature,
             normalization=self.normalization,
             padding=self.padding,
+            input_encoding=self.input_encoding,
         )
         return config
