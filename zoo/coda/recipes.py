@@ -9,11 +9,13 @@ FASHION_MNIST_ARCHITECTURE = {
     "normalization": "sq",
 }
 
+# a fine-tune on a new folder (`glasszoo finetune`): the grid's best rate on Fashion-MNIST
+FINETUNE = {"epochs": 30, "learning_rate": 3e-3, "batch_size": 32}
+
 RECIPES = {
     "coda_fashion_mnist": {
         "family": "coda",
-        # a fine-tune on a new folder (`glasszoo finetune`): the grid's best rate on Fashion-MNIST
-        "finetune": {"epochs": 30, "learning_rate": 3e-3, "batch_size": 32},
+        "finetune": dict(FINETUNE),
         "dataset": "fashion_mnist",
         "description": "CoDA-Net (5 dynamic-alignment layers, SQ, input [x, 1-x], sum-pool / T) on Fashion-MNIST.",
         "config": dict(FASHION_MNIST_ARCHITECTURE, temperature=10.0),
@@ -39,7 +41,7 @@ RECIPES = {
     # the paper's symmetric padding, T and the checkpoint chosen on validation accuracy + localisation.
     "coda_aligned_fashion_mnist": {
         "family": "coda",
-        "finetune": {"epochs": 30, "learning_rate": 3e-3, "batch_size": 32},
+        "finetune": dict(FINETUNE),
         "dataset": "fashion_mnist",
         "description": (
             "CoDA-Net (5 dynamic-alignment layers, SQ, input [x, 1-x], the paper's symmetric padding, sum-pool / T at "
