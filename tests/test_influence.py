@@ -143,7 +143,9 @@ def test_a_wide_readout_is_restricted_to_its_principal_directions_without_changi
     assert index.info["projection"]["directions"] == 20 and index.info["projection"]["of"] == full.features.shape[1]
     assert 0.5 < index.info["projection"]["second_moment_share"] <= 1.0
     restricted = influence.InfluenceIndex.build(model, x, y, damping=0.01, max_parameters=200)
-    np.testing.assert_allclose(restricted.test_readout(model, x[:5]).logits(restricted.parameters), full.logits(full.parameters)[:5], atol=1e-8)
+    # The features are float32 model outputs, computed here on 5 images and there on all of them: the
+    # batch changes their last bits (5.6e-7 on one CI machine); the tolerance is float32 round-off, no more.
+    np.testing.assert_allclose(restricted.test_readout(model, x[:5]).logits(restricted.parameters), full.logits(full.parameters)[:5], rtol=1e-5, atol=1e-6)
     test_image, test_label = x[3], y[3]
     predicted = index.predicted_loss_change(model, test_image[None], target=[test_label])[0]
     most = np.argsort(-np.abs(predicted), kind="stable")[:20]
