@@ -230,6 +230,7 @@ def _evaluate_explanations(models, args, data):
         confident_correct,
         evaluate_explanations,
         explanation_methods,
+        own_against_best,
         summary_rows,
     )
 
@@ -269,6 +270,7 @@ def _evaluate_explanations(models, args, data):
         progbar = _progbar(len(methods), f"Explanation metrics of {len(methods)} method(s) on {name} ({count} test images)")
         report = evaluate_explanations(candidate, images, labels, methods, progress=lambda _, bar=progbar: bar.add(1), usable=usable, saved=saved, **protocol)
         report["images_chosen_by"] = list(choosers)
+        report["own_against_best"] = own_against_best(report)
         results[name] = report
         table += [(name, *row) for row in summary_rows(report, errors=True)]
         if out:
@@ -280,6 +282,19 @@ def _evaluate_explanations(models, args, data):
     print("|" + "---|" * len(header))
     for model_name, method, *figures, correlation in table:
         print("| " + " | ".join([model_name, method] + [f"{value:.3f} ± {error:.3f}" for value, error in figures] + [f"{correlation:.3f}"]) + " |")
+    compared = [(name, report["own_against_best"]) for name, report in results.items() if report["own_against_best"]]
+    if compared:
+        print("\nOwn map minus the best post-hoc method on the same model (differences paired by grid or image; "
+              "most-first: lower is better):")
+        measures = list(compared[0][1])
+        print("| model | " + " | ".join(measures) + " |")
+        print("|---|" + "---|" * len(measures))
+        for name, comparison in compared:
+            cells = [
+                f"{c['difference']:+.3f} ± {c['standard_error']:.3f} vs {c['best']}" + (" (own better)" if c["own_wins"] else "")
+                for c in comparison.values()
+            ]
+            print(f"| {name} | " + " | ".join(cells) + " |")
     return results
 
 

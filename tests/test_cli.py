@@ -152,6 +152,11 @@ def test_evaluate_scores_several_models_on_the_same_images_and_resumes(tmp_path,
     ]
     printed = capsys.readouterr().out
     assert "| protopnet_fashion_mnist | inherent |" in printed and "|---|" in printed
+    # the own map against the best post-hoc method, paired image by image (the black box's CAM is its own map too)
+    paired = scored["protopnet_fashion_mnist"]["own_against_best"]
+    assert set(paired) == {"localisation", "removal least-first", "removal most-first"}
+    assert paired["removal least-first"]["best"] == "saliency" and paired["removal least-first"]["units"] == 6
+    assert "Own map minus the best post-hoc method" in printed and "vs saliency" in printed
 
     # the same command again reuses every saved (model, method) and computes nothing
     def no_scoring(*args, **kwargs):
@@ -168,6 +173,13 @@ def test_evaluate_scores_several_models_on_the_same_images_and_resumes(tmp_path,
     saved_file = out / "scores" / "cnn_fashion_mnist__saliency.json"
     saved = json.loads(saved_file.read_text())
     saved["entry"]["localisation"]["per_grid"][0] += 0.01
+    saved_file.write_text(json.dumps(saved))
+    with pytest.raises(AssertionError, match="scored again"):
+        main(args)
+    # so is one saved before the images' removal areas were kept (no paired differences could come from it)
+    saved_file = out / "scores" / "protopnet_fashion_mnist__inherent.json"
+    saved = json.loads(saved_file.read_text())
+    del saved["entry"]["pixel_removal_least"]["per_image"]
     saved_file.write_text(json.dumps(saved))
     with pytest.raises(AssertionError, match="scored again"):
         main(args)
