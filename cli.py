@@ -405,7 +405,7 @@ def cmd_influence(args):
     return 0
 
 
-def export_and_check(model, path, images, opset=None, model_name=None, from_keras=None, precision="fp32"):
+def export_and_check(model, path, images, opset=None, model_name=None, from_keras=None, precision="fp32", check_drift=True):
     """Exports to ONNX, runs it in onnxruntime and returns the largest difference per output.
 
     `from_keras` is `model.explain(images)` when the caller has it already.
@@ -413,7 +413,7 @@ def export_and_check(model, path, images, opset=None, model_name=None, from_kera
     import numpy as np
     from glasszoo.export import OnnxModel, to_onnx
 
-    to_onnx(model, path, opset=opset, model_name=model_name, precision=precision)
+    to_onnx(model, path, opset=opset, model_name=model_name, precision=precision, check_drift=check_drift)
     served = OnnxModel(path)
     from_onnx = served(images)
     from_keras = model.explain(images) if from_keras is None else from_keras
@@ -442,10 +442,12 @@ def cmd_export(args):
     if images is None:
         from glasszoo.export import to_onnx
 
-        to_onnx(model, args.output, opset=args.opset, model_name=args.name, precision=args.precision)
+        to_onnx(model, args.output, opset=args.opset, model_name=args.name, precision=args.precision, check_drift=not args.no_drift_check)
         print(f"Wrote {args.output} ({args.precision})")
         return 0
-    served, differences = export_and_check(model, args.output, images, opset=args.opset, model_name=args.name, precision=args.precision)
+    served, differences = export_and_check(
+        model, args.output, images, opset=args.opset, model_name=args.name, precision=args.precision, check_drift=not args.no_drift_check
+    )
     rounding = "" if args.precision == "fp32" else f" (the {args.precision} export's rounding; README: reduced precision)"
     print(f"Wrote {args.output} ({args.precision}); onnxruntime ({served.providers[0]}) vs Keras on {len(images)} images, max |difference| per output{rounding}:")
     for name, value in differences.items():
@@ -754,6 +756,10 @@ def build_parser():
     p.add_argument(
         "--precision", choices=["fp32", "fp16", "int8"], default="fp32",
         help="fp16: float16 arithmetic; int8: int8 weights, dynamic quantization (input and outputs stay float32)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-drift-check", action="store_true",
+        help="write an int8 export even when its logits on calibration images served as one batch move too far from float32's",
     )  # fmt: skip
     p.set_defaults(run=cmd_export)
 

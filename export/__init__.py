@@ -6,11 +6,11 @@
 from glasszoo.export.runtime import OnnxModel
 
 
-def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="fp32", calibration=None):
+def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="fp32", calibration=None, check_drift=True):
     """See `glasszoo.export.onnx_export.to_onnx`."""
     from glasszoo.export.onnx_export import to_onnx as _to_onnx
 
-    return _to_onnx(model, path, opset=opset, model_name=model_name, sidecar=sidecar, precision=precision, calibration=calibration)
+    return _to_onnx(model, path, opset=opset, model_name=model_name, sidecar=sidecar, precision=precision, calibration=calibration, check_drift=check_drift)
 
 
 __all__ = ["OnnxModel", "to_onnx"]

@@ -91,7 +91,7 @@ def name_batch_dimension(graph, name=BATCH_DIMENSION):
             dims[0].dim_param = name
 
 
-def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="fp32", calibration=None):
+def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="fp32", calibration=None, check_drift=True):
     """Writes `model` as an ONNX graph whose outputs are `logits` and its explanations.
 
     The graph takes `image`: float32 `(batch, H, W, C)` in [0, 1], dynamic
@@ -111,8 +111,13 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="f
             metadata as `precision`.
         calibration: optional float32 images `(N, H, W, C)` in [0, 1] for an
             fp16 export: nodes whose values exceed 4096 on them (or on black,
-            white, checkerboard and noise images) stay float32. Default: the
+            white, checkerboard and noise images) stay float32; for an int8
+            export, the images its answers are checked on. Default: the
             shipped samples of the preset's dataset, when they fit.
+        check_drift: for an int8 export, refuse it (`PrecisionLossError`,
+            no file written) when its logits on the calibration images, run
+            as one batch, move too far from the float32 export's
+            (`glasszoo.export.precision.check_int8_answers`).
 
     Returns:
         `pathlib.Path` of the written file. Its metadata is also written
@@ -125,6 +130,7 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="f
     """
     from glasszoo.export.precision import (
         calibration_images,
+        check_int8_answers,
         check_precision,
         full_precision_layer_names,
         full_precision_nodes,
@@ -149,13 +155,17 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="f
         logging.getLogger(__name__).info("tf2onnx skipped its optimizers %s on this graph (the graph is still exact)", skipped)
     name_batch_dimension(proto.graph)
     make_portable(proto)  # the same values in OpenVINO and the ONNX reference evaluator as in onnxruntime
+    metadata = getattr(model, "preset_metadata", {}) or {}
+    answers_checked = None
     if precision != "fp32":
         keep = full_precision_nodes(proto.graph, full_precision_layer_names(model))
+        images = calibration_images(tuple(model.image_shape), _shipped_samples(model) if calibration is None else calibration)
         if precision == "fp16":
-            images = calibration_images(tuple(model.image_shape), _shipped_samples(model) if calibration is None else calibration)
             keep = sorted(set(keep) | set(overflowing_nodes(proto, images)))
-        proto = reduce_precision(proto, precision, keep_nodes=keep)
-    metadata = getattr(model, "preset_metadata", {}) or {}
+        reduced = reduce_precision(proto, precision, keep_nodes=keep)
+        if precision == "int8" and check_drift:
+            answers_checked = check_int8_answers(proto, reduced, images, model_name=model_name or metadata.get("name") or model.name)
+        proto = reduced
     outputs = getattr(model, "explanation_outputs", {})
     properties = {
         "model_name": model_name or metadata.get("name") or model.name,
@@ -170,6 +180,8 @@ def to_onnx(model, path, opset=None, model_name=None, sidecar=True, precision="f
         "glasszoo_version": __version__,
         "precision": precision,
     }
+    if answers_checked:
+        properties["precision_check"] = json.dumps(answers_checked)
     if "metrics" in metadata:
         properties["metrics"] = json.dumps(metadata["metrics"])
     if "fine_tuned_from" in metadata:

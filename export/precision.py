@@ -15,7 +15,9 @@ export exactly as the float32 one.
 - `int8`: weights of matrix products and convolutions (`QUANTIZED_OPERATORS`) stored as int8,
   activations quantized per batch at run time
   (`onnxruntime.quantization.quantize_dynamic`); the same layers are kept
-  in float32.
+  in float32. The export is refused (`check_int8_answers`) when its logits
+  move too far from the float32 export's on calibration images served as
+  one batch.
 
 A reduced export changes the numbers: `output_drift` measures how far
 each output moves from the float32 export (`bench/precision_drift.py`
@@ -154,6 +156,72 @@ def overflowing_nodes(proto, images, limit=FLOAT16_SAFE_MAGNITUDE):
     magnitude = {name: float(np.max(np.abs(value))) if np.size(value) else 0.0 for name, value in zip(names, session.run(None, {probe.graph.input[0].name: images}))}
     magnitude[probe.graph.input[0].name] = float(np.max(np.abs(images)))
     return sorted(node.name for node in proto.graph.node if any(magnitude.get(name, 0.0) > limit for name in list(node.input) + list(node.output)))
+
+
+# an int8 export is refused when, on its calibration images run as one batch, its logits lie further than this
+# (relative L2) from the float32 export's, or its top-1 answers agree on fewer than this share of the images
+INT8_LOGIT_DRIFT_LIMIT = 0.25
+INT8_AGREEMENT_LIMIT = 0.9
+
+
+class PrecisionLossError(ValueError):
+    """A reduced-precision export whose answers differ too much from the float32 export's to be served."""
+
+
+def check_int8_answers(reference, quantized, images, model_name="the model", max_drift=None, min_agreement=None):
+    """Runs a float32 graph and its int8 export on `images` as one batch; raises if the int8 answers moved.
+
+    Dynamic quantization sets each activation's int8 range from the whole
+    tensor at run time, batch included, so an image's int8 outputs depend on
+    the images served beside it: one image with large activations coarsens
+    every other image's. A model whose logits are small differences of large
+    sums (CoDA at T = 1000) can be exact one image at a time and wrong in a
+    batch. The calibration batch (`calibration_images`: real samples with a
+    white, a black, a checkerboard and noise images) is such a batch.
+
+    Args:
+        reference: the float32 `onnx.ModelProto`.
+        quantized: its int8 `onnx.ModelProto`.
+        images: float32 `(N, H, W, C)` in [0, 1], run as one batch.
+        model_name: named in the error.
+        max_drift: largest relative L2 distance of the int8 logits from the
+            float32 ones (`INT8_LOGIT_DRIFT_LIMIT` if None).
+        min_agreement: smallest share of images whose top-1 class is
+            unchanged (`INT8_AGREEMENT_LIMIT` if None).
+
+    Returns:
+        `{"images", "logit_drift", "top1_agreement"}` when within the limits.
+
+    Raises:
+        PrecisionLossError: naming the model, the figures and the precisions to use instead.
+
+    Example:
+    >>> check_int8_answers(proto, reduce_precision(proto, "int8"), calibration_images((28, 28, 1), samples))  # doctest: +SKIP
+    {'images': 46, 'logit_drift': 0.05, 'top1_agreement': 1.0}
+    """
+    import onnxruntime
+
+    max_drift = INT8_LOGIT_DRIFT_LIMIT if max_drift is None else max_drift
+    min_agreement = INT8_AGREEMENT_LIMIT if min_agreement is None else min_agreement
+    images = np.asarray(images, "float32")
+    logits = []
+    for proto in (reference, quantized):
+        session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        logits.append(np.asarray(session.run(["logits"], {session.get_inputs()[0].name: images})[0], "float64"))
+    expected, actual = logits
+    norm = float(np.linalg.norm(expected))
+    drift = float(np.linalg.norm(actual - expected)) / norm if norm > 0 else float(np.linalg.norm(actual - expected))
+    drift = drift if np.all(np.isfinite(actual)) else float("inf")
+    agreement = float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1)))
+    if not (drift <= max_drift and agreement >= min_agreement):
+        raise PrecisionLossError(
+            f"The int8 export of {model_name} changes its answers: on {len(images)} calibration images served as one batch "
+            f"its logits lie {drift:.3g} (relative L2) from the float32 export's (limit {max_drift}) and its top-1 class "
+            f"agrees on {agreement:.1%} of them (limit {min_agreement:.0%}). Dynamic quantization sets activation ranges "
+            f"over the whole batch, and this model's logits do not survive it. Export fp16 or fp32 instead (or skip this "
+            f"check, at your risk, with --no-drift-check / check_drift=False); nothing was written."
+        )
+    return {"images": int(len(images)), "logit_drift": drift, "top1_agreement": agreement}
 
 
 def reduce_precision(proto, precision, keep_nodes=()):
