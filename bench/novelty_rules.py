@@ -18,11 +18,15 @@ similarity of each latent patch to the nearest of `c`'s prototypes:
   the object looks like `c`'s prototypes; 0 is the worst-covered patch);
 - `bank_qXX`: the same quantile of the negative squared distance from each
   object patch to the nearest of a bank of object patches of 400 training
-  images of `c` (a dense memory of the class instead of its prototypes).
+  images of `c` (a dense memory of the class instead of its prototypes);
+  `--no-bank` leaves these out (they take most of the run);
+- `conditional`: not a similarity but the log-odds of `P(c | parent, x)`,
+  how sure the parent node is of `c` against its siblings (from the
+  `place_probabilities`: the class's over its parent's).
 
 The steps above the leaf keep the model's own rule and floors.
 
-    python3 bench/novelty_rules.py [--preset NAME] [--with-class FULL_PRESET] [--bank-images 400] [--json out.json]
+    python3 bench/novelty_rules.py [--preset NAME] [--with-class FULL_PRESET] [--bank-images 400 | --no-bank] [--shares 0.95 0.9] [--json out.json]
 """
 
 import argparse
@@ -73,15 +77,30 @@ def object_quantile(values, on_object, q):
     return np.nanquantile(np.where(on_object[..., None], values, np.nan), q, axis=1)
 
 
-def leaf_scores(similarity, on_object, bank_distances, leaf_edge):
-    """Every score of the module doc, each `(n, K)` (per class, through the class's own edge `leaf_edge[k]`)."""
+def conditional_log_odds(places, leaf_parent):
+    """`(n, K)` log-odds of `P(class | its parent node, x)` from the place probabilities `(n, V)` (leaves last)."""
+    count = len(leaf_parent)
+    conditional = places[:, -count:] / np.maximum(places[:, leaf_parent], 1e-300)
+    conditional = np.clip(conditional, 1e-12, 1 - 1e-12)
+    return np.log(conditional) - np.log1p(-conditional)
+
+
+def leaf_scores(similarity, on_object, bank_distances, leaf_edge, places=None, leaf_parent=None):
+    """Every score of the module doc, each `(n, K)` (per class, through the class's own edge `leaf_edge[k]`).
+
+    `bank_distances` None leaves the bank scores out; `places` and
+    `leaf_parent` (the parent place of each class) add `conditional`.
+    """
     per_class = similarity[:, :, leaf_edge]  # (n, hw, K)
     ranked = -np.sort(-per_class, axis=1)
     scores = {"best": ranked[:, 0], "top3": ranked[:, :3].mean(axis=1), "top8": ranked[:, :8].mean(axis=1)}
     for q in (0.0, 0.25, 0.5, 0.75):
         scores[f"cover_q{int(q * 100):02d}"] = object_quantile(per_class, on_object, q)
-    for q in (0.0, 0.1, 0.5):
-        scores[f"bank_q{int(q * 100):02d}"] = object_quantile(-bank_distances, on_object, q)
+    if bank_distances is not None:
+        for q in (0.0, 0.1, 0.5):
+            scores[f"bank_q{int(q * 100):02d}"] = object_quantile(-bank_distances, on_object, q)
+    if places is not None:
+        scores["conditional"] = conditional_log_odds(places, leaf_parent)
     return scores
 
 
@@ -91,6 +110,7 @@ def main(argv=None):
     parser.add_argument("--with-class", default="hierarchical_protopnet_fashion_mnist", help="a preset over the full taxonomy, for the held-out class's parent")
     parser.add_argument("--bank-images", type=int, default=400, help="training images per class in the patch bank")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.95, 0.9])
+    parser.add_argument("--no-bank", action="store_true", help="leave out the patch-bank scores (most of the run time)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -109,16 +129,19 @@ def main(argv=None):
     parent = tables.places.index(glasszoo.load(args.with_class).taxonomy.parent[held_out[0]])
     leaf_edge = tables.num_nodes - 1 + np.arange(len(reduced.class_names))  # edge e leads to place e + 1
 
+    leaf_parent = np.asarray(model.explain(x_val[:1])["place_parent"][0]).astype(int)[tables.num_nodes :]
+
     rng = np.random.default_rng(1)
     banks = []
-    for k in range(len(reduced.class_names)):
+    for k in range(0 if args.no_bank else len(reduced.class_names)):
         chosen = rng.choice(np.flatnonzero(y_fit == k), args.bank_images, replace=False)
         _, _, _, on_object, latents = patch_evidence(model, x_fit[chosen])
         banks.append(latents[on_object])
     evidence = {}
     for name, images in (("validation", x_val), ("unseen", x_unseen)):
         places, edges, similarity, on_object, latents = patch_evidence(model, images)
-        evidence[name] = (places, edges, leaf_scores(similarity, on_object, nearest_in_bank(latents, banks), leaf_edge))
+        bank_distances = None if args.no_bank else nearest_in_bank(latents, banks)
+        evidence[name] = (places, edges, leaf_scores(similarity, on_object, bank_distances, leaf_edge, places, leaf_parent))
 
     places_val, edges_val, scores_val = evidence["validation"]
     places_unseen, edges_unseen, scores_unseen = evidence["unseen"]

@@ -292,3 +292,19 @@ def test_novelty_rule_pieces_match_brute_force():
     quantiles = rules.object_quantile(values, on_object, 0.5)
     np.testing.assert_allclose(quantiles[0], np.median(values[0, [0, 2, 3]], axis=0))
     np.testing.assert_allclose(quantiles[1], np.median(values[1], axis=0))
+
+
+def test_novelty_conditional_score_is_the_log_odds_of_a_class_given_its_parent():
+    import numpy as np
+
+    rules = bench_module("novelty_rules")
+    # places: root, one inner node, then 3 classes (two under the node, one under the root)
+    places = np.array([[1.0, 0.8, 0.6, 0.2, 0.2], [1.0, 0.5, 0.25, 0.25, 0.5]])
+    leaf_parent = np.array([1, 1, 0])
+    scores = rules.conditional_log_odds(places, leaf_parent)
+    expected = np.array([[0.75, 0.25, 0.2], [0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(scores, np.log(expected / (1 - expected)))
+    assert np.isfinite(rules.conditional_log_odds(np.array([[1.0, 1.0, 1.0, 0.0, 0.0]]), leaf_parent)).all()  # certain: clipped
+    per_patch = np.zeros((2, 4, 6))
+    with_it = rules.leaf_scores(per_patch, np.ones((2, 4), bool), None, np.array([3, 4, 5]), places, leaf_parent)
+    assert "conditional" in with_it and not any(name.startswith("bank") for name in with_it)  # no bank: no bank scores
