@@ -175,8 +175,8 @@ def check_int8_answers(reference, quantized, images, model_name="the model", max
     tensor at run time, batch included, so an image's int8 outputs depend on
     the images served beside it: one image with large activations coarsens
     every other image's. A model whose logits are small differences of large
-    sums (CoDA at T = 1000) can be exact one image at a time and wrong in a
-    batch. The calibration batch (`calibration_images`: real samples with a
+    sums (a dynamic linear network at a high temperature) can be exact one
+    image at a time and wrong in a batch. The calibration batch (`calibration_images`: real samples with a
     white, a black, a checkerboard and noise images) is such a batch.
 
     Args:
