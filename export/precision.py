@@ -176,8 +176,9 @@ def check_int8_answers(reference, quantized, images, model_name="the model", max
     the images served beside it: one image with large activations coarsens
     every other image's. A model whose logits are small differences of large
     sums (a dynamic linear network at a high temperature) can be exact one
-    image at a time and wrong in a batch. The calibration batch (`calibration_images`: real samples with a
-    white, a black, a checkerboard and noise images) is such a batch.
+    image at a time and wrong in a batch. The calibration batch
+    (`calibration_images`: real samples with a white, a black, a
+    checkerboard and noise images) is such a batch.
 
     Args:
         reference: the float32 `onnx.ModelProto`.
@@ -209,9 +210,8 @@ def check_int8_answers(reference, quantized, images, model_name="the model", max
         session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         logits.append(np.asarray(session.run(["logits"], {session.get_inputs()[0].name: images})[0], "float64"))
     expected, actual = logits
-    norm = float(np.linalg.norm(expected))
-    drift = float(np.linalg.norm(actual - expected)) / norm if norm > 0 else float(np.linalg.norm(actual - expected))
-    drift = drift if np.all(np.isfinite(actual)) else float("inf")
+    measured = output_drift({"logits": expected}, {"logits": actual})["logits"]
+    drift = measured["relative_l2"] if measured["non_finite"] == 0 else float("inf")
     agreement = float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1)))
     if not (drift <= max_drift and agreement >= min_agreement):
         raise PrecisionLossError(
