@@ -120,6 +120,25 @@ def cmd_finetune(args):
     return _train_on_folder(args, args.preset, fine_tuning_recipe, grid=False)
 
 
+def cmd_calibrate(args):
+    from glasszoo.zoo.recalibration import recalibrate_preset
+
+    _quiet_tensorflow()
+    settings = {}
+    for item in args.set or []:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise ValueError(f"--set takes NAME=VALUE; got {item!r}.")
+        try:
+            settings[name] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[name] = value  # a bare word: a string
+    calibration = recalibrate_preset(args.preset, args.out, settings=settings, command=_command_line())
+    print(json.dumps(calibration, indent=2))
+    print(f"wrote {args.out} (weights unchanged)")
+    return 0
+
+
 def _train_on_folder(args, source, build_recipe, **options):
     """Trains the recipe `build_recipe(source, folder data, ...)` makes (`train --data`, `finetune`)."""
     from glasszoo.zoo.training import train_preset
@@ -696,6 +715,12 @@ def build_parser():
         "TF_CONFIG), data_parallel (KERAS_BACKEND=jax, all devices); the recipe's batch size is the global batch",
     )
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("calibrate", help="choose a preset's after-training settings (e.g. placement floors) again on its card's validation split; weights unchanged")
+    p.add_argument("preset", help="a preset name or folder trained on a built-in dataset")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a model setting to change first (a JSON value or a word), e.g. placement_evidence=confidence; repeatable")
+    p.add_argument("--out", required=True, help="preset folder to write (may be the preset's own: files are replaced atomically)")
+    p.set_defaults(run=cmd_calibrate)
 
     p = sub.add_parser("finetune", help="fine-tune a preset on a folder of your images (one sub-folder per class)")
     p.add_argument("preset", help="a preset name or folder")

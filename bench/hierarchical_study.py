@@ -105,7 +105,7 @@ def unseen_class_study(hierarchical, flat, full, held_out, expected_parent, vali
     # the seen classes' test images
     # the same rule as the `placement` output (tested equal), without explain's maps for 9,000 images
     places, edges = hierarchical.place_evidence(reduced.x_test)
-    seen_placed = tables.placement(places, edges, hierarchical.placement_threshold, hierarchical.similarity_floors)
+    seen_placed = tables.placement(places, edges, hierarchical.placement_threshold, hierarchical.placement_floors)
     result["seen_hierarchical_leaf_accuracy"] = mean_and_error(places[:, tables.num_nodes :].argmax(axis=1) == reduced.y_test)
     result["seen_hierarchical_placed_at_their_class"] = mean_and_error(seen_placed == tables.num_nodes + reduced.y_test)
     result["seen_flat_leaf_accuracy"] = mean_and_error(flat.predict_classes(reduced.x_test) == reduced.y_test)

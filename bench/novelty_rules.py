@@ -12,7 +12,7 @@ their parent (the target place) and how many validation images of the seen
 classes stay placed at their own class. Scores for a child `c`, from the
 similarity of each latent patch to the nearest of `c`'s prototypes:
 
-- `best` (the model's rule): the best patch;
+- `best` (the model's rule with `placement_evidence="similarity"`): the best patch;
 - `top3`, `top8`: the mean of the best 3 or 8 patches;
 - `cover_qXX`: the XX% quantile over the image's object patches (how much of
   the object looks like `c`'s prototypes; 0 is the worst-covered patch);
@@ -20,11 +20,12 @@ similarity of each latent patch to the nearest of `c`'s prototypes:
   object patch to the nearest of a bank of object patches of 400 training
   images of `c` (a dense memory of the class instead of its prototypes);
   `--no-bank` leaves these out (they take most of the run);
-- `conditional`: not a similarity but the log-odds of `P(c | parent, x)`,
+- `conditional` (the model's rule with `placement_evidence="confidence"`,
+  the default): not a similarity but the log-odds of `P(c | parent, x)`,
   how sure the parent node is of `c` against its siblings (from the
   `place_probabilities`: the class's over its parent's).
 
-The steps above the leaf keep the model's own rule and floors.
+The steps above the leaf keep the model's own evidence and floors.
 
     python3 bench/novelty_rules.py [--preset NAME] [--with-class FULL_PRESET] [--bank-images 400 | --no-bank] [--shares 0.95 0.9] [--json out.json]
 """
@@ -147,7 +148,7 @@ def main(argv=None):
     places_unseen, edges_unseen, scores_unseen = evidence["unseen"]
     first_leaf = tables.num_nodes
     correct = places_val[:, first_leaf:].argmax(axis=1) == y_val
-    floors = np.asarray(model.similarity_floors, dtype="float64")
+    floors = np.asarray(model.placement_floors, dtype="float64")
     rows, results = [], []
     for name in scores_val:
         for share in args.shares:

@@ -110,11 +110,11 @@ def test_hierarchical_fine_tune_takes_the_flat_plan_and_builds_for_new_classes(s
     spec = fine_tuning_recipe("hierarchical_protopnet_fashion_mnist", folder_data(shapes_folder))
     flat = fine_tuning_recipe("protopnet_fashion_mnist", folder_data(shapes_folder))
     assert spec["stages"] == flat["stages"] and spec["stages"]["initial_push"]
-    assert len(spec["config"]["similarity_floors"]) == 12  # the preset's, for its 12 edges
+    assert len(spec["config"]["placement_floors"]) == 12  # the preset's, for its 12 edges
     names = sorted(p.name for p in shapes_folder.iterdir() if p.is_dir())
     with pytest.warns(UserWarning, match="flat taxonomy"):
         model = family_class("hierarchical_protopnet")(**dict(spec["config"], num_classes=len(names), class_names=names, input_shape=(28, 28, 1)))
-    assert model.tables.num_edges == len(names) and not model.similarity_floors.any()
+    assert model.tables.num_edges == len(names) and np.all(model.placement_floors == -1e4)  # no floor on the new edges
 
 
 @pytest.mark.parametrize("family", family_names())

@@ -164,26 +164,26 @@ def edge_best(similarity, tables):
 
 
 def test_placement_walks_down_while_the_next_place_is_vouched_for(samples, rng):
-    model = tiny(placement_threshold=0.5)
+    model = tiny(placement_threshold=0.5, placement_evidence="similarity")
     model.last_layer.kernel.assign(3.0 * rng.normal(size=model.last_layer.kernel.shape).astype("float32"))
     images = samples[0][:20]
     tables = model.tables
     best = edge_best(model.explain(images)["prototype_similarity"], tables)
-    model.similarity_floors = np.median(best, axis=0)  # about half of the edges fail their floor
+    model.placement_floors = np.median(best, axis=0)  # about half of the edges fail their floor
     out = model.explain(images)
     for b in range(20):
         place = 0  # from the root into the child that reaches the threshold and its floor, while one does
         while True:
             children = [
                 v for v in range(1, tables.num_places)
-                if tables.parent[v] == place and out["place_probabilities"][b, v] >= 0.5 and best[b, v - 1] >= model.similarity_floors[v - 1]
+                if tables.parent[v] == place and out["place_probabilities"][b, v] >= 0.5 and best[b, v - 1] >= model.placement_floors[v - 1]
             ]
             if not children:
                 break
             place = children[0]
         assert out["placement"][b] == place
         for v in range(1, tables.num_places):
-            vouched = out["place_probabilities"][b, v] >= 0.5 and best[b, v - 1] >= model.similarity_floors[v - 1]
+            vouched = out["place_probabilities"][b, v] >= 0.5 and best[b, v - 1] >= model.placement_floors[v - 1]
             assert out["place_support"][b, v] == float(vouched)
     assert len(set(out["placement"].tolist())) > 1
     np.testing.assert_array_equal(model.placements(images), out["placement"])
@@ -193,7 +193,57 @@ def test_placement_walks_down_while_the_next_place_is_vouched_for(samples, rng):
     with pytest.raises(ValueError, match=r"\[0.5, 1\]"):
         tiny(placement_threshold=0.3)
     with pytest.raises(ValueError, match="one per \\(node, child\\) edge"):
-        model.similarity_floors = [1.0, 2.0]
+        model.placement_floors = [1.0, 2.0]
+    with pytest.raises(ValueError, match="placement_evidence must be one of"):
+        tiny(placement_evidence="entropy")
+
+
+def conditional_log_odds(out, tables):
+    """The log-odds of P(child | node) per edge in float64 from the `conditional_probabilities` output (an only child: +inf)."""
+    conditional = out["conditional_probabilities"][:, 1:].astype("float64")
+    with np.errstate(divide="ignore"):
+        return np.log(conditional) - np.log1p(-np.minimum(conditional, 1.0))
+
+
+def test_by_default_a_place_is_vouched_for_by_its_parents_confidence(samples, rng):
+    """The seed's rule: the log-odds of P(place | parent, x) against a floor per edge; an only child always passes."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    taxonomy = {"tree": {"a": ["0", "1"], "b": {"c": ["2"]}}, "class_names": ["0", "1", "2"]}  # c is b's only child, 2 is c's
+    model = HierarchicalProtoPNet(**dict(TINY, num_classes=3, taxonomy=taxonomy))
+    assert model.placement_evidence == "confidence"
+    model.last_layer.kernel.assign(0.5 * rng.normal(size=model.last_layer.kernel.shape).astype("float32"))
+    images = samples[0][:20]
+    tables = model.tables
+    out = model.explain(images)
+    places, evidence = model.place_evidence(images)
+    expected = conditional_log_odds(out, tables)
+    siblings = tables.has_siblings > 0
+    np.testing.assert_allclose(evidence[:, siblings], expected[:, siblings], rtol=1e-4, atol=1e-4)
+    assert np.all(evidence[:, ~siblings] == 1e4) and (~siblings).sum() == 2
+    model.placement_floors = np.median(evidence, axis=0)  # about half of the images fail each edge with siblings
+    out = model.explain(images)
+    vouched = (out["place_probabilities"][:, 1:] >= 0.5) & (evidence >= model.placement_floors)
+    np.testing.assert_array_equal(out["place_support"][:, 1:], vouched.astype("float32"))
+    np.testing.assert_array_equal(model.placements(images), out["placement"])
+    assert len(set(out["placement"].tolist())) > 1
+    # a confidence beyond float32's 1 - P (which rounds to 0): the log-odds come from the scores, exact and finite
+    scores = np.zeros((1, tables.num_edges), "float32")
+    scores[0, tables.places.index("0") - 1], scores[0, tables.places.index("1") - 1] = 40.0, 0.0
+    sure = np.asarray(model.confidence_log_odds(scores))[0]
+    assert sure[tables.places.index("0") - 1] == pytest.approx(40.0) and sure[tables.places.index("1") - 1] == pytest.approx(-40.0)
+    model.placement_evidence = "similarity"  # the floors were log-odds: they go
+    assert model.placement_floors.tolist() == [0.0] * tables.num_edges and model.get_config()["placement_evidence"] == "similarity"
+
+
+def test_a_file_from_before_the_confidence_rule_keeps_its_similarity_floors():
+    floors = [0.5] * tiny().tables.num_edges
+    model = tiny(similarity_floors=floors)
+    assert model.placement_evidence == "similarity" and model.placement_floors.tolist() == floors
+    assert "similarity_floors" not in model.get_config() and model.get_config()["placement_floors"] == floors
+    with pytest.raises(ValueError, match="give placement_floors instead"):
+        tiny(similarity_floors=floors, placement_evidence="confidence")
 
 
 def test_a_new_threshold_takes_effect_in_the_traced_graph(samples):
@@ -203,27 +253,32 @@ def test_a_new_threshold_takes_effect_in_the_traced_graph(samples):
     model.placement_threshold = 1.0  # only the root (probability exactly 1) reaches it
     assert np.all(model.explain(images)["placement"] == 0) and model.get_config()["placement_threshold"] == 1.0
     model.placement_threshold = 0.5
-    model.similarity_floors = np.full(model.tables.num_edges, 1e9)  # no prototype is that similar: the root again
+    model.placement_floors = np.full(model.tables.num_edges, 2e4)  # above the largest log-odds (1e4): the root again
     assert np.all(model.explain(images)["placement"] == 0)
     assert before.shape == (6,)
 
 
 def test_calibration_keeps_the_chosen_share_of_correct_images_through_each_edge(trained, samples):
     images, labels = samples[0], samples[1]
-    record = trained.calibrate_placement(images, labels, leaf_share=0.7)
     tables = trained.tables
-    out = trained.explain(images)
-    best = edge_best(out["prototype_similarity"], tables)
-    correct = out["logits"].argmax(axis=1) == labels
-    for e in range(tables.num_edges):
-        through = correct & (tables.class_edges[labels, e] > 0)
-        if through.any():
-            assert trained.similarity_floors[e] == pytest.approx(np.quantile(best[through, e], 0.3), abs=1e-4)
-            assert np.mean(best[through, e] >= trained.similarity_floors[e]) >= 0.7 - 1.0 / through.sum()
-    assert record["validation_placed_at_their_class"] == pytest.approx(np.mean(out["placement"] == tables.num_nodes + labels), abs=1e-4)
-    assert len(record["similarity_floors"]) == tables.num_edges
-    assert trained.get_config()["similarity_floors"] == pytest.approx(trained.similarity_floors.tolist())
-    trained.similarity_floors = None
+    for evidence in ("similarity", "confidence"):  # the default last, as the fixture had it
+        trained.placement_evidence = evidence
+        record = trained.calibrate_placement(images, labels, leaf_share=0.7)
+        out = trained.explain(images)
+        measured = edge_best(out["prototype_similarity"], tables) if evidence == "similarity" else conditional_log_odds(out, tables)
+        correct = out["logits"].argmax(axis=1) == labels
+        checked = 0
+        for e in range(tables.num_edges):
+            through = correct & (tables.class_edges[labels, e] > 0)
+            if through.any() and tables.has_siblings[e]:
+                assert trained.placement_floors[e] == pytest.approx(np.quantile(measured[through, e], 0.3), rel=1e-3, abs=1e-3)
+                assert np.mean(measured[through, e] >= trained.placement_floors[e] - 1e-3) >= 0.7 - 1.0 / through.sum()
+                checked += 1
+        assert checked >= 4  # the edges with siblings that correct images pass through
+        assert record["validation_placed_at_their_class"] == pytest.approx(np.mean(out["placement"] == tables.num_nodes + labels), abs=1e-4)
+        assert record["placement_evidence"] == evidence and len(record["placement_floors"]) == tables.num_edges
+        assert trained.get_config()["placement_floors"] == pytest.approx(trained.placement_floors.tolist())
+    trained.placement_floors = None
 
 
 @pytest.mark.parametrize(
@@ -253,11 +308,11 @@ def test_new_classes_altogether_get_a_flat_taxonomy_with_a_warning():
     assert model.tables.num_nodes == 1 and model.class_names == ["x", "y", "z"]
     # a preset's config (a fine-tune to new classes) carries floors for the old edges: they go with its taxonomy
     old_floors = [1.0] * tiny().tables.num_edges
-    with pytest.warns(UserWarning, match="without the similarity floors"):
-        model = tiny(taxonomy=TREE, num_classes=3, class_names=["x", "y", "z"], similarity_floors=old_floors)
-    assert model.similarity_floors.tolist() == [0.0, 0.0, 0.0]
-    with pytest.raises(ValueError, match="similarity_floors must be 14"):
-        tiny(similarity_floors=[1.0] * 3)
+    with pytest.warns(UserWarning, match="without the placement floors"):
+        model = tiny(taxonomy=TREE, num_classes=3, class_names=["x", "y", "z"], placement_floors=old_floors)
+    assert model.placement_floors.tolist() == [-1e4, -1e4, -1e4]  # no floor: every log-odds reaches it
+    with pytest.raises(ValueError, match="placement_floors must be 14"):
+        tiny(placement_floors=[1.0] * 3)
 
 
 def test_config_and_keras_file_round_trip_keep_the_taxonomy(trained, samples, tmp_path):
@@ -329,8 +384,9 @@ def test_presets_reach_their_cards_and_route_the_unseen_class_to_its_parent(fash
     assert np.mean(places[:, footwear] >= 0.5) >= 0.98  # the coarse decision: a sneaker is footwear
     placed = held.placements(sneakers)
     below_footwear = held.tables.leads_to[footwear - 1, placed] > 0  # at footwear or one of its classes
-    # the README's share at footwear: 0.177 +- 0.012 for this preset; the floors must stop some of them there
-    assert below_footwear.mean() >= 0.9 and np.mean(placed == footwear) >= 0.15
+    # the README's share at footwear: 0.554 +- 0.016 for this preset (confidence rule); the floors must stop half of them there
+    assert held.placement_evidence == "confidence"
+    assert below_footwear.mean() >= 0.9 and np.mean(placed == footwear) >= 0.5
 
 
 def test_importing_the_parent_family_first_registers_this_one_without_a_warning():

@@ -20,7 +20,9 @@ EXPLANATION_OUTPUTS = {
     "conditional_probabilities": "(B, V) P(place | its parent node, x): the softmax of the scores of the node's children (1 for the root)",
     "place_scores": "(B, V) the score each place gets at its parent node: the node's prototype similarities @ its last-layer weights (0 for the root)",
     "place_parent": "(B, V) whole numbers: the parent place of each place (-1 for the root): the taxonomy, for readers of the outputs alone",
-    "place_support": "(B, V) 1 where the model vouches for a place: its probability reaches placement_threshold and one of its own prototypes (at its parent node) is at least as similar to the image as the place's similarity floor (1 for the root)",
+    "place_support": "(B, V) 1 where the model vouches for a place: its probability reaches placement_threshold and its placement evidence reaches the place's floor (1 for the root); the evidence (placement_evidence) is its parent node's confidence in it, the log-odds log P(place | parent, x) - log(1 - P(place | parent, x)) ('confidence'), or the best similarity of its own prototypes to the image ('similarity')",
+    "place_evidence": "(B, V) each place's placement evidence (placement_evidence: the log-odds of P(place | parent, x), clipped to +-1e4 and 1e4 for an only child, or the best similarity of its own prototypes; 0 for the root)",
+    "placement_floors": "(B, V) the floor each place's evidence must reach to be vouched for (the model's placement_floors, the same for every image; 0 for the root)",
     "placement": "(B,) a whole number, the index of the deepest place whose whole path is supported (place_support): where an image of a class never seen in training is put",
     "prototype_similarity": "(B, P) similarity log((d + 1) / (d + 1e-4)) of each prototype to its nearest latent patch (d: squared L2 distance)",
     "similarity_maps": "(B, h, w, P) similarity of each prototype to every latent patch",
@@ -30,6 +32,8 @@ EXPLANATION_OUTPUTS = {
     "class_evidence_map": "(B, H, W) where the evidence for the explained class lies: the node evidence maps summed along its path",
 }
 NODE_MASK = 1e4  # subtracted from the scores of a node's non-children before its maximum (finite, so float16 holds it)
+PLACEMENT_EVIDENCE = ("confidence", "similarity")
+NO_FLOOR = {"confidence": -NODE_MASK, "similarity": 0.0}  # what every image reaches (log-odds are clipped to +-NODE_MASK, similarities are >= 0)
 
 
 def checked_threshold(value):
@@ -45,13 +49,20 @@ def checked_threshold(value):
     return threshold
 
 
-def checked_floors(values, count):
-    """`values` as a float32 `(count,)` array of finite similarity floors (None: zeros, no floor); a ValueError otherwise."""
+def checked_evidence(value):
+    """`value` if it names a placement evidence (`PLACEMENT_EVIDENCE`); a ValueError otherwise."""
+    if value not in PLACEMENT_EVIDENCE:
+        raise ValueError(f"placement_evidence must be one of {PLACEMENT_EVIDENCE}; got {value!r}.")
+    return value
+
+
+def checked_floors(values, count, evidence):
+    """`values` as a float32 `(count,)` array of finite placement floors (None: no floor for `evidence`); a ValueError otherwise."""
     if values is None:
-        return np.zeros(count, "float32")
+        return np.full(count, NO_FLOOR[evidence], "float32")
     floors = np.asarray(values, dtype="float64").reshape(-1)
     if floors.shape != (count,) or not np.all(np.isfinite(floors)):
-        raise ValueError(f"similarity_floors must be {count} finite numbers, one per (node, child) edge; got {values!r}.")
+        raise ValueError(f"placement_floors must be {count} finite numbers, one per (node, child) edge; got {values!r}.")
     return floors.astype("float32")
 
 
@@ -84,7 +95,7 @@ def resolve_taxonomy(taxonomy, class_names, num_classes):
         # a taxonomy over other classes altogether is the pretrained task's (a fine-tune to new classes)
         warnings.warn(
             f"The taxonomy covers none of the classes {names} (it is over {resolved.class_names}): "
-            "using a flat taxonomy (every class under the root), without the similarity floors calibrated on those "
+            "using a flat taxonomy (every class under the root), without the placement floors calibrated on those "
             "classes; give taxonomy= to group the new classes.",
             stacklevel=3,
         )
@@ -133,10 +144,13 @@ class HierarchicalProtoPNet(ProtoPNet):
     is placed at the deepest place the model vouches for (the `placement`
     output), e.g. "footwear" for a sneaker when the model was trained
     without sneakers. A place is vouched for when its probability reaches
-    `placement_threshold` and one of its own prototypes matches some part of
-    the image at least as closely as its similarity floor;
-    `calibrate_placement` sets the floors on validation images of the seen
-    classes.
+    `placement_threshold` and its parent node is at least as sure of it
+    against its siblings (the log-odds of `P(place | parent, x)`) as its
+    floor: the seed's "deepest node the model is confident in", with one
+    floor per edge. `calibrate_placement` sets the floors on validation
+    images of the seen classes. (`placement_evidence="similarity"` asks
+    instead that one of the place's own prototypes match some part of the
+    image at least as closely as its floor.)
 
     Args:
         num_classes: int `K` (the taxonomy's classes).
@@ -147,9 +161,15 @@ class HierarchicalProtoPNet(ProtoPNet):
         prototypes_per_child: prototypes of each (node, child) edge.
         l2_weight: weight of the squared last-layer weights to a prototype's own child.
         placement_threshold: the probability (at least 0.5) a place must reach to take an image (`placement`).
-        similarity_floors: per (node, child) edge, the similarity one of the
-            child's prototypes must reach for the model to vouch for the child
-            (None: no floor); `calibrate_placement` sets them.
+        placement_evidence: what a place's floor is compared with:
+            `"confidence"` (default), the log-odds of `P(place | parent, x)`,
+            or `"similarity"`, the best similarity of the place's own prototypes.
+        placement_floors: per (node, child) edge, the evidence the child must
+            reach for the model to vouch for it (None: no floor);
+            `calibrate_placement` sets them.
+        similarity_floors: the floors of files saved before
+            `placement_evidence` existed: `placement_floors` with
+            `placement_evidence="similarity"`.
         class_names: the `K` class names in label order (default: the taxonomy's).
         **kwargs: `ProtoPNet` arguments (backbone, prototype_channels,
             prototype_size, cluster/separation/l1 weights, object_threshold,
@@ -175,17 +195,24 @@ class HierarchicalProtoPNet(ProtoPNet):
         prototypes_per_child=5,
         l2_weight=1e-4,
         placement_threshold=0.5,
+        placement_evidence=None,
+        placement_floors=None,
         similarity_floors=None,
         class_names=None,
         **kwargs,
     ):
+        if similarity_floors is not None:  # a file from before placement_evidence: its floors are similarities
+            if placement_floors is not None or placement_evidence not in (None, "similarity"):
+                raise ValueError("similarity_floors are the floors of placement_evidence='similarity'; give placement_floors instead.")
+            placement_evidence, placement_floors = "similarity", similarity_floors
         self.taxonomy, replaced = resolve_taxonomy(taxonomy, class_names, num_classes)
         if replaced:
-            similarity_floors = None  # calibrated on the other task's edges
+            placement_floors = None  # calibrated on the other task's edges
         self.tables = PlaceTables(self.taxonomy, prototypes_per_child)
         self.l2_weight = float(l2_weight)
         self._placement_threshold = checked_threshold(placement_threshold)
-        self._similarity_floors = checked_floors(similarity_floors, self.tables.num_edges)
+        self._placement_evidence = checked_evidence(placement_evidence or "confidence")
+        self._placement_floors = checked_floors(placement_floors, self.tables.num_edges, self._placement_evidence)
         if "prototypes_per_class" in kwargs:
             raise ValueError("HierarchicalProtoPNet takes prototypes_per_child (prototypes of each (node, child) edge), not prototypes_per_class.")
         kwargs.setdefault("name", "hierarchical_protopnet")
@@ -209,13 +236,27 @@ class HierarchicalProtoPNet(ProtoPNet):
         self.__dict__.pop("_compiled_explanation_graph", None)  # a traced graph holds the old value as a constant
 
     @property
-    def similarity_floors(self):
-        """float `(E,)`: per (node, child) edge, the similarity one of the child's prototypes must reach to vouch for it."""
-        return self._similarity_floors.copy()
+    def placement_evidence(self):
+        """What the placement floors are compared with: `"confidence"` (log-odds of `P(place | parent, x)`) or `"similarity"`.
 
-    @similarity_floors.setter
-    def similarity_floors(self, values):
-        self._similarity_floors = checked_floors(values, self.tables.num_edges)
+        Setting it removes the floors (they were in the other evidence's
+        units): call `calibrate_placement` again.
+        """
+        return self._placement_evidence
+
+    @placement_evidence.setter
+    def placement_evidence(self, value):
+        self._placement_evidence = checked_evidence(value)
+        self.placement_floors = None
+
+    @property
+    def placement_floors(self):
+        """float `(E,)`: per (node, child) edge, the placement evidence the child must reach for the model to vouch for it."""
+        return self._placement_floors.copy()
+
+    @placement_floors.setter
+    def placement_floors(self, values):
+        self._placement_floors = checked_floors(values, self.tables.num_edges, self._placement_evidence)
         self.__dict__.pop("_compiled_explanation_graph", None)
 
     # -- ProtoPNet's hooks: prototypes grouped by edge, a last layer over the edges ------------
@@ -317,11 +358,34 @@ class HierarchicalProtoPNet(ProtoPNet):
         per_edge = ops.reshape(similarity, (-1, self.tables.num_edges, self.tables.prototypes_per_child))
         return ops.max(per_edge, axis=2)
 
-    def place_support(self, similarity, place_probabilities):
-        """`(B, V)` 0/1: the place reaches `placement_threshold` and its best prototype its similarity floor (root: 1)."""
+    def confidence_log_odds(self, scores):
+        """`(B, E)`: the log-odds of `P(child | node, x)` on each edge, from the edge scores of `hierarchy`.
+
+        `log P - log(1 - P) = s_e - log sum_{f sibling of e} exp(s_f)`,
+        computed from the scores, not from `1 - P` (which rounds to 0 in
+        float32 once `P > 1 - 6e-8`; a confident node's log-odds reach 15
+        and more), and clipped to `+-NODE_MASK`. An only child gets
+        `NODE_MASK`: its node has nothing else to choose.
+        """
+        siblings = self._constant("sibling_edges")[None]  # (1, E, E)
+        masked = scores[:, None, :] - (1.0 - siblings) * NODE_MASK  # row e: the scores of e's siblings
+        peak = ops.max(masked, axis=2)
+        others = ops.sum(ops.exp(masked - peak[:, :, None]) * siblings, axis=2)  # >= 1 where e has siblings
+        log_odds = scores - peak - ops.log(ops.maximum(others, 1e-4))
+        only_child = ops.ones_like(scores) * NODE_MASK
+        return ops.clip(ops.where(self._constant("has_siblings")[None] > 0.5, log_odds, only_child), -NODE_MASK, NODE_MASK)
+
+    def edge_evidence(self, similarity, scores):
+        """`(B, E)`: what each edge's placement floor is compared with (`placement_evidence`)."""
+        if self._placement_evidence == "confidence":
+            return self.confidence_log_odds(scores)
+        return self.edge_similarity(similarity)
+
+    def place_support(self, evidence, place_probabilities):
+        """`(B, V)` 0/1: the place reaches `placement_threshold` and its edge's `evidence` `(B, E)` its placement floor (root: 1)."""
         dtype = place_probabilities.dtype
-        floors = ops.convert_to_tensor(self._similarity_floors, dtype=dtype)
-        edges = ops.cast(place_probabilities[:, 1:] >= self.placement_threshold, dtype) * ops.cast(self.edge_similarity(similarity) >= floors, dtype)
+        floors = ops.convert_to_tensor(self._placement_floors, dtype=dtype)
+        edges = ops.cast(place_probabilities[:, 1:] >= self.placement_threshold, dtype) * ops.cast(ops.cast(evidence, dtype) >= floors, dtype)
         return ops.concatenate([ops.ones_like(place_probabilities[:, :1]), edges], axis=1)
 
     def supported_paths(self, support):
@@ -357,7 +421,8 @@ class HierarchicalProtoPNet(ProtoPNet):
         class_weights = ops.matmul(class_selection(logits, target), ops.transpose(ops.matmul(centred, class_edges)))  # (B, P)
         placed = similarity_at_best_match(similarity_maps) * ops.cast(class_weights, similarity_maps.dtype)[:, None, None, :]
         node_maps = self.spread_over_input(ops.matmul(placed, ops.cast(membership, placed.dtype)))
-        support = self.place_support(similarity, place_probabilities)
+        evidence = ops.cast(self.edge_evidence(similarity, scores), first.dtype)
+        support = self.place_support(evidence, place_probabilities)
         depth = ops.convert_to_tensor(tables.depth.astype("float32"), dtype=place_probabilities.dtype)
         return {
             "logits": logits,
@@ -366,6 +431,8 @@ class HierarchicalProtoPNet(ProtoPNet):
             "place_scores": ops.concatenate([first, scores], axis=1),
             "place_parent": first + ops.convert_to_tensor(tables.parent.astype("float32"), dtype=first.dtype),
             "place_support": support,
+            "place_evidence": ops.concatenate([first, evidence], axis=1),
+            "placement_floors": ops.concatenate([first, first + ops.convert_to_tensor(self._placement_floors[None], dtype=first.dtype)], axis=1),
             "placement": ops.cast(first_argmax(self.supported_paths(support) * (depth + 1.0 + 0.5 * place_probabilities), axis=1), logits.dtype),
             "prototype_similarity": similarity,
             "similarity_maps": similarity_maps,
@@ -395,41 +462,55 @@ class HierarchicalProtoPNet(ProtoPNet):
         return checks
 
     def place_evidence(self, images, batch_size=256):
-        """`(place probabilities (n, V), edge similarities (n, E))`: what `placement` reads, without the maps.
+        """`(place probabilities (n, V), edge evidence (n, E))`: what `placement` reads, without the maps.
 
-        The same values as the `place_probabilities` output and the best
-        similarity among each edge's prototypes, batch by batch in inference
-        mode (memory of a forward pass, not of `explain`).
+        The same values as the `place_probabilities` output and each edge's
+        placement evidence (`edge_evidence`: the log-odds of the parent's
+        confidence, or the best similarity among the edge's prototypes),
+        batch by batch in inference mode (memory of a forward pass, not of
+        `explain`).
         """
         places, edges = [], []
         for start in range(0, len(images), int(batch_size)):
             distances = self.prototype_layer(self.latent(ops.convert_to_tensor(images[start : start + int(batch_size)]), training=False))
             similarity = log_similarity(ops.min(distances, axis=(1, 2)))
-            places.append(ops.convert_to_numpy(ops.exp(self.hierarchy(similarity)[2])))
-            edges.append(ops.convert_to_numpy(self.edge_similarity(similarity)))
+            scores, _, log_place = self.hierarchy(similarity)
+            places.append(ops.convert_to_numpy(ops.exp(log_place)))
+            edges.append(ops.convert_to_numpy(self.edge_evidence(similarity, scores)))
         return np.concatenate(places).astype("float64"), np.concatenate(edges).astype("float64")
 
     def placements(self, images, batch_size=256):
         """`(n,)` int: the `placement` output, from `place_evidence` with the same rule (`PlaceTables.placement`)."""
         places, edges = self.place_evidence(images, batch_size)
-        return self.tables.placement(places, edges, self.placement_threshold, self._similarity_floors)
+        return self.tables.placement(places, edges, self.placement_threshold, self._placement_floors)
 
     def calibrate_placement(self, images, labels, leaf_share=0.95, batch_size=256):
-        """Sets the similarity floors so that each edge keeps `leaf_share` of the correctly classified images through it.
+        """Sets the placement floors so that each edge keeps `leaf_share` of the correctly classified images through it.
 
         The rule for images of unseen classes, chosen on validation images of
         the seen ones only: a place is vouched for when its probability
-        reaches `placement_threshold` and some part of the image looks like
-        one of its own prototypes at least as much as in all but
-        `1 - leaf_share` of the validation images of its classes that the
-        model classifies correctly ("this looks like that" as the test of a
-        claim). An image goes down the taxonomy while the next place is
-        vouched for; one of an unseen class should stop above the leaves.
-        `placement_threshold` is left as it is.
+        reaches `placement_threshold` and its evidence (`placement_evidence`:
+        its parent node's confidence in it against its siblings, or how
+        closely its own prototypes match some part of the image) is at least
+        as strong as in all but `1 - leaf_share` of the validation images of
+        its classes that the model classifies correctly. An image goes down
+        the taxonomy while the next place is vouched for; one of an unseen
+        class should stop above the leaves. `placement_threshold` is left
+        as it is.
+
+        Args:
+            images: validation images of the seen classes, `(n, H, W, C)` in [0, 1].
+            labels: their classes, `(n,)`.
+            leaf_share: the share of correctly classified images each edge keeps.
+            batch_size: images per forward pass.
 
         Returns:
-            dict for the model card: the floors, the rule, the images used
-            and the share of them placed at their own class.
+            dict for the model card: the evidence, the floors, the rule, the
+            images used and the share of them placed at their own class.
+
+        Example:
+        >>> record = model.calibrate_placement(x_val, y_val)  # doctest: +SKIP
+        >>> model.placements(x_unseen)  # doctest: +SKIP
         """
         labels = np.asarray(labels).reshape(-1).astype("int64")
         places, edges = self.place_evidence(images, batch_size)
@@ -437,19 +518,24 @@ class HierarchicalProtoPNet(ProtoPNet):
         correct = places[:, tables.num_nodes :].argmax(axis=1) == labels
         if not np.any(correct):
             raise ValueError("calibrate_placement: the model classifies none of the images correctly.")
-        floors = np.zeros(tables.num_edges)
+        floors = np.full(tables.num_edges, NO_FLOOR[self._placement_evidence])
         for edge in range(tables.num_edges):
             through = correct & (tables.class_edges[labels, edge] > 0)
             if np.any(through):
                 floors[edge] = np.quantile(edges[through, edge], 1.0 - float(leaf_share))
-        self.similarity_floors = floors
-        placed = tables.placement(places, edges, self.placement_threshold, self._similarity_floors)
+        self.placement_floors = floors
+        placed = tables.placement(places, edges, self.placement_threshold, self._placement_floors)
+        evidence = {
+            "confidence": "its parent node's confidence in it against its siblings (the log-odds of P(place | parent, x))",
+            "similarity": "its best prototype's similarity to the image",
+        }[self._placement_evidence]
         return {
             "placement_threshold": round(self.placement_threshold, 6),
-            "similarity_floors": {f"{tables.places[tables.edge_node[e]]} -> {tables.places[e + 1]}": round(float(floors[e]), 4) for e in range(tables.num_edges)},
+            "placement_evidence": self._placement_evidence,
+            "placement_floors": {f"{tables.places[tables.edge_node[e]]} -> {tables.places[e + 1]}": round(float(floors[e]), 4) for e in range(tables.num_edges)},
             "rule": (
-                f"a place is vouched for when its probability reaches {self.placement_threshold:g} and its best prototype's similarity "
-                f"reaches the {1.0 - float(leaf_share):.2f} quantile of that similarity on the correctly classified validation images "
+                f"a place is vouched for when its probability reaches {self.placement_threshold:g} and {evidence} "
+                f"reaches the {1.0 - float(leaf_share):.2f} quantile of that evidence on the correctly classified validation images "
                 "of its classes; an image is placed at the deepest place whose whole path is vouched for"
             ),
             "validation_images": int(len(labels)),
@@ -468,6 +554,7 @@ class HierarchicalProtoPNet(ProtoPNet):
             prototypes_per_child=self.prototypes_per_child,
             l2_weight=self.l2_weight,
             placement_threshold=self.placement_threshold,
-            similarity_floors=[float(v) for v in self._similarity_floors],
+            placement_evidence=self._placement_evidence,
+            placement_floors=[float(v) for v in self._placement_floors],
         )
         return config

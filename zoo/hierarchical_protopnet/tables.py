@@ -26,6 +26,8 @@ class PlaceTables:
         depth: int `(V,)` steps from the root.
         edge_node: int `(E,)` the node index each edge leaves.
         edge_membership: float `(E, N)` 1 where edge e leaves node n.
+        sibling_edges: float `(E, E)` 1 where edges e and f leave the same node and e != f.
+        has_siblings: float `(E,)` 1 where edge e's node has other children.
         leads_to: float `(E, V)` 1 where edge e lies on the path from the root to place v.
         class_edges: float `(K, E)` the edges on each class's path.
         class_nodes: float `(K, N)` the nodes on each class's path (the root included).
@@ -59,6 +61,8 @@ class PlaceTables:
         self.depth = np.array([taxonomy.depth(name) if v else 0 for v, name in enumerate(self.places)], "int64")
         self.edge_node = self.parent[1:].copy()
         self.edge_membership = np.eye(self.num_nodes, dtype="float32")[self.edge_node]
+        self.sibling_edges = ((self.edge_node[:, None] == self.edge_node[None, :]) & ~np.eye(self.num_edges, dtype=bool)).astype("float32")
+        self.has_siblings = (self.sibling_edges.sum(axis=1) > 0).astype("float32")
         self.leads_to = np.zeros((self.num_edges, self.num_places), "float32")
         for v in range(1, self.num_places):
             place = v
@@ -89,16 +93,17 @@ class PlaceTables:
         places[:, 1:] = self.leads_to[:, self.num_nodes :].T
         return places
 
-    def placement(self, place_probabilities, edge_similarity, threshold, floors):
+    def placement(self, place_probabilities, edge_evidence, threshold, floors):
         """int `(n,)`: the deepest place whose whole path is vouched for, the rule of the model's `placement` output.
 
         An edge (its child place) is vouched for when the place's probability
-        reaches `threshold` and the best similarity among the edge's
-        prototypes reaches its floor. With `threshold` >= 0.5 at most one
-        child of a node can be, so the vouched places form one path.
+        reaches `threshold` and the edge's evidence (the model's
+        `placement_evidence`: its parent's confidence in it, or its
+        prototypes' best similarity) reaches its floor. With `threshold` >= 0.5
+        at most one child of a node can be, so the vouched places form one path.
         """
         probabilities = np.asarray(place_probabilities, dtype="float64")
-        edges = (probabilities[:, 1:] >= threshold) & (np.asarray(edge_similarity) >= np.asarray(floors)[None, :])
+        edges = (probabilities[:, 1:] >= threshold) & (np.asarray(edge_evidence) >= np.asarray(floors)[None, :])
         failures = (~edges).astype("float64") @ self.leads_to.astype("float64")  # (n, V) unsupported edges on the path
         score = (failures < 0.5) * (self.depth[None, :] + 1.0 + 0.5 * probabilities)
         return score.argmax(axis=1)

@@ -108,7 +108,8 @@ def draw(image, outputs, index, class_names=None):
     bare(axes[0, 2])
     support = np.asarray(outputs["place_support"][index]) > 0.5
     lines = [f"{places[path[0]]}"] + [
-        f"{'  ' * depth}-> {places[v]}  ({conditional[v]:.2f}){'' if support[v] else ' not vouched'}" for depth, v in enumerate(path[1:])
+        f"{'  ' * depth}-> {places[v]}  ({conditional[v]:.2f}){'' if support[v] else ' not vouched' + _shortfall(outputs, index, v)}"
+        for depth, v in enumerate(path[1:])
     ]
     lines += ["", f"P({names[k]}) = {reached[first_class + k]:.3f}", f"placed at: {places[placement]}", f"  (P = {reached[placement]:.3f})"]
     axes[0, 2].text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace", transform=axes[0, 2].transAxes)
@@ -126,6 +127,14 @@ def draw(image, outputs, index, class_names=None):
             axis.set_title(f"prototype {j} ({places[prototype_place[j]][:12]})\ncontrib {contributions[j]:.3g}", fontsize=8)
     figure.suptitle(f"predicted: {names[k]} (p = {reached[first_class + k]:.3f})")
     return figure
+
+
+def _shortfall(outputs, index, place):
+    """`" (8.5 < 8.7)"`: the place's evidence against its floor, where the outputs have them (exports from before them do not)."""
+    if "place_evidence" not in outputs or "placement_floors" not in outputs:
+        return ""
+    evidence, floor = float(outputs["place_evidence"][index][place]), float(outputs["placement_floors"][index][place])
+    return f" ({evidence:.3g} < {floor:.3g})" if evidence < floor else ""
 
 
 def _source_panel(axis, model, j):
