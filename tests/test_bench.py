@@ -308,3 +308,21 @@ def test_novelty_conditional_score_is_the_log_odds_of_a_class_given_its_parent()
     per_patch = np.zeros((2, 4, 6))
     with_it = rules.leaf_scores(per_patch, np.ones((2, 4), bool), None, np.array([3, 4, 5]), places, leaf_parent)
     assert "conditional" in with_it and not any(name.startswith("bank") for name in with_it)  # no bank: no bank scores
+
+
+def test_placement_evidence_compares_the_two_whole_rules_on_the_same_images(fashion_mnist, capsys):
+    """bench/placement_evidence.py on 200 test sneakers: both rules' shares and their paired difference, consistent."""
+    import glasszoo
+    import numpy as np
+
+    bench = bench_module("placement_evidence")
+    assert bench.paired_difference([1, 1, 0, 0], [0, 1, 0, 1]) == pytest.approx((0.0, np.sqrt(2 / 3) / 2))
+    results = bench.main(["--limit", "200"])
+    by_rule = {row["rule"]: row for row in results if "rule" in row}
+    paired = results[-1]
+    assert set(by_rule) == {"similarity", "confidence"} and paired["images"] == 200
+    assert paired["paired_confidence_minus_similarity"] == pytest.approx(by_rule["confidence"]["at_parent"] - by_rule["similarity"]["at_parent"], abs=1e-3)
+    assert paired["paired_confidence_minus_similarity"] > 0.2  # 0.377 on all 1,000 (README)
+    shipped = glasszoo.load("hierarchical_protopnet_fashion_mnist_no_sneaker")
+    assert by_rule["confidence"]["seen_validation_kept"] == shipped.preset_metadata["calibration"]["placement"]["validation_placed_at_their_class"]
+    assert "paired, confidence - similarity" in capsys.readouterr().out

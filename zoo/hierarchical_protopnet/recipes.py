@@ -10,6 +10,7 @@ FASHION_MNIST_TAXONOMY = {
     "Bag": None,
 }
 HELD_OUT_CLASS = "Sneaker"
+CHECK_CLASS = "Sandal"  # held out of a second model that checks the unseen-class rule away from the sneakers (not shipped)
 
 # the flat protopnet_fashion_mnist preset's architecture and stages, so that the two compare like for like
 _FLAT = PROTOPNET_RECIPES["protopnet_fashion_mnist"]
@@ -83,5 +84,12 @@ RECIPES = {
         "sneakers are then placed at the deepest node the model vouches for.",
         tree=without_class(FASHION_MNIST_TAXONOMY, HELD_OUT_CLASS),
         held_out_classes=[HELD_OUT_CLASS],
+    ),
+    # not shipped: the model on which the placement rule was chosen, so that the test sneakers never choose it
+    "hierarchical_protopnet_fashion_mnist_no_sandal": _recipe(
+        "The same hierarchical ProtoPNet trained without the Sandal class: a check of the rule for unseen classes on a class "
+        "other than the shipped study's Sneaker.",
+        tree=without_class(FASHION_MNIST_TAXONOMY, CHECK_CLASS),
+        held_out_classes=[CHECK_CLASS],
     ),
 }
