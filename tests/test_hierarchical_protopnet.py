@@ -409,3 +409,34 @@ def test_importing_the_parent_family_first_registers_this_one_without_a_warning(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("HierarchicalProtoPNet")
+
+
+def test_under_a_flat_taxonomy_the_loss_and_its_gradients_are_protopnets(rng):
+    """Same weights, same batch: the flat-taxonomy model's training loss and every gradient equal the flat ProtoPNet's."""
+    import keras
+    import tensorflow as tf
+
+    from glasszoo.zoo.protopnet.model import ProtoPNet
+
+    common = dict(input_shape=(28, 28, 3), backbone_stages=[[8], [12]], prototype_channels=6, separation_weight=0.06, l1_weight=1e-4)
+    keras.utils.set_random_seed(0)
+    flat = ProtoPNet(num_classes=4, prototypes_per_class=3, **common)
+    hierarchical = HierarchicalProtoPNet(num_classes=4, prototypes_per_child=3, l2_weight=0.0, **common)
+    images = rng.random((8, 28, 28, 3)).astype("float32")
+    labels = np.arange(8) % 4
+    flat(images), hierarchical(images)
+    hierarchical.set_weights(flat.get_weights())
+    results = []
+    for model in (flat, hierarchical):
+        model.compile()
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = model.compute_loss(x=images, y=labels, y_pred=logits)
+        results.append((logits.numpy(), float(loss), [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]))
+    (flat_logits, flat_loss, flat_gradients), (logits, loss, gradients) = results
+    centred = lambda values: values - values.mean(axis=1, keepdims=True)  # log P(class) = logits - logsumexp
+    np.testing.assert_allclose(centred(logits), centred(flat_logits), atol=1e-5)
+    assert loss == pytest.approx(flat_loss, rel=1e-6)
+    assert len(gradients) == len(flat_gradients)
+    for ours, theirs in zip(gradients, flat_gradients):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
