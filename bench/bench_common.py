@@ -261,3 +261,20 @@ def reset_peak_rss():
         return rss_kib("VmHWM") <= rss_kib("VmRSS") + 1024
     except OSError:
         return False
+
+
+def held_out_class_images(card, split="test"):
+    """`(images, held-out class names, full data set)`: the images of the classes a preset's card says it was trained without.
+
+    Args:
+        card: the preset's metadata (`data.dataset`, `data.held_out_classes`).
+        split: `"test"` or `"train"` (the model never saw either: the classes were held out of every split).
+    """
+    import numpy as np
+    from glasszoo.data import load_dataset
+
+    held_out = card["data"]["held_out_classes"]
+    full = load_dataset(card["data"]["dataset"])
+    images, labels = (full.x_train, full.y_train) if split == "train" else (full.x_test, full.y_test)
+    return images[np.isin(labels, [full.class_names.index(name) for name in held_out])], held_out, full
+

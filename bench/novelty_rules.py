@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_common import markdown_table, write_json  # noqa: E402
+from bench_common import held_out_class_images, markdown_table, write_json  # noqa: E402
 
 
 def patch_evidence(model, images, batch_size=256):
@@ -116,25 +116,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import glasszoo
-    from glasszoo.data import load_dataset
-    from glasszoo.data.datasets import without_classes
+    from glasszoo.zoo.training_data import recorded_splits
 
     model = glasszoo.load(args.preset)
     card = model.preset_metadata
-    held_out = card["data"]["held_out_classes"]
-    full = load_dataset(card["data"]["dataset"])
-    reduced = without_classes(full, held_out)
-    x_fit, y_fit, x_val, y_val = reduced.validation_split(card["data"]["validation_images"], seed=card["training"]["seed"])
-    x_unseen = full.x_test[np.isin(full.y_test, [full.class_names.index(name) for name in held_out])]
+    x_unseen, held_out, _ = held_out_class_images(card)
+    x_fit, y_fit, x_val, y_val, _ = recorded_splits(card, args.preset)
     tables = model.tables
     parent = tables.places.index(glasszoo.load(args.with_class).taxonomy.parent[held_out[0]])
-    leaf_edge = tables.num_nodes - 1 + np.arange(len(reduced.class_names))  # edge e leads to place e + 1
+    leaf_edge = tables.num_nodes - 1 + np.arange(len(model.class_names))  # edge e leads to place e + 1
 
     leaf_parent = np.asarray(model.explain(x_val[:1])["place_parent"][0]).astype(int)[tables.num_nodes :]
 
     rng = np.random.default_rng(1)
     banks = []
-    for k in range(0 if args.no_bank else len(reduced.class_names)):
+    for k in range(0 if args.no_bank else len(model.class_names)):
         chosen = rng.choice(np.flatnonzero(y_fit == k), args.bank_images, replace=False)
         _, _, _, on_object, latents = patch_evidence(model, x_fit[chosen])
         banks.append(latents[on_object])
@@ -152,7 +148,7 @@ def main(argv=None):
     rows, results = [], []
     for name in scores_val:
         for share in args.shares:
-            class_floors = np.array([np.quantile(scores_val[name][correct & (y_val == k), k], 1.0 - share) for k in range(len(reduced.class_names))])
+            class_floors = np.array([np.quantile(scores_val[name][correct & (y_val == k), k], 1.0 - share) for k in range(len(model.class_names))])
             leaf_floors = floors.copy()
             leaf_floors[leaf_edge] = class_floors
             outcome = {}

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_common import markdown_table, write_json  # noqa: E402
+from bench_common import held_out_class_images, markdown_table, write_json  # noqa: E402
 
 RULES = ("similarity", "confidence")
 
@@ -56,15 +56,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import glasszoo
-    from glasszoo.data import load_dataset
     from glasszoo.zoo.recalibration import card_validation_split
 
     model = glasszoo.load(args.preset)
     card = model.preset_metadata
-    held_out = card["data"]["held_out_classes"]
-    full = load_dataset(card["data"]["dataset"])
-    x, y = (full.x_train, full.y_train) if args.split == "train" else (full.x_test, full.y_test)
-    unseen = x[np.isin(y, [full.class_names.index(name) for name in held_out])][: args.limit]
+    unseen, held_out, _ = held_out_class_images(card, args.split)
+    unseen = unseen[: args.limit]
     x_val, y_val = card_validation_split(card)
     tables = model.tables
     parent = tables.places.index(glasszoo.load(args.with_class).taxonomy.parent[held_out[0]])

@@ -28,8 +28,7 @@ def card_validation_split(card):
     Example:
     >>> x_val, y_val = card_validation_split(glasszoo.load("hierarchical_protopnet_fashion_mnist").preset_metadata)  # doctest: +SKIP
     """
-    from glasszoo.data import load_dataset
-    from glasszoo.data.datasets import without_classes
+    from glasszoo.zoo.training_data import recorded_splits
 
     data_card = (card or {}).get("data") or {}
     if "folder_sha256" in data_card or not data_card.get("dataset") or not data_card.get("validation_images"):
@@ -37,11 +36,7 @@ def card_validation_split(card):
             "The model card does not name a built-in dataset and its validation split (a preset trained on a folder "
             "keeps its split in the folder): fine-tune it again, or call model.calibrate(images, labels) on your validation images."
         )
-    data = load_dataset(data_card["dataset"])
-    if data_card.get("held_out_classes"):
-        data = without_classes(data, data_card["held_out_classes"])
-    seed = int((card.get("training") or {}).get("seed", 0))
-    _, _, x_val, y_val = data.validation_split(int(data_card["validation_images"]), seed=seed)
+    _, _, x_val, y_val, _ = recorded_splits(card, card.get("name", "the preset"))
     return x_val, y_val
 
 
