@@ -97,22 +97,23 @@ def browser():
 PAGE_ATTEMPTS = 3
 
 
-def open_page(browser, url):
+def open_page(browser, url, attempts=PAGE_ATTEMPTS, wait_s=20):
     """Loads `url` and waits for its model; a load whose script never arrived is tried again.
 
     On a busy machine a loopback connection can drop, and the page then has no
     `glasszoo` object. Each such load is recorded (address, ready state, the
     resources the page got and their HTTP statuses) and the page is loaded
-    again, at most PAGE_ATTEMPTS times; the test fails with those records.
+    again, at most `attempts` times (waiting `wait_s` seconds for the object
+    each time); the test fails with those records.
     """
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     loads = []
-    for _ in range(PAGE_ATTEMPTS):
+    for _ in range(attempts):
         browser.get(url)
         try:
-            WebDriverWait(browser, 20).until(lambda driver: driver.execute_script("return typeof window.glasszoo !== 'undefined'"))
+            WebDriverWait(browser, wait_s).until(lambda driver: driver.execute_script("return typeof window.glasszoo !== 'undefined'"))
             break
         except TimeoutException:
             loads.append(browser.execute_script(
@@ -120,7 +121,7 @@ def open_page(browser, url):
                 ".getEntriesByType('resource').map((entry) => [entry.name, entry.responseStatus])};"
             ))
     else:
-        pytest.fail(f"{url} never defined glasszoo in {PAGE_ATTEMPTS} loads: {loads}")
+        pytest.fail(f"{url} never defined glasszoo in {attempts} loads: {loads}")
     state = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "glasszoo.ready.then(() => done('ready')).catch((error) => done('failed: ' + error));"
@@ -222,3 +223,10 @@ def test_web_export_refuses_and_replaces_safely(tmp_path, monkeypatch):
     monkeypatch.undo()
     web_export.export_web(build(FAMILIES[0], seed=5), folder, model_name="second")
     assert json.loads((folder / "metadata.json").read_text())["model_name"] == "second"
+
+
+@needs_browser
+def test_a_page_without_the_model_fails_with_what_each_load_got(site, browser):
+    with pytest.raises(pytest.fail.Exception, match=r"never defined glasszoo in 2 loads") as failure:
+        open_page(browser, f"{site}/no_such_model/index.html", attempts=2, wait_s=1)
+    assert str(failure.value).count("'ready'") == 2
