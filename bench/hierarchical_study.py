@@ -76,8 +76,11 @@ def flat_threshold(model, x_val, y_val, leaf_share=0.95):
     return max(0.5, float(np.quantile(probabilities[correct, y_val[correct]], 1.0 - leaf_share)))
 
 
-def unseen_class_study(hierarchical, flat, full, held_out, expected_parent, validation_size, seed):
-    """Where the held-out class's test images go, and how both models fare on the seen classes (see the module doc)."""
+def unseen_class_study(hierarchical, flat, full, held_out, expected_parent, flat_validation):
+    """Where the held-out class's test images go, and how both models fare on the seen classes (see the module doc).
+
+    `flat_validation` is `(x_val, y_val)`, the flat model's own validation split, on which its threshold is chosen.
+    """
     from glasszoo.data.datasets import without_classes
 
     reduced = without_classes(full, held_out)
@@ -94,7 +97,7 @@ def unseen_class_study(hierarchical, flat, full, held_out, expected_parent, vali
     result["expected_parent"] = expected_parent
     share = counts.get(expected_parent, 0) / len(placed)
     result["placed_at_expected_parent"] = {"mean": round(share, 4), "standard_error": round(float(np.sqrt(share * (1 - share) / len(placed))), 4), "images": int(len(placed))}
-    _, _, x_val, y_val = reduced.validation_split(validation_size, seed=seed)
+    x_val, y_val = flat_validation
     threshold = flat_threshold(flat, x_val, y_val)
     logits = flat.predict(x_unseen, verbose=0, batch_size=256)
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -134,6 +137,7 @@ def main(argv=None):
     import glasszoo
     from glasszoo.data import load_dataset
     from glasszoo.zoo.protopnet.object_focus import object_focus_report
+    from glasszoo.zoo.training_data import recorded_splits
 
     report = {}
     hierarchical, flat = glasszoo.load(args.hierarchical), glasszoo.load(args.flat)
@@ -146,8 +150,8 @@ def main(argv=None):
     if held_f.preset_metadata["data"].get("held_out_classes") != held_out:
         raise ValueError(f"{args.hierarchical_held_out} and {args.flat_held_out} were not trained without the same classes.")
     expected_parent = hierarchical.taxonomy.parent[held_out[0]]
-    flat_card = held_f.preset_metadata  # the flat model's threshold is chosen on its own validation split
-    study = unseen_class_study(held_h, held_f, full, held_out, expected_parent, flat_card["data"]["validation_images"], flat_card["training"]["seed"])
+    _, _, x_val, y_val, _ = recorded_splits(held_f.preset_metadata, args.flat_held_out)  # the flat model's threshold is chosen on its own validation split
+    study = unseen_class_study(held_h, held_f, full, held_out, expected_parent, (x_val, y_val))
     report["unseen_class"] = study
     focus = {}
     for name, model in ((args.hierarchical, hierarchical), (args.hierarchical_held_out, held_h), (args.flat, flat)):

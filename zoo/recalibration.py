@@ -88,7 +88,7 @@ def recalibrate_preset(source, out, settings=None, command=None):
     >>> recalibrate_preset("hierarchical_protopnet_fashion_mnist", "my_preset")  # doctest: +SKIP
     """
     import glasszoo
-    from glasszoo.zoo.training import _versions
+    from glasszoo.zoo.training import software_versions
 
     model = glasszoo.load(source)
     card = dict(model.preset_metadata or {})
@@ -103,7 +103,7 @@ def recalibrate_preset(source, out, settings=None, command=None):
         "settings": dict(settings or {}),
         "validation_images": int(len(y_val)),
         "note": "the trained weights are unchanged; only the settings above were chosen again on the card's validation split",
-        "versions": _versions(),
+        "versions": software_versions(),
     }
     card["calibration"] = calibration
     card["config"] = model.get_config()

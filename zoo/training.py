@@ -24,7 +24,8 @@ from glasszoo.zoo.presets import save_inference_weights, write_json, write_prese
 from glasszoo.zoo.recipes import recipe
 
 
-def _versions():
+def software_versions():
+    """The versions of Python and of the packages a model card records (`{"python": ..., "keras": ...}`)."""
     import keras
 
     versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
@@ -411,7 +412,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             "test_cross_entropy": round(test_loss, 4),
         },
         "history": log,
-        "versions": _versions(),
+        "versions": software_versions(),
     }
     if calibration:
         metadata["calibration"] = calibration
