@@ -160,7 +160,7 @@ def _folder_data(args):
 
     return folder_data(
         args.data, image_size=args.image_size, color_mode=args.color_mode, validation_fraction=args.validation_fraction,
-        test_fraction=args.test_fraction, seed=args.seed, strict=args.strict,
+        test_fraction=args.test_fraction, seed=args.seed if args.split_seed is None else args.split_seed, strict=args.strict,
     )
 
 
@@ -684,6 +684,7 @@ def _folder_arguments(p, required):
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--strict", action="store_true", help="refuse images that need resizing or a colour conversion")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop training before this much wall time (families trained in stages ignore it)")
+    p.add_argument("--split-seed", type=int, metavar="SEED", help="seed of the train/validation/test split (default: --seed); fix it to vary the training seed over one split")
 
 
 def build_parser():

@@ -26,7 +26,13 @@ true class explained; an even spread would put the object's area share
 there) for the model's own map and for integrated gradients on the same
 model.
 
-    python3 bench/finetune_folder.py [--budget 300] [--tasks shapes digits] [--families ...] [--out runs/bench_finetune] [--json out.json]
+With `--training-seeds`, every preset is fine-tuned once per training seed on
+the same data and split, and a second table gives each preset's test
+accuracy as mean +- standard error over the seeds and its gap to the black
+box paired by seed (a single run of a staged family moves by several points
+from seed to seed).
+
+    python3 bench/finetune_folder.py [--budget 300] [--tasks shapes digits] [--families ...] [--training-seeds 0 1 2] [--out runs/bench_finetune] [--json out.json]
 """
 
 import argparse
@@ -77,12 +83,16 @@ def write_task(task, root, images_per_class, seed):
     return folder, options
 
 
-def finetune(preset, folder, options, budget, out, seed, max_epochs):
-    """Runs `glasszoo finetune` in a subprocess; returns `(preset folder, wall seconds, card)`."""
+def finetune(preset, folder, options, budget, out, seed, max_epochs, split_seed=None):
+    """Runs `glasszoo finetune` in a subprocess; returns `(preset folder, wall seconds, card)`.
+
+    `seed` seeds the training; `split_seed` (default `seed`) the split.
+    """
     target = pathlib.Path(out) / "preset"
     command = [
         sys.executable, "-m", "glasszoo", "finetune", preset, "--data", str(folder), *options,
         "--time-budget", str(budget), "--epochs", str(max_epochs), "--seed", str(seed), "--out", str(target), "--work-dir", str(pathlib.Path(out) / "work"),
+        "--split-seed", str(seed if split_seed is None else split_seed),
     ]
     started = time.time()
     log = pathlib.Path(out) / "finetune.log"
@@ -140,6 +150,35 @@ def localisation(preset_folder, folder, card, max_images, ig_steps):
     return row
 
 
+def black_box_accuracy(rows, training_seed):
+    """The best black-box test accuracy among `rows` of that training seed (None without a black box)."""
+    return max((r["test_accuracy"] for r in rows if r["black_box"] and r["training_seed"] == training_seed), default=None)
+
+
+def mean_cell(values, digits, signed=False):
+    """`"mean ± standard error"` of `values` (the mean alone for one value, a dash for none)."""
+    mean, error = mean_and_error(values)
+    if mean is None:
+        return "—"
+    text = f"{mean:{'+' if signed else ''}.{digits}f}"
+    return text if not np.isfinite(error) else f"{text} ± {error:.{digits}f}"
+
+
+def seed_summary(rows):
+    """Per preset: runs, test accuracy and validation accuracy over training seeds, and the gap to the black box paired by seed.
+
+    Returns table rows of strings (`markdown_table`), mean +- standard error over the seeds.
+    """
+    table = []
+    for preset in dict.fromkeys(r["preset"] for r in rows):
+        own = [r for r in rows if r["preset"] == preset]
+        gaps = [100 * (r["test_accuracy"] - base) for r in own if (base := black_box_accuracy(rows, r["training_seed"])) is not None]
+        test, validation = [r["test_accuracy"] for r in own], [r["validation_accuracy"] for r in own]
+        cells = [preset, str(len(own)), mean_cell(test, 3), mean_cell(gaps, 1, signed=True), mean_cell(validation, 3)]
+        table.append(cells)
+    return table
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_arguments(parser)
@@ -148,6 +187,11 @@ def main(argv=None):
     parser.add_argument("--images-per-class", type=int, default=300, help="shapes: images of each of the 4 classes")
     parser.add_argument("--digits-per-class", type=int, default=200, help="digits: images of each of the 10 classes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and of every split")
+    parser.add_argument(
+        "--training-seeds", type=int, nargs="+",
+        help="fine-tune every preset once per training seed, on the same split (default: --seed once); runs of one seed "
+        "follow each other, preset by preset, and the summary pairs each preset's run with the black box's of the same seed",
+    )
     parser.add_argument("--max-epochs", type=int, default=1000, help="epochs asked of each fine-tune: the budget stops it first (staged families follow their plan)")
     parser.add_argument("--localisation-images", type=int, default=120, help="shapes test images the localisation uses")
     parser.add_argument("--ig-steps", type=int, default=32, help="integrated gradients' steps")
@@ -159,16 +203,18 @@ def main(argv=None):
 
     presets = select_presets(args.families, args.models)
     black_box = {name for name, record in families().items() if record.black_box}
+    training_seeds = args.training_seeds or [args.seed]
     results = []
     for task in args.tasks:
         per_class = args.images_per_class if task == "shapes" else args.digits_per_class
         folder, options = write_task(task, pathlib.Path(args.out) / "data", per_class, args.seed)
-        for preset, family in presets.items():
+        for training_seed, (preset, family) in ((s, p) for s in training_seeds for p in presets.items()):
             out = pathlib.Path(args.out) / task / preset
-            print(f"[{task}] fine-tuning {preset} (budget {args.budget:.0f} s)", flush=True)
-            target, seconds, card = finetune(preset, folder, options, args.budget, out, args.seed, args.max_epochs)
+            out = out / f"seed{training_seed}" if len(training_seeds) > 1 else out
+            print(f"[{task}] fine-tuning {preset}, training seed {training_seed} (budget {args.budget:.0f} s)", flush=True)
+            target, seconds, card = finetune(preset, folder, options, args.budget, out, training_seed, args.max_epochs, split_seed=args.seed)
             row = {
-                "task": task, "preset": preset, "family": family, "black_box": family in black_box,
+                "task": task, "preset": preset, "family": family, "black_box": family in black_box, "training_seed": training_seed,
                 "test_accuracy": card["metrics"]["test_accuracy"], "validation_accuracy": card["metrics"]["validation_accuracy"],
                 "wall_s": round(seconds, 1), "training_s": card["training"]["seconds"], "epochs_run": len(card["history"]),
                 "test_images": card["data"]["test_images"], "train_images": card["data"]["train_images"],
@@ -180,11 +226,11 @@ def main(argv=None):
 
     for task in args.tasks:
         rows = [r for r in results if r["task"] == task]
-        baseline = max((r["test_accuracy"] for r in rows if r["black_box"]), default=None)
         table = []
         for r in rows:
+            baseline = black_box_accuracy(rows, r["training_seed"])
             gap = "" if baseline is None else f"{100 * (r['test_accuracy'] - baseline):+.1f}"
-            cells = [r["preset"], f"{r['validation_accuracy']:.3f}", f"{r['test_accuracy']:.3f}", gap, f"{r['wall_s']:.0f}", f"{r['wall_s'] / args.budget:.2f}", str(r["epochs_run"])]
+            cells = [r["preset"], str(r["training_seed"]), f"{r['validation_accuracy']:.3f}", f"{r['test_accuracy']:.3f}", gap, f"{r['wall_s']:.0f}", f"{r['wall_s'] / args.budget:.2f}", str(r["epochs_run"])]
             if task == "shapes":
                 loc = r["localisation"]
                 own = loc.get("own_map")
@@ -195,12 +241,15 @@ def main(argv=None):
                     f"{loc['object_area_share']:.3f}",
                 ]
             table.append(cells)
-        header = ["preset", "val. acc.", "test acc.", "vs black box (points)", "wall s", "wall / budget", "epochs"]
+        header = ["preset", "training seed", "val. acc.", "test acc.", "vs black box (points)", "wall s", "wall / budget", "epochs"]
         if task == "shapes":
             header += ["own map on object", "IG on object", "object area"]
         n_test = rows[0]["test_images"] if rows else 0
         print(f"\n{task}: {n_test} test images, budget {args.budget:.0f} s per fine-tune")
         print(markdown_table(header, table))
+        if len(training_seeds) > 1:
+            print(f"\n{task}: over {len(training_seeds)} training seeds (mean ± standard error over seeds; the gap paired by seed)")
+            print(markdown_table(["preset", "runs", "test acc.", "vs black box (points)", "val. acc."], seed_summary(rows)))
     if args.json:
         write_json(args.json, "finetune_folder", vars(args), results)
     return results

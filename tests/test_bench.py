@@ -252,6 +252,22 @@ def test_finetune_folder(tmp_path, capsys):
     assert any(row["black_box"] for row in shapes) and not all(row["black_box"] for row in shapes)
 
 
+def test_finetune_folder_pairs_each_seed_with_the_black_box_of_that_seed():
+    """The summary over training seeds: mean +- standard error over seeds, the gap paired by seed."""
+    bench = bench_module("finetune_folder")
+    rows = [
+        {"preset": "cnn", "black_box": True, "training_seed": 0, "test_accuracy": 0.90, "validation_accuracy": 0.95},
+        {"preset": "mine", "black_box": False, "training_seed": 0, "test_accuracy": 0.80, "validation_accuracy": 0.85},
+        {"preset": "cnn", "black_box": True, "training_seed": 1, "test_accuracy": 0.96, "validation_accuracy": 0.97},
+        {"preset": "mine", "black_box": False, "training_seed": 1, "test_accuracy": 0.92, "validation_accuracy": 0.90},
+    ]
+    summary = {cells[0]: cells for cells in bench.seed_summary(rows)}
+    # gaps -10 and -4 points: mean -7.0, standard error 3.0 (the unpaired means would give -7.0 too, but a spread of 5.4)
+    assert summary["mine"] == ["mine", "2", "0.860 ± 0.060", "-7.0 ± 3.0", "0.875 ± 0.025"]
+    assert summary["cnn"][3] == "+0.0 ± 0.0"
+    assert bench.seed_summary(rows[:2])[1][2:4] == ["0.800", "-10.0"]  # one seed: the values alone
+
+
 def test_influence_validation(fashion_mnist, tmp_path, capsys):
     """The black-box baseline (no parts) and the smallest preset whose family has parts (prototypes)."""
     import glasszoo

@@ -255,3 +255,17 @@ def test_readme_fine_tuning_snippet_runs_as_written(shapes_folder, tmp_path):
     model, data = namespace["model"], namespace["data"]
     assert model.image_shape == (28, 28, 1) and model.class_names == data.class_names == ["circle", "square", "triangle"]
     assert len(data.x_val) and model.predict_classes(data.x_test).shape == (len(data.x_test),)
+
+
+def test_split_seed_fixes_the_split_while_the_training_seed_varies(shapes_folder):
+    """`--split-seed` seeds the folder's split; `--seed` alone seeds both (as before)."""
+    from glasszoo.cli import _folder_data, build_parser
+    from glasszoo.data import load_dataset
+
+    parse = build_parser().parse_args
+    command = ["finetune", "bcos_fashion_mnist", "--data", str(shapes_folder)]
+    assert _folder_data(parse([*command, "--seed", "3"]))["seed"] == 3
+    fixed = [_folder_data(parse([*command, "--seed", str(seed), "--split-seed", "0"])) for seed in (1, 2)]
+    assert fixed[0]["seed"] == fixed[1]["seed"] == 0
+    splits = [load_dataset(spec).paths for spec in (fixed[0], fixed[1], _folder_data(parse([*command, "--seed", "3"])))]
+    assert splits[0] == splits[1] and splits[0] != splits[2]
