@@ -65,11 +65,17 @@ def web_folders(tmp_path_factory):
 def site(web_folders):
     root, _ = web_folders
     handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = PageServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+class PageServer(http.server.ThreadingHTTPServer):
+    """The pages' loopback server, with a listen backlog deep enough that a busy machine drops no connection."""
+
+    request_queue_size = 64  # socketserver's default is 5
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
