@@ -1,8 +1,11 @@
 """Softmax-weighted pooling of class evidence maps: the class logit follows where its evidence is strongest."""
 
 import keras
-from glasszoo.layers.temperature_head import PRIOR_BIAS
+import numpy as np
+from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
 from keras import ops
+
+POOLINGS = ("sum", "softmax")
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -60,3 +63,53 @@ class SoftmaxEvidencePooling(keras.layers.Layer):
         config = super().get_config()
         config.update(temperature=self.temperature, sharpness=self.sharpness, bias=self.bias)
         return config
+
+
+def evidence_pooling_head(pooling, temperature, sharpness=1.0, bias=PRIOR_BIAS):
+    """The head that pools a dynamic linear network's class maps `(B, H, W, K)` into logits.
+
+    Args:
+        pooling: `"sum"` (`TemperatureSumPooling`: the sum over positions, as the
+            CoDA and B-cos papers pool) or `"softmax"` (`SoftmaxEvidencePooling`).
+        temperature: `T` > 0 of either head.
+        sharpness: `tau` of the softmax pooling (ignored for `"sum"`).
+        bias: the fixed logit offset `b0`.
+
+    Example:
+    >>> evidence_pooling_head("softmax", temperature=3.0, sharpness=5.0).name
+    'softmax_evidence_pooling'
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}.")
+    if pooling == "sum":
+        return TemperatureSumPooling(temperature, bias, name="temperature_sum_pooling")
+    return SoftmaxEvidencePooling(temperature, sharpness, bias, name="softmax_evidence_pooling")
+
+
+def pooling_weights_and_slopes(outputs, temperature, sharpness=None):
+    """NumPy `(weights, slopes)` of a pooling head over axis 1 (the positions) of `outputs` `(n, P, K)`.
+
+    `logits = sum_p weights[:, p] * outputs[:, p] + b0`, and `slopes` is
+    `d logit / d outputs` (for a readout's Jacobian): `1 / T` everywhere for
+    the sum (`sharpness` None), `a_p (1 + (out_p - sum_q a_q out_q) / tau) / T`
+    for the softmax pooling with weights `a = softmax(outputs / tau)`.
+
+    Args:
+        outputs: float array `(n, P, K)`, the class maps with the positions flattened.
+        temperature: `T` of the head.
+        sharpness: `tau` of a softmax pooling, or None for the sum.
+
+    Example:
+    >>> weights, slopes = pooling_weights_and_slopes(np.zeros((1, 4, 2)), 2.0, sharpness=1.0)
+    >>> float(weights[0, :, 0].sum())
+    0.5
+    """
+    outputs = np.asarray(outputs, "float64")
+    if sharpness is None:
+        weights = np.full(outputs.shape, 1.0 / temperature)
+        return weights, weights
+    shifted = outputs / sharpness
+    shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+    share = shifted / shifted.sum(axis=1, keepdims=True)
+    pooled = np.sum(share * outputs, axis=1, keepdims=True)
+    return share / temperature, share * (1.0 + (outputs - pooled) / sharpness) / temperature

@@ -201,3 +201,69 @@ def test_input_encoding_none_puts_no_evidence_on_black_pixels(rng):
     assert np.abs(complement.explain(images, target=1)["contributions"][:, :4]).max() > 0
     with pytest.raises(ValueError, match="input_encoding must be one of complement, none"):
         CoDA(num_classes=3, input_encoding="rgb")
+
+
+@pytest.fixture(scope="module")
+def softmax_coda():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    return CoDA(num_classes=10, input_shape=(28, 28, 1), kernel_sizes=[3, 3, 3], strides=[2, 2, 1], filters=[6, 8],
+                ranks=[3, 4, 4], temperature=2.0, padding="symmetric", input_encoding="none",
+                pooling="softmax", pooling_sharpness=0.05)
+
+
+def test_softmax_pooling_keeps_the_contribution_map_exact(softmax_coda, samples):
+    """Pooled by a softmax over positions, the map (its weights held fixed) still sums to the logit, for any class."""
+    images = samples[0][:5]
+    for target in (None, 7):
+        out = softmax_coda.explain(images, target=target)
+        classes = out["logits"].argmax(-1) if target is None else np.full(5, target)
+        total = out["contributions"].sum(axis=(1, 2)) / softmax_coda.temperature + math.log(0.1 / 0.9)
+        np.testing.assert_allclose(total, out["logits"][np.arange(5), classes], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ops.convert_to_numpy(softmax_coda(images)), out["logits"], rtol=1e-5, atol=1e-5)
+    assert softmax_coda.self_check_errors(images, softmax_coda.explain(images)) == {}
+    # the logit is the softmax-weighted mean of the class map over positions / T: between its mean and its maximum
+    activations = softmax_coda.encoding(images)
+    for layer in softmax_coda.dau_layers:
+        activations = layer(activations)
+    maps = ops.convert_to_numpy(activations).reshape(5, -1, 10).astype("float64")
+    shares = np.exp((maps - maps.max(axis=1, keepdims=True)) / 0.05)
+    shares /= shares.sum(axis=1, keepdims=True)
+    pooled = out["logits"] - math.log(0.1 / 0.9)
+    np.testing.assert_allclose(pooled, (shares * maps).sum(axis=1) / 2.0, rtol=1e-4, atol=1e-5)
+    assert np.all(pooled >= maps.mean(axis=1) / 2.0 - 1e-6) and np.all(pooled <= maps.max(axis=1) / 2.0 + 1e-6)
+    clone = CoDA.from_config(softmax_coda.get_config())
+    assert (clone.pooling, clone.pooling_sharpness) == ("softmax", 0.05)
+    with pytest.raises(ValueError, match="pooling must be one of sum, softmax"):
+        CoDA(num_classes=3, pooling="max")
+
+
+def test_softmax_pooled_coda_exports_with_every_output(softmax_coda, samples, tmp_path):
+    from glasszoo.export import OnnxModel, to_onnx
+
+    images = samples[0][:3]
+    served = OnnxModel(to_onnx(softmax_coda, tmp_path / "coda.onnx", model_name="tiny"))(images)
+    expected = softmax_coda.explain(images)
+    for name in softmax_coda.explanation_outputs:
+        scale = max(float(np.abs(expected[name]).max()), 1e-6)
+        np.testing.assert_allclose(served[name] / scale, expected[name] / scale, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("pooling", ["sum", "softmax"])
+def test_the_readout_head_is_the_last_layer_and_its_jacobian(samples, pooling):
+    """Influence's view of the last DAU layer: the model's logits, and d logit / d weights by finite differences."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    model = CoDA(num_classes=10, input_shape=(28, 28, 1), kernel_sizes=[3, 3], strides=[2, 2], filters=[4], ranks=[3, 3],
+                 temperature=3.0, input_encoding="none", pooling=pooling, pooling_sharpness=0.5)
+    images = samples[0][:4]
+    head = model.readout_head(images)
+    np.testing.assert_allclose(head.logits(head.parameters), ops.convert_to_numpy(model(images)), rtol=1e-4, atol=1e-4)
+    features, offsets = head.expand(head.parameters)
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=head.parameters.shape)
+    step = 1e-5
+    numeric = (head.logits(head.parameters + step * direction) - head.logits(head.parameters - step * direction)) / (2 * step)
+    np.testing.assert_allclose(np.einsum("bfk,fk->bk", features, direction), numeric, rtol=1e-4, atol=1e-6)

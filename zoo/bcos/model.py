@@ -4,8 +4,8 @@ import keras
 import numpy as np
 from glasszoo.layers.bcos import BcosConv2D
 from glasszoo.layers.complement_encoding import input_encoding_layer
-from glasszoo.layers.evidence_pooling import SoftmaxEvidencePooling
-from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
+from glasszoo.layers.evidence_pooling import evidence_pooling_head
+from glasszoo.layers.temperature_head import PRIOR_BIAS
 from glasszoo.zoo.base import ZooModel
 from glasszoo.zoo.dynamic_linear import DynamicLinearStack
 from glasszoo.zoo.losses import OneHotBinaryCrossentropy
@@ -16,9 +16,6 @@ EXPLANATION_OUTPUTS = {
     "contributions": "(B, H, W) contribution map of the explained class: encoded input x W(x)_c (the pooling weights and 1 / T included), summed over the encoded channels",
     "linear_map": "(B, H, W, E) the dynamic linear map W(x)_c / T on the encoded input ([x, 1 - x], E = 2C; or x, E = C); its colour rendering for RGB inputs",
 }
-
-
-POOLINGS = ("sum", "softmax")
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -92,8 +89,7 @@ class BcosNet(DynamicLinearStack, ZooModel):
         self.b, self.max_out = float(b), int(max_out)
         self.temperature, self.scale_factor, self.padding = float(temperature), float(scale_factor), padding
         self.input_encoding = input_encoding
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}.")
+        self.head = evidence_pooling_head(pooling, self.temperature, pooling_sharpness)
         self.pooling, self.pooling_sharpness = pooling, float(pooling_sharpness)
         depth = len(self.kernel_sizes)
         if not (len(self.layer_strides) == depth and len(self.filters) == depth - 1):
@@ -109,10 +105,6 @@ class BcosNet(DynamicLinearStack, ZooModel):
             )
             for index, (channels, kernel, stride) in enumerate(zip(self.filters + [self.num_classes], self.kernel_sizes, self.layer_strides))
         ]
-        if pooling == "sum":
-            self.head = TemperatureSumPooling(self.temperature, PRIOR_BIAS, name="temperature_sum_pooling")
-        else:
-            self.head = SoftmaxEvidencePooling(self.temperature, self.pooling_sharpness, PRIOR_BIAS, name="softmax_evidence_pooling")
         self.build((None,) + self.image_shape)
 
     def stack(self):

@@ -25,6 +25,7 @@ converge; with the winners held the layer stays non-linear in its weights
 import numpy as np
 from glasszoo.explain.readouts import to_numpy
 from glasszoo.layers import conv_padding
+from glasszoo.layers.evidence_pooling import pooling_weights_and_slopes
 
 
 class BcosLastLayerHead:
@@ -83,15 +84,7 @@ class BcosLastLayerHead:
         exponent = self.b - 1.0
         factor = cosine**exponent / self.scale
         outputs = selected * factor
-        if self.sharpness is None:
-            weights = np.full(outputs.shape, 1.0 / self.temperature)
-            slope = weights
-        else:  # softmax pooling: d logit / d out_p = a_p (1 + (out_p - sum_q a_q out_q) / tau) / T
-            shifted = outputs / self.sharpness
-            shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
-            weights = shifted / shifted.sum(axis=1, keepdims=True) / self.temperature
-            pooled = np.sum(weights * outputs, axis=1, keepdims=True) * self.temperature
-            slope = weights * (1.0 + (outputs - pooled) / self.sharpness)
+        weights, slope = pooling_weights_and_slopes(outputs, self.temperature, self.sharpness)
         logits = np.sum(weights * outputs, axis=1) + self.bias
         growth = factor + exponent * (np.abs(selected) / length) * cosine ** (exponent - 1.0) / self.scale if exponent else factor
         return logits, responses, winners, slope * growth

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 from glasszoo.layers.complement_encoding import input_encoding_layer
 from glasszoo.layers.dynamic_alignment import DAUConv2D
-from glasszoo.layers.temperature_head import PRIOR_BIAS, TemperatureSumPooling
+from glasszoo.layers.evidence_pooling import evidence_pooling_head
+from glasszoo.layers.temperature_head import PRIOR_BIAS
 from glasszoo.zoo.base import ZooModel
 from glasszoo.zoo.dynamic_linear import DynamicLinearStack
 from glasszoo.zoo.losses import OneHotBinaryCrossentropy
@@ -12,7 +13,7 @@ from keras import ops
 
 EXPLANATION_OUTPUTS = {
     "logits": "(B, K) class logits; logit_c = sum(contribution map of c) / T + b0",
-    "contributions": "(B, H, W) contribution map of the predicted class: encoded input x W_0->L(x)_c, summed over the encoded channels",
+    "contributions": "(B, H, W) contribution map of the predicted class: encoded input x W_0->L(x)_c (times the pooling's position weights x T), summed over the encoded channels",
 }
 
 # Layer lists: the last layer always has `num_classes` filters.
@@ -42,7 +43,8 @@ class CoDA(DynamicLinearStack, ZooModel):
     """Convolutional Dynamic Alignment Network (Böhle et al., seed 002).
 
     `images -> [x, 1 - x] (or x) -> DAUConv2D x L (no other non-linearity, no
-    normalisation) -> sum over positions / T + log(0.1/0.9)`. Every layer
+    normalisation) -> sum over positions / T + log(0.1/0.9)` (or, with
+    `pooling="softmax"`, a softmax-weighted mean over positions / T). Every layer
     is dynamic linear, so the class logit is exactly a linear map of the
     encoded input, `logit_c = sum(x * W_0->L(x)_c) / T + b0`, and
     `x * W_0->L(x)_c` is the model's own contribution map. `compile()`
@@ -63,6 +65,12 @@ class CoDA(DynamicLinearStack, ZooModel):
         input_encoding: `"complement"` (the paper's `[x, 1 - x]`: dark pixels
             contribute too) or `"none"` (the image itself: a black pixel
             contributes exactly 0, so no evidence can sit on a black background).
+        pooling: `"sum"` (the paper's) or `"softmax"` (`SoftmaxEvidencePooling`:
+            each class map pooled with weights `softmax(map / tau)` over
+            positions, so an absent class needs negative evidence at every
+            position, not only in total; the weights are a dynamic factor,
+            so the contribution map stays exact).
+        pooling_sharpness: `tau` of the softmax pooling (ignored for `"sum"`).
         class_names: optional `K` names.
 
     Example:
@@ -90,6 +98,8 @@ class CoDA(DynamicLinearStack, ZooModel):
         normalization="sq",
         padding="same",
         input_encoding="complement",
+        pooling="sum",
+        pooling_sharpness=1.0,
         class_names=None,
         **kwargs,
     ):
@@ -118,7 +128,8 @@ class CoDA(DynamicLinearStack, ZooModel):
                 zip(self.filters + [self.num_classes], self.kernel_sizes, self.ranks, self.layer_strides)
             )
         ]
-        self.head = TemperatureSumPooling(self.temperature, PRIOR_BIAS, name="temperature_sum_pooling")
+        self.head = evidence_pooling_head(pooling, self.temperature, pooling_sharpness)
+        self.pooling, self.pooling_sharpness = pooling, float(pooling_sharpness)
         self.build((None,) + self.image_shape)
 
     @classmethod
@@ -196,5 +207,7 @@ class CoDA(DynamicLinearStack, ZooModel):
             normalization=self.normalization,
             padding=self.padding,
             input_encoding=self.input_encoding,
+            pooling=self.pooling,
+            pooling_sharpness=self.pooling_sharpness,
         )
         return config

@@ -5,7 +5,9 @@ position, with `p` the input patch and `z = Bᵀ p` its rank-`r` projection
 (`B` shared by the classes), class `j`'s dynamic weight is
 `u_j = A_j z + b_j` and its output `out_j = alpha(|u_j|²) u_j · p`
 (`alpha(s) = sqrt(s) / (1 + s)`, squashing, or `1 / sqrt(s)`, unit norm);
-the head sums `out_j` over the positions into the logit (`/ T + b0`).
+the head pools `out_j` over the positions into the logit (the sum `/ T +
+b0`, or the softmax-weighted mean `/ T + b0`, whose weights are then part of
+the derivative: `layers.evidence_pooling.pooling_weights_and_slopes`).
 
 The weights modelled are each class's own, `A_j` `(d, r)` and `b_j` `(d,)`
 (`d = k · k · C`): the class-`j` logit reads only them, so the Jacobian is
@@ -22,10 +24,11 @@ them move only along each class's principal directions
 
 import numpy as np
 from glasszoo.explain.readouts import to_numpy
+from glasszoo.layers.evidence_pooling import pooling_weights_and_slopes
 
 
 class DAUHead:
-    """The last DAU layer and sum-pooling head of a `CoDA` on `n` images, as a function of the per-class weights.
+    """The last DAU layer and pooling head of a `CoDA` on `n` images, as a function of the per-class weights.
 
     Parameters are `(d (r + 1), K)`: column `j` is `A_j` flattened
     row-major, then `b_j`. `jacobian_chunks(parameters)` yields the logits
@@ -36,7 +39,7 @@ class DAUHead:
     Args:
         patches: `(n, positions, d)` the layer's input patches.
         layer: the `DAUConv2D` (its weights, `normalization`, `epsilon`).
-        head: the model's `TemperatureSumPooling`.
+        head: the model's pooling head (`TemperatureSumPooling` or `SoftmaxEvidencePooling`).
         chunk: images per NumPy batch.
 
     Example:
@@ -52,6 +55,7 @@ class DAUHead:
         self.patches = patches
         self.normalization, self.epsilon = layer.normalization, float(layer.epsilon)
         self.temperature, self.bias = float(head.temperature), float(head.bias)
+        self.sharpness = float(getattr(head, "sharpness", 0.0)) or None  # None: the sum
         self.width, self.rank, self.classes = int(patches.shape[-1]), int(layer.rank), int(layer.filters)
         projection = to_numpy(layer.projection).reshape(self.width, self.rank)
         self.projected = np.einsum("npd,dr->npr", patches, projection, optimize=True).astype("float32")  # z per position
@@ -96,13 +100,15 @@ class DAUHead:
         scale, slope = self._scale(np.maximum(squared, self.epsilon))
         slope = np.where(squared > self.epsilon, slope, 0.0)  # the floor is flat
         response = np.einsum("npjd,npd->npj", weights, p, optimize=True)
-        logits = np.sum(scale * response, axis=1) / self.temperature + self.bias
+        position_weights, position_slopes = pooling_weights_and_slopes(scale * response, self.temperature, self.sharpness)
+        logits = np.sum(position_weights * scale * response, axis=1) + self.bias
         if not jacobian:
             return logits, None
         toward = scale[..., None] * p[:, :, None, :] + (2.0 * slope * response)[..., None] * weights  # (b, P, K, d)
+        toward = toward * position_slopes[..., None]  # d logit / d u_j at each position
         by_alignment = np.einsum("npjd,npa->ndaj", toward, z, optimize=True).reshape(len(p), -1, self.classes)
         by_offset = np.sum(toward, axis=1).transpose(0, 2, 1)
-        return logits, np.concatenate([by_alignment, by_offset], axis=1) / self.temperature
+        return logits, np.concatenate([by_alignment, by_offset], axis=1)
 
     def logits(self, parameters):
         """`(n, K)` logits with the per-class weights set to `parameters`."""
