@@ -86,6 +86,17 @@ def evidence_pooling_head(pooling, temperature, sharpness=1.0, bias=PRIOR_BIAS):
     return SoftmaxEvidencePooling(temperature, sharpness, bias, name="softmax_evidence_pooling")
 
 
+def pooling_constants(head):
+    """`(temperature, sharpness)` of a pooling head as floats, `sharpness` None for the sum (`pooling_weights_and_slopes`).
+
+    Example:
+    >>> pooling_constants(evidence_pooling_head("sum", temperature=10.0))
+    (10.0, None)
+    """
+    sharpness = getattr(head, "sharpness", None)
+    return float(head.temperature), None if sharpness is None else float(sharpness)
+
+
 def pooling_weights_and_slopes(outputs, temperature, sharpness=None):
     """NumPy `(weights, slopes)` of a pooling head over axis 1 (the positions) of `outputs` `(n, P, K)`.
 

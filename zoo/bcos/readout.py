@@ -25,7 +25,7 @@ converge; with the winners held the layer stays non-linear in its weights
 import numpy as np
 from glasszoo.explain.readouts import to_numpy
 from glasszoo.layers import conv_padding
-from glasszoo.layers.evidence_pooling import pooling_weights_and_slopes
+from glasszoo.layers.evidence_pooling import pooling_constants, pooling_weights_and_slopes
 
 
 class BcosLastLayerHead:
@@ -55,8 +55,7 @@ class BcosLastLayerHead:
     def __init__(self, patches, kernel, layer, head, chunk=512):
         self.patches = patches
         self.b, self.max_out, self.scale, self.epsilon = float(layer.b), int(layer.max_out), float(layer.scale), float(layer.epsilon)
-        self.temperature, self.bias = float(head.temperature), float(head.bias)
-        self.sharpness = float(getattr(head, "sharpness", 0.0)) or None
+        (self.temperature, self.sharpness), self.bias = pooling_constants(head), float(head.bias)
         self.classes = int(kernel.shape[-1]) // self.max_out
         self.width = int(patches.shape[-1])
         self.chunk = int(chunk)

@@ -24,7 +24,7 @@ them move only along each class's principal directions
 
 import numpy as np
 from glasszoo.explain.readouts import to_numpy
-from glasszoo.layers.evidence_pooling import pooling_weights_and_slopes
+from glasszoo.layers.evidence_pooling import pooling_constants, pooling_weights_and_slopes
 
 
 class DAUHead:
@@ -54,8 +54,7 @@ class DAUHead:
     def __init__(self, patches, layer, head, chunk=128):
         self.patches = patches
         self.normalization, self.epsilon = layer.normalization, float(layer.epsilon)
-        self.temperature, self.bias = float(head.temperature), float(head.bias)
-        self.sharpness = float(getattr(head, "sharpness", 0.0)) or None  # None: the sum
+        (self.temperature, self.sharpness), self.bias = pooling_constants(head), float(head.bias)
         self.width, self.rank, self.classes = int(patches.shape[-1]), int(layer.rank), int(layer.filters)
         projection = to_numpy(layer.projection).reshape(self.width, self.rank)
         self.projected = np.einsum("npd,dr->npr", patches, projection, optimize=True).astype("float32")  # z per position
