@@ -22,3 +22,20 @@ def assert_map_sums_to_the_logit(model, images, map_scale=1.0, targets=(None, 7)
         np.testing.assert_allclose(total, out["logits"][rows, classes], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(ops.convert_to_numpy(model(images)), out["logits"], rtol=1e-5, atol=1e-5)
     return out
+
+
+def assert_export_matches_keras(model, images, path):
+    """The ONNX export of `model`, run in onnxruntime, gives every explanation output as Keras does (relative to its scale).
+
+    Args:
+        model: a zoo model.
+        images: `(B, H, W, C)` test images.
+        path: where the `.onnx` file is written.
+    """
+    from glasszoo.export import OnnxModel, to_onnx
+
+    served = OnnxModel(to_onnx(model, path, model_name="tiny"))(images)
+    expected = model.explain(images)
+    for name in model.explanation_outputs:
+        scale = max(float(np.abs(expected[name]).max()), 1e-6)
+        np.testing.assert_allclose(served[name] / scale, expected[name] / scale, atol=1e-4, err_msg=name)
