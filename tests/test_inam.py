@@ -30,6 +30,7 @@ def test_explain_outputs_shapes_and_additivity(tiny_inam, samples):
     assert out["max_locations"].shape == (5, 12, 2)
     assert out["contributions"].shape == (5, 12, 10)
     assert out["decision_images"].shape == (5, 10, 28, 28, 1)
+    assert out["pixel_evidence"].shape == (5, 10, 28, 28, 1)
     np.testing.assert_allclose(out["contributions"].sum(1) + tiny_inam.head.bias.numpy(), out["logits"], atol=1e-4)
     np.testing.assert_allclose(tiny_inam.predict(images, verbose=0), out["logits"], atol=1e-4)
 
@@ -37,6 +38,52 @@ def test_explain_outputs_shapes_and_additivity(tiny_inam, samples):
 def test_decision_images_match_the_seed_definition(tiny_inam, samples):
     out = tiny_inam.explain(samples[0][:4])
     np.testing.assert_allclose(out["decision_images"], naive_decision_images(tiny_inam, out), atol=1e-5)
+
+
+def naive_pixel_evidence(model, images, explanation):
+    """Each kernel's evidence against the black image, spread over its window by kernel x pixel / response (NumPy loop)."""
+    kernel = model.conv.kernel.numpy().astype("float64")
+    n = kernel.shape[0]
+    half = n // 2
+    at_black = model.head(np.zeros((1, kernel.shape[-1]), "float32")).numpy()[0].astype("float64")  # (N, K)
+    batch, features, classes = explanation["contributions"].shape
+    height, width, channels = model.image_shape
+    padded = np.pad(np.asarray(images, "float64"), ((0, 0), (half, half), (half, half), (0, 0)))
+    out = np.zeros((batch, classes, height + 2 * half, width + 2 * half, channels))
+    for b in range(batch):
+        for l in range(features):
+            evidence = explanation["contributions"][b, l].astype("float64") - at_black[l]
+            t = int(np.argmax(evidence))
+            row, col = explanation["max_locations"][b, l].astype(int)
+            window = padded[b, row : row + n, col : col + n]
+            out[b, t, row : row + n, col : col + n] += evidence[t] * kernel[:, :, :, l] * window / explanation["max_responses"][b, l]
+    return out[:, :, half : half + height, half : half + width]
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_pixel_evidence_spreads_each_kernels_evidence_over_its_window(samples, padding):
+    keras.utils.set_random_seed(3)
+    model = INAM(num_classes=10, num_kernels=8, kernel_size=7, padding=padding, hidden_units=(8,))
+    images = samples[0][:4]
+    out = model.explain(images)
+    assert out["pixel_evidence"].shape == (4, 10, 28, 28, 1)
+    np.testing.assert_allclose(out["pixel_evidence"], naive_pixel_evidence(model, images, out), atol=1e-5)
+
+
+def test_pixel_evidence_sums_to_the_evidence_of_the_kernels_placed_in_each_class(tiny_inam, samples):
+    images = samples[0][:6]
+    out = tiny_inam.explain(images)
+    at_black = tiny_inam.head(np.zeros((1, 12), "float32")).numpy()[0]
+    evidence = out["contributions"] - at_black[None]  # (B, N, K)
+    owner = evidence.argmax(-1)
+    expected = np.stack([np.where(owner == k, evidence[..., k], 0.0).sum(1) for k in range(10)], axis=1)
+    np.testing.assert_allclose(out["pixel_evidence"].sum((2, 3, 4)), expected, atol=1e-4)
+    # what the black image scores is the rest of each logit: logit = bias + sum_l g~(0) + sum_l d_l
+    np.testing.assert_allclose(at_black.sum(0) + evidence.sum(1) + tiny_inam.head.bias.numpy(), out["logits"], atol=1e-4)
+    # the map is zero wherever the image is
+    dark = images[..., 0] == 0
+    assert np.all(out["pixel_evidence"][:, :, :, :, 0][np.broadcast_to(dark[:, None], (6, 10, 28, 28))] == 0)
+    np.testing.assert_allclose(tiny_inam.attribution_map(images, targets=3), out["pixel_evidence"][:, 3, ..., 0], atol=1e-6)
 
 
 def test_max_locations_point_at_the_responses(tiny_inam, samples):

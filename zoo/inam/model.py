@@ -21,7 +21,15 @@ EXPLANATION_OUTPUTS = {
     "max_locations": "(B, N, 2) (row, column) in input pixels of that maximum",
     "contributions": "(B, N, K) centred per-feature class contributions g~_l(X_l)",
     "decision_images": "(B, K, H, W, C) decision image of every class (seed 000, Fig. 3)",
+    "pixel_evidence": (
+        "(B, K, H, W, C) each class's evidence against the black image in the image's pixels: every kernel whose "
+        "evidence g(X_l) - g(0) is largest for the class, spread over the pixels under it in proportion to kernel x "
+        "pixel (they sum to that evidence exactly)"
+    ),
 }
+
+# a maximal response closer to 0 than this counts as this (with its sign) when evidence is divided by it
+RESPONSE_FLOOR = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -57,7 +65,7 @@ class INAM(ZooModel):
 
     family = "inam"
     explanation_outputs = EXPLANATION_OUTPUTS
-    attribution_output = "decision_images"  # (B, K, H, W, C): the target class's image, channels summed
+    attribution_output = "pixel_evidence"  # (B, K, H, W, C): the target class's map, channels summed
 
     def __init__(
         self,
@@ -123,6 +131,7 @@ class INAM(ZooModel):
             "max_locations": locations,
             "contributions": contributions,
             "decision_images": self.decision_images(contributions, locations, images.shape[1], images.shape[2]),
+            "pixel_evidence": self.pixel_evidence(images, values, locations, contributions),
         }
 
     def decision_images(self, contributions, locations, height, width):
@@ -147,12 +156,50 @@ class INAM(ZooModel):
         weights = ops.max(contributions, axis=-1)
         return self.conv.placement_by_group(locations, strongest, weights, self.num_classes, height, width)
 
+    def pixel_evidence(self, images, values, locations, contributions):
+        """Each class's evidence against the black image, in the image's pixels (the model's own pixel map).
+
+        A feature's evidence for class `k` against the black image (where
+        every maximal response is 0) is `d_lk = g~_lk(X_l) - g~_lk(0)`. Each
+        kernel goes to the class its evidence is largest for, as in the
+        decision image (which uses `g~_lk(X_l)`, the evidence against the
+        average image). The response `X_l = sum_p w_l[p] x[p]` is linear in
+        the pixels under the kernel, so `d_lk` is spread over them in
+        proportion to `w_l[p] x[p] / X_l`: pixel `p` of class `k` gets
+        `x[p] * sum_l d_lk w_l[p] / X_l` over the kernels placed in `k`, and
+        the class's pixels sum to `sum_l d_lk` exactly. Because the global
+        maximum is positively homogeneous (`X_l(a x) = a X_l(x)`), this is
+        each feature's Integrated Gradients from the black image, and pixel
+        removal (which sets pixels to 0) moves the logit toward that image.
+
+        Args:
+            images: `(B, H, W, C)`.
+            values: `(B, N)` maximal responses `X_l`.
+            locations: `(B, N, 2)` where they are.
+            contributions: `(B, N, K)` the centred contributions `g~_lk(X_l)`.
+
+        Returns:
+            `(B, K, H, W, C)`.
+
+        Example:
+        >>> out = model.explain(images)  # doctest: +SKIP
+        >>> out["pixel_evidence"][0, k].sum()  # doctest: +SKIP  (the evidence of the kernels placed in class k)
+        """
+        at_black = self.head(ops.zeros_like(values[:1]))  # (1, N, K): g~(0), every response 0
+        evidence = contributions - at_black
+        strongest = first_argmax(evidence, axis=-1)
+        floor = ops.cast(RESPONSE_FLOOR, values.dtype)
+        responses = ops.where(values >= 0, ops.maximum(values, floor), ops.minimum(values, -floor))
+        per_unit_response = ops.max(evidence, axis=-1) / responses
+        placed = self.conv.placement_by_group(locations, strongest, per_unit_response, self.num_classes, images.shape[1], images.shape[2])
+        return placed * ops.expand_dims(ops.cast(images, placed.dtype), 1)
+
     # -- user API ----------------------------------------------------------
     def attribution_map(self, images, targets=None, batch_size=32):
-        """The decision image of each image's target class (None: the predicted one), summed over channels: `(B, H, W)`."""
+        """The pixel evidence of each image's target class (None: the predicted one), summed over channels: `(B, H, W)`."""
         explained = self.explain(images, batch_size=batch_size)
         targets = explained["logits"].argmax(-1) if targets is None else np.broadcast_to(np.asarray(targets), (len(explained["logits"]),))
-        return explained["decision_images"][np.arange(len(targets)), targets].sum(axis=-1)
+        return explained[self.attribution_output][np.arange(len(targets)), targets].sum(axis=-1)
 
     def self_checks(self, images, explanation):
         """Adds: logits = contributions summed over features + bias."""
