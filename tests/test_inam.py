@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from glasszoo.zoo.inam.model import EXPLANATION_OUTPUTS, INAM
+from glasszoo.zoo.inam.model import EXPLANATION_OUTPUTS, INAM, RESPONSE_FLOOR
 
 
 def naive_decision_images(model, explanation):
@@ -56,7 +56,9 @@ def naive_pixel_evidence(model, images, explanation):
             t = int(np.argmax(evidence))
             row, col = explanation["max_locations"][b, l].astype(int)
             window = padded[b, row : row + n, col : col + n]
-            out[b, t, row : row + n, col : col + n] += evidence[t] * kernel[:, :, :, l] * window / explanation["max_responses"][b, l]
+            response = explanation["max_responses"][b, l]
+            response = max(response, RESPONSE_FLOOR) if response >= 0 else min(response, -RESPONSE_FLOOR)
+            out[b, t, row : row + n, col : col + n] += evidence[t] * kernel[:, :, :, l] * window / response
     return out[:, :, half : half + height, half : half + width]
 
 
@@ -76,10 +78,13 @@ def test_pixel_evidence_sums_to_the_evidence_of_the_kernels_placed_in_each_class
     at_black = tiny_inam.head(np.zeros((1, 12), "float32")).numpy()[0]
     evidence = out["contributions"] - at_black[None]  # (B, N, K)
     owner = evidence.argmax(-1)
+    responses = out["max_responses"]
+    evidence = evidence * (np.abs(responses) / np.maximum(np.abs(responses), RESPONSE_FLOOR))[..., None]  # a weak response's share
     expected = np.stack([np.where(owner == k, evidence[..., k], 0.0).sum(1) for k in range(10)], axis=1)
     np.testing.assert_allclose(out["pixel_evidence"].sum((2, 3, 4)), expected, atol=1e-4)
     # what the black image scores is the rest of each logit: logit = bias + sum_l g~(0) + sum_l d_l
-    np.testing.assert_allclose(at_black.sum(0) + evidence.sum(1) + tiny_inam.head.bias.numpy(), out["logits"], atol=1e-4)
+    unscaled = out["contributions"] - at_black[None]
+    np.testing.assert_allclose(at_black.sum(0) + unscaled.sum(1) + tiny_inam.head.bias.numpy(), out["logits"], atol=1e-4)
     # the map is zero wherever the image is
     dark = images[..., 0] == 0
     assert np.all(out["pixel_evidence"][:, :, :, :, 0][np.broadcast_to(dark[:, None], (6, 10, 28, 28))] == 0)

@@ -17,8 +17,8 @@ IMAGES = 300
 LIMITS = {"fp16": {"accuracy_points": 0.5, "relative_l2": 0.02}, "int8": {"accuracy_points": 1.5, "relative_l2": 0.25}}
 # share of positions (max locations) that must equal float32's; a near tie may move one
 LOCATION_AGREEMENT = {"fp16": 0.95, "int8": 0.75}
-# outputs built from locations: a moved maximum moves a whole kernel in INAM's decision images
-LOCATION_BUILT = {"decision_images": {"fp16": 0.1, "int8": 0.35}}
+# outputs built from locations: a moved maximum moves a whole kernel in INAM's decision images and pixel evidence
+LOCATION_BUILT = {"decision_images": {"fp16": 0.1, "int8": 0.35}, "pixel_evidence": {"fp16": 0.1, "int8": 0.4}}
 PRESETS = [name for name in list_models() if name.endswith("_fashion_mnist") and name != "bcos_softmax_fashion_mnist"]
 # presets whose int8 export `to_onnx` refuses (README, "Reduced precision"): its answers on calibration images served
 # as one batch move too far from float32's (`check_int8_answers`); fp16 only

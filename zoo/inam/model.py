@@ -28,8 +28,9 @@ EXPLANATION_OUTPUTS = {
     ),
 }
 
-# a maximal response closer to 0 than this counts as this (with its sign) when evidence is divided by it
-RESPONSE_FLOOR = 1e-6
+# a maximal response closer to 0 than this counts as this (with its sign) when evidence is divided by it: about the
+# resolution of an int8 export's responses (of size 1 to 3), whose rounding noise would otherwise be divided by ~0
+RESPONSE_FLOOR = 1e-2
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -167,7 +168,9 @@ class INAM(ZooModel):
         the pixels under the kernel, so `d_lk` is spread over them in
         proportion to `w_l[p] x[p] / X_l`: pixel `p` of class `k` gets
         `x[p] * sum_l d_lk w_l[p] / X_l` over the kernels placed in `k`, and
-        the class's pixels sum to `sum_l d_lk` exactly. Because the global
+        the class's pixels sum to `sum_l d_lk` exactly (a response smaller
+        than `RESPONSE_FLOOR` in size counts as that floor, so a kernel that
+        barely responds gives `d_lk X_l / floor`, less). Because the global
         maximum is positively homogeneous (`X_l(a x) = a X_l(x)`), this is
         each feature's Integrated Gradients from the black image, and pixel
         removal (which sets pixels to 0) moves the logit toward that image.
