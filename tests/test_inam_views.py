@@ -91,10 +91,18 @@ def test_local_view(setup, tmp_path):
     path = tmp_path / "local.png"
     fig = local_view(images, explanation, index=3, class_names=model.class_names, path=path)
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 5  # image, two decision images, two colorbars
+    assert len(fig.axes) == 7  # image, two decision images, the pixel evidence, three colorbars
     predicted = model.class_names[int(np.argmax(explanation["logits"][3]))]
     assert fig.axes[1].get_title().startswith(predicted)
+    assert fig.axes[3].get_title().startswith(f"{predicted}: pixel evidence")
     _assert_png(path)
+
+
+def test_local_view_of_an_export_without_pixel_evidence(setup):
+    model, images, _, explanation = setup
+    older = {key: value for key, value in explanation.items() if key != "pixel_evidence"}
+    fig = local_view(images, older, index=1, class_names=model.class_names)
+    assert len(fig.axes) == 5  # image, two decision images, two colorbars
 
 
 def test_local_view_given_classes(setup):
@@ -109,5 +117,5 @@ def test_explanation_grid(setup, tmp_path):
     path = tmp_path / "grid.png"
     fig = explanation_grid(images, explanation, class_names=model.class_names, max_images=4, path=path)
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 4 * 3
+    assert len(fig.axes) == 4 * 4
     _assert_png(path)

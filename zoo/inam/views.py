@@ -22,6 +22,13 @@ __all__ = ["REQUIRED_OUTPUTS", "draw", "draw_overview", "explanation_grid", "loc
 
 # outputs the pictures read, with their rank (batch axis included)
 REQUIRED_OUTPUTS = {"logits": 2, "decision_images": 5}
+# drawn as a fourth panel when present (exports written before 2026-12-03 lack it)
+PIXEL_EVIDENCE = "pixel_evidence"
+
+
+def _panels(explanation):
+    """Panels per row: the image, two decision images, and the first class's pixel evidence when the outputs hold it."""
+    return 4 if PIXEL_EVIDENCE in explanation else 3
 
 
 def _softmax(logits):
@@ -39,17 +46,24 @@ def _two_classes(logits, classes):
 
 
 def _draw_explanation_row(figure, axes, image, explanation, index, classes, class_names, colorbars):
-    """Image | decision image of class A | of class B, on three axes."""
+    """Image | decision image of class A | of class B (| pixel evidence of class A), on three (four) axes."""
     logits = np.asarray(explanation["logits"][index], dtype="float64")
     names = class_names_or_indices(class_names, len(logits))
     probabilities = _softmax(logits)
     show_image(axes[0], image)
     axes[0].set_title("input")
-    for axis, k in zip(axes[1:], _two_classes(logits, classes)):
+    first, second = _two_classes(logits, classes)
+    for axis, k in zip(axes[1:3], (first, second)):
         artist = show_signed(axis, np.asarray(explanation["decision_images"][index, k], dtype="float64").sum(axis=-1))
         axis.set_title(f"{names[k]}\nlogit {logits[k]:.2f}, p {probabilities[k]:.2f}", fontsize=9)
         if colorbars:
             figure.colorbar(artist, ax=axis, shrink=0.8)
+    if len(axes) > 3:
+        evidence = np.asarray(explanation[PIXEL_EVIDENCE][index, first], dtype="float64").sum(axis=-1)
+        artist = show_signed(axes[3], evidence)
+        axes[3].set_title(f"{names[first]}: pixel evidence\nsum {evidence.sum():.2f} vs black image", fontsize=9)
+        if colorbars:
+            figure.colorbar(artist, ax=axes[3], shrink=0.8)
 
 
 def local_view(image, explanation, index=0, classes=None, class_names=None, path=None):
@@ -58,7 +72,8 @@ def local_view(image, explanation, index=0, classes=None, class_names=None, path
     The input image and the decision images (summed over channels, diverging
     colormap symmetric around 0, with colorbars) of two classes: by default
     the predicted class and the runner-up. Titles give each class's logit and
-    softmax probability.
+    softmax probability. When the outputs hold `pixel_evidence` (INAM's own
+    pixel map), a fourth panel shows it for the first class.
 
     Args:
         image: the image `(H, W, C)` in [0, 1], or the batch `(B, H, W, C)`
@@ -79,7 +94,7 @@ def local_view(image, explanation, index=0, classes=None, class_names=None, path
     index = check_index(index, len(explanation["logits"]), "index")
     image = np.asarray(image, dtype="float32")
     image = image[index] if image.ndim == 4 else image
-    figure, axes = new_figure(1, 3, width=PANEL_INCHES * 1.2)
+    figure, axes = new_figure(1, _panels(explanation), width=PANEL_INCHES * 1.2)
     _draw_explanation_row(figure, axes[0], image, explanation, index, classes, class_names, colorbars=True)
     return save(figure, path)
 
@@ -108,7 +123,7 @@ def explanation_grid(images, explanation, class_names=None, max_images=8, path=N
     rows = min(len(images), len(explanation["logits"]), int(max_images))
     if rows < 1:
         raise ValueError("explanation_grid needs at least one image.")
-    figure, axes = new_figure(rows, 3, width=PANEL_INCHES * 0.8, height=PANEL_INCHES * 0.9)
+    figure, axes = new_figure(rows, _panels(explanation), width=PANEL_INCHES * 0.8, height=PANEL_INCHES * 0.9)
     for row in range(rows):
         _draw_explanation_row(figure, axes[row], images[row], explanation, row, None, class_names, colorbars=False)
         axes[row, 0].set_title(f"image {row}")
