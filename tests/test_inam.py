@@ -85,7 +85,7 @@ def test_pixel_evidence_sums_to_the_evidence_of_the_kernels_placed_in_each_class
     # what the black image scores is the rest of each logit: logit = bias + sum_l g~(0) + sum_l d_l
     unscaled = out["contributions"] - at_black[None]
     np.testing.assert_allclose(at_black.sum(0) + unscaled.sum(1) + tiny_inam.head.bias.numpy(), out["logits"], atol=1e-4)
-    # the map is zero wherever the image is
+    # the map is zero wherever the image is black
     dark = images[..., 0] == 0
     assert np.all(out["pixel_evidence"][:, :, :, :, 0][np.broadcast_to(dark[:, None], (6, 10, 28, 28))] == 0)
     np.testing.assert_allclose(tiny_inam.attribution_map(images, targets=3), out["pixel_evidence"][:, 3, ..., 0], atol=1e-6)

@@ -186,7 +186,7 @@ class INAM(ZooModel):
 
         Example:
         >>> out = model.explain(images)  # doctest: +SKIP
-        >>> out["pixel_evidence"][0, k].sum()  # doctest: +SKIP  (the evidence of the kernels placed in class k)
+        >>> evidence_of_k = out["pixel_evidence"][0, k].sum()  # doctest: +SKIP
         """
         at_black = self.head(ops.zeros_like(values[:1]))  # (1, N, K): g~(0), every response 0
         evidence = contributions - at_black
