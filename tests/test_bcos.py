@@ -154,3 +154,66 @@ def test_softmax_pooled_model_exports_with_every_output(softmax_pooled, samples,
     assert_export_matches_keras(softmax_pooled, samples[0][:3], tmp_path / "bcos.onnx")
     again = BcosNet.from_config(softmax_pooled.get_config())
     assert (again.pooling, again.pooling_sharpness) == ("softmax", 0.05)
+
+
+def class_maps(model, images):
+    """The last B-cos layer's class maps `(B, h, w, K)`, before the pooling head."""
+    maps = model.encoding(images)
+    for layer in model.stack():
+        maps = layer(maps)
+    return maps
+
+
+def test_absent_class_evidence_counts_positive_evidence_of_absent_classes_only(rng):
+    from glasszoo.zoo.losses import absent_class_evidence
+
+    contributions = rng.normal(size=(4, 3, 5, 6)).astype("float32")
+    labels = np.array([0, 5, 2, 2])
+    expected = np.mean([np.maximum(contributions[i, ..., [k for k in range(6) if k != labels[i]]], 0).sum() for i in range(4)]) / 5
+    assert float(absent_class_evidence(ops.convert_to_tensor(contributions), labels, 6)) == pytest.approx(expected, rel=1e-5)
+    one_hot = np.eye(6, dtype="float32")[labels]
+    assert float(absent_class_evidence(ops.convert_to_tensor(contributions), one_hot, 6)) == pytest.approx(expected, rel=1e-5)
+    only_present = np.where(one_hot[:, None, None, :] > 0, np.abs(contributions), -np.abs(contributions))
+    assert float(absent_class_evidence(ops.convert_to_tensor(only_present), labels, 6)) == 0.0
+
+
+@pytest.mark.parametrize("pooling", ["sum", "softmax"])
+def test_absent_evidence_penalty_joins_the_training_loss_only(samples, pooling):
+    import keras
+    from glasszoo.zoo.losses import OneHotBinaryCrossentropy, absent_class_evidence
+
+    keras.utils.set_random_seed(2)
+    model = BcosNet(filters=[6], kernel_sizes=[3, 1], strides=[2, 1], temperature=2.0, input_encoding="none",
+                    pooling=pooling, pooling_sharpness=0.5, absent_evidence_weight=0.7)
+    model.compile()
+    images, labels = samples[0][:6], samples[1][:6]
+    logits = model(images, training=True)
+    loss = float(model.compute_loss(x=images, y=labels, y_pred=logits))
+    maps = class_maps(model, images)
+    contributions = model.head.position_weights(maps) * maps
+    expected = float(OneHotBinaryCrossentropy(10)(labels, logits)) + 0.7 * float(absent_class_evidence(contributions, labels, 10))
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert float(model.compute_loss(x=images, y=labels, y_pred=logits)) == pytest.approx(float(OneHotBinaryCrossentropy(10)(labels, logits)))  # read once
+    inference = float(model.compute_loss(x=images, y=labels, y_pred=model(images)))  # no training step: no penalty
+    assert inference == pytest.approx(float(OneHotBinaryCrossentropy(10)(labels, logits)), rel=1e-5)
+    assert BcosNet.from_config(model.get_config()).absent_evidence_weight == 0.7
+    with pytest.raises(ValueError, match="absent_evidence_weight"):
+        BcosNet(absent_evidence_weight=-1.0)
+
+
+def test_absent_evidence_penalty_removes_evidence_for_absent_classes(samples):
+    import keras
+    from glasszoo.zoo.losses import absent_class_evidence
+
+    images, labels = samples[0][:32], samples[1][:32]
+
+    def trained(weight):
+        keras.utils.set_random_seed(3)
+        model = BcosNet(filters=[8], kernel_sizes=[3, 1], strides=[2, 1], temperature=2.0, input_encoding="none", absent_evidence_weight=weight)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        model.fit(images, labels, epochs=30, batch_size=16, verbose=0)
+        maps = class_maps(model, images)
+        return float(absent_class_evidence(model.head.position_weights(maps) * maps, labels, 10))
+
+    plain, penalised = trained(0.0), trained(1.0)
+    assert penalised < 0.5 * plain, (penalised, plain)

@@ -195,8 +195,8 @@ def test_input_encoding_none_puts_no_evidence_on_black_pixels(rng):
     assert np.all(out["contributions"][:, :4] == 0.0)
     total = out["contributions"].sum(axis=(1, 2)) / model.temperature + math.log(0.1 / 0.9)
     np.testing.assert_allclose(total, out["logits"][:, 1], rtol=1e-4, atol=1e-5)
-    clone = CoDA.from_config(model.get_config())
-    assert clone.get_config()["input_encoding"] == "none"
+    clone = CoDA.from_config(dict(model.get_config(), absent_evidence_weight=0.3))
+    assert clone.get_config()["input_encoding"] == "none" and clone.absent_evidence_weight == 0.3
     # the paper's encoding gives the black band evidence of its own
     complement = CoDA(num_classes=3, input_shape=(12, 12, 1), kernel_sizes=[3, 3], strides=[2, 1], filters=[4], ranks=[3, 3])
     assert np.abs(complement.explain(images, target=1)["contributions"][:, :4]).max() > 0

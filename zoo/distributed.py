@@ -200,3 +200,25 @@ def distribution_scope(kind="none"):
     else:
         with strategy.scope():
             yield info
+
+
+def per_replica_share(value):
+    """A replica's share `value / R` of a batch-mean loss term under tf.distribute, as Keras scales its own losses.
+
+    The replicas' gradients are summed, so a term a model adds to its loss in
+    `compute_loss` must be scaled like the compiled loss. The identity on one
+    device and on JAX (one global step over sharded arrays).
+
+    Example:
+    >>> float(per_replica_share(1.0))  # one device
+    1.0
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            return value / replicas
+    return value

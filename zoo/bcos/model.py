@@ -51,6 +51,8 @@ class BcosNet(DynamicLinearStack, ZooModel):
             needs negative evidence everywhere, not only on average).
         pooling_sharpness: `tau` of the softmax pooling (ignored for `"sum"`).
         class_names: optional `K` names.
+        absent_evidence_weight: weight of the training penalty on positive evidence for
+            absent classes at single positions (`DynamicLinearStack`); 0 by default.
 
     Example:
     >>> model = BcosNet(num_classes=10, input_shape=(28, 28, 1), filters=[8], kernel_sizes=[3, 1], strides=[2, 1])

@@ -72,6 +72,8 @@ class CoDA(DynamicLinearStack, ZooModel):
             so the contribution map stays exact).
         pooling_sharpness: `tau` of the softmax pooling (ignored for `"sum"`).
         class_names: optional `K` names.
+        absent_evidence_weight: weight of the training penalty on positive evidence for
+            absent classes at single positions (`DynamicLinearStack`); 0 by default.
 
     Example:
     >>> model = CoDA(num_classes=10, input_shape=(28, 28, 1), kernel_sizes=[3, 1],

@@ -7,6 +7,7 @@ import numpy as np
 from glasszoo.layers.best_match_evidence import receptive_field_upsample, similarity_at_best_match
 from glasszoo.layers.prototype_layer import PrototypeLayer, log_similarity
 from glasszoo.zoo.base import ZooModel, class_selection
+from glasszoo.zoo.distributed import per_replica_share
 from glasszoo.zoo.inputs import validate_images
 from glasszoo.zoo.protopnet import object_focus
 from glasszoo.zoo.protopnet import push as protopnet_push
@@ -37,18 +38,6 @@ def class_connection(prototype_class, num_classes, off_class=-0.5):
     """The reference's initial last layer `(P, K)`: 1 from a prototype to its class, `off_class` to the others."""
     identity = np.eye(num_classes, dtype="float32")[prototype_class]
     return identity + off_class * (1.0 - identity)
-
-
-def _per_replica(value):
-    """A replica's share of a batch-mean loss term under tf.distribute (value / replicas), as Keras scales its own
-    losses: the replicas' gradients are summed. The identity elsewhere (one device; JAX computes one global step)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas > 1:
-            return value / replicas
-    return value
 
 
 @keras.saving.register_keras_serializable(package="glasszoo")
@@ -220,7 +209,7 @@ class ProtoPNet(ZooModel):
         if y is None or min_distances is None or min_distances.shape[-1] != self.prototype_layer.num_prototypes:
             return loss
         costs = self.prototype_costs(min_distances, y, cluster_distances=object_min_distances)
-        return loss + _per_replica(self.weighted_costs(costs))
+        return loss + per_replica_share(self.weighted_costs(costs))
 
     def object_min_distances(self, images, distances):
         """`(B, P)` distance of each prototype to its nearest latent patch *on the object*, or None.
