@@ -73,7 +73,7 @@ class DynamicLinearStack:
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
         class_maps = getattr(self._loss_inputs, "class_maps", None)
         self._loss_inputs.class_maps = None  # read once: a later call outside this step never sees a stale tensor
-        if y is None or class_maps is None or not self.absent_evidence_weight:
+        if y is None or class_maps is None:  # not a training step, or a model trained without the penalty
             return loss
         contributions = self.head.position_weights(class_maps) * class_maps
         penalty = absent_class_evidence(contributions, y, self.num_classes)
