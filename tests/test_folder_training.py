@@ -40,6 +40,7 @@ def test_folder_to_finetune_explain_export_predict(shapes_folder, tmp_path):
     assert card["class_names"] == ["circle", "square", "triangle"] and card["input"]["shape"] == [32, 32, 3]
     assert len(card["data"]["folder_sha256"]) == 64 and card["data"]["split"]["images_per_class"]["test"] == [2, 2, 2]
     assert card["training"]["initial_weights"]["preset"] == "bcos_fashion_mnist"
+    assert card["config"]["absent_evidence_weight"] == 0.0  # the preset's training penalty is off for a new task (recipe)
     assert "adapted to the new channel count" in card["training"]["initial_weights"]["transfer"]
     assert card["training"]["augmentation"] == "flip_and_crop" and card["training"]["command"].startswith("glasszoo finetune")
     split = json.loads((preset / "split.json").read_text())
