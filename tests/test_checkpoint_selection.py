@@ -76,3 +76,40 @@ def test_rule_is_refused_where_it_cannot_be_measured(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="needs a family with its own pixel map"):
         train_preset("tiny_no_map", tmp_path / "preset", work_dir=tmp_path / "work", grid=False, verbose=0, max_train=64)
     assert not (tmp_path / "preset").exists()
+
+
+def test_floor_rule_ranks_by_accuracy_among_epochs_that_reach_the_floor(monkeypatch):
+    import glasszoo.zoo.checkpoint_selection as selection_module
+
+    measured = iter([0.80, 0.90, 0.86, None, 0.84])
+    monkeypatch.setattr(
+        selection_module, "validation_localisation",
+        lambda *args, **kwargs: (lambda value: None if value is None else {"mean": value})(next(measured)),
+    )
+    selection = ValidationLocalisation(np.zeros((1, 2, 2, 1)), [0], weight=1.0, floor=0.85)
+    epochs = [{"val_accuracy": accuracy} for accuracy in (0.95, 0.90, 0.92, 0.97, 0.99)]
+    for epoch, logs in enumerate(epochs):
+        selection.on_epoch_end(epoch, logs)
+    scores = [logs["val_selection"] for logs in epochs]
+    # the epochs at 0.90 and 0.86 pass and rank by accuracy; the others rank below them, by localisation
+    assert scores[1] == pytest.approx(0.90) and scores[2] == pytest.approx(0.92)
+    assert scores[0] == pytest.approx(0.80 - 1.0) and scores[3] == pytest.approx(-1.0) and scores[4] == pytest.approx(0.84 - 1.0)
+    assert int(np.argmax(scores)) == 2  # not the most accurate epoch (0.99), which misses the floor
+    assert [logs["val_localisation"] for logs in epochs] == [0.80, 0.90, 0.86, 0.0, 0.84]
+
+
+def test_floor_rule_needs_its_floor_and_names_it_on_the_card(tmp_path, monkeypatch):
+    from glasszoo.zoo import recipes
+    from glasszoo.zoo.checkpoint_selection import describe_selection
+    from glasszoo.zoo.training import train_preset
+    from tiny_recipes import tiny_recipe
+
+    assert check_selection_rule("accuracy_with_localisation_floor") == "accuracy_with_localisation_floor"
+    sentence = describe_selection("accuracy_with_localisation_floor", grids=8, floor=0.85)
+    assert "at least 0.85" in sentence and "8 grids" in sentence
+    monkeypatch.setitem(recipes.RECIPES, "tiny_no_floor", tiny_recipe(
+        "cnn", epochs=1, checkpoint_selection="accuracy_with_localisation_floor", localisation_grids=4,
+    ))
+    with pytest.raises(ValueError, match="needs a localisation_floor"):
+        train_preset("tiny_no_floor", tmp_path / "preset", work_dir=tmp_path / "work", grid=False, verbose=0, max_train=64)
+    assert not (tmp_path / "preset").exists()

@@ -278,6 +278,11 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             "trained without stages."
         )
     monitor = "val_accuracy" if checkpoint_rule == "accuracy" else "val_selection"
+    localisation_floor = None
+    if checkpoint_rule == "accuracy_with_localisation_floor":
+        if spec.get("localisation_floor") is None:
+            raise ValueError(f"Recipe {name!r}: checkpoint_selection {checkpoint_rule!r} needs a localisation_floor.")
+        localisation_floor = float(spec["localisation_floor"])
     checkpoint = work_dir / "best.weights.h5"
     log_path = work_dir / "training_log.csv"
     backup = TrainingBackup(work_dir / "backup")
@@ -296,7 +301,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     if stages is not None:  # it keeps its best epoch itself, and logs its stage columns for the CSV
         callbacks = [stages, callbacks[1]]
     elif checkpoint_rule != "accuracy":  # first: the checkpoint and the log read the keys it adds
-        callbacks.insert(0, ValidationLocalisation(x_val, y_val, localisation_weight, localisation_grids, seed))
+        callbacks.insert(0, ValidationLocalisation(x_val, y_val, localisation_weight, localisation_grids, seed, floor=localisation_floor))
     elif schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.3, patience=2, min_lr=1e-5))
     callbacks += list(extra_callbacks or [])
@@ -347,7 +352,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     staging = stages.describe() if stages is not None else {
         "optimizer": f"Adam(learning_rate={base_learning_rate})" + _schedule_description(schedule, epochs),
         "stages": None,
-        "checkpoint_selection": describe_selection(checkpoint_rule, localisation_weight, localisation_grids),
+        "checkpoint_selection": describe_selection(checkpoint_rule, localisation_weight, localisation_grids, localisation_floor),
     }
     metadata = {
         "name": name,
