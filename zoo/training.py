@@ -215,6 +215,13 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
     # a family with its own pixel map can be chosen on its validation localisation as well as its accuracy
     localisation_weight = float(spec.get("localisation_weight", 0.0))
     localisation_grids = spec.get("localisation_grids", 8)
+    # the checkpoint rule is checked before any training, the grid's included
+    checkpoint_rule = check_selection_rule(spec.get("checkpoint_selection", "accuracy"))
+    localisation_floor = None
+    if checkpoint_rule == "accuracy_with_localisation_floor":
+        if spec.get("localisation_floor") is None:
+            raise ValueError(f"Recipe {name!r}: checkpoint_selection {checkpoint_rule!r} needs a localisation_floor.")
+        localisation_floor = float(spec["localisation_floor"])
     selection_rule = "accuracy" + (f" + {localisation_weight} x 3x3-grid localisation" if localisation_weight else "")
     grid_file = work_dir / "grid.json"
     if grid and spec["grid"] and grid_epochs > 0:
@@ -271,18 +278,12 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         _compile(model, learning_rate)
     else:
         model.compile()  # the family's staged optimizer; the schedule sets its rates
-    checkpoint_rule = check_selection_rule(spec.get("checkpoint_selection", "accuracy"))
     if checkpoint_rule != "accuracy" and (stages is not None or not model.has_attribution_map):
         raise ValueError(
             f"Recipe {name!r}: checkpoint_selection {checkpoint_rule!r} needs a family with its own pixel map "
             "trained without stages."
         )
     monitor = "val_accuracy" if checkpoint_rule == "accuracy" else "val_selection"
-    localisation_floor = None
-    if checkpoint_rule == "accuracy_with_localisation_floor":
-        if spec.get("localisation_floor") is None:
-            raise ValueError(f"Recipe {name!r}: checkpoint_selection {checkpoint_rule!r} needs a localisation_floor.")
-        localisation_floor = float(spec["localisation_floor"])
     checkpoint = work_dir / "best.weights.h5"
     log_path = work_dir / "training_log.csv"
     backup = TrainingBackup(work_dir / "backup")
