@@ -672,14 +672,26 @@ def cmd_demo(args):
 
 
 # -- parser ---------------------------------------------------------------------
+def _augmentation_name(name):
+    """An `--augment` value checked as the recipes' are (argparse reports the message)."""
+    from glasszoo.data.augment import augmentation_options
+
+    try:
+        augmentation_options(name, (32, 32))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 def _folder_arguments(p, required):
     p.add_argument("--data", required=required, metavar="DIR", help="a folder of images: one sub-folder per class, or train/ val/ test/ folders of them")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize to H x W (default: the preset's; train: the most common size)")
     p.add_argument("--color-mode", choices=("grayscale", "rgb"), help="default: the preset's; train: grayscale if every file is grey")
     p.add_argument("--validation-fraction", type=float, default=0.1, help="share of each class for validation (without a val/ folder)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of each class held out for the test (without a test/ folder)")
-    p.add_argument("--augment", choices=("none", "crop", "flip", "flip_and_crop", "affine"), default="crop",
-                   help="training augmentation (default crop: shifts only; flips change digits, text and sided images)")
+    p.add_argument("--augment", type=_augmentation_name, default="crop", metavar="NAME",
+                   help="training augmentation: none, crop, flip, flip_and_crop, affine or pixel_holes, or names joined with '+' "
+                   "(default crop: shifts only; flips change digits, text and sided images)")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--strict", action="store_true", help="refuse images that need resizing or a colour conversion")

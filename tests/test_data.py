@@ -134,6 +134,34 @@ def test_random_crops_are_shifted_windows_of_the_padded_image():
     assert shifted > 5
 
 
+def test_pixel_holes_zero_a_share_of_the_pixels_of_about_half_the_images():
+    from glasszoo.data.augment import AugmentedBatches, augmentation_options
+
+    options = augmentation_options("pixel_holes", (8, 8))
+    assert options == {"flip": False, "crop_padding": 0, "affine": False, "hole_probability": 0.5}
+    rng = np.random.default_rng(0)
+    images = rng.random((400, 8, 8, 3)).astype("float32") + 0.5  # no zeros of its own
+    batch, labels = AugmentedBatches(images, np.arange(400), batch_size=400, seed=3, **options)[0]
+    zeroed = (batch == 0.0)
+    assert np.array_equal(zeroed.all(-1), zeroed.any(-1)), "a hole removes every channel of its pixel"
+    share = zeroed[..., 0].mean(axis=(1, 2))
+    holed = share > 0
+    assert 150 < holed.sum() < 250
+    assert share.max() <= 0.9 + 0.1 and 0.3 < share[holed].mean() < 0.6  # uniform in [0, 0.9]: mean 0.45
+    kept = ~zeroed
+    np.testing.assert_array_equal(batch[kept], images[labels][kept])
+    np.testing.assert_array_equal(batch[~holed], images[labels[~holed]])
+
+
+def test_augmentation_names_join_with_plus_and_unknown_names_are_refused():
+    from glasszoo.data.augment import augmentation_options
+
+    assert augmentation_options("flip+pixel_holes", (28, 28)) == {"flip": True, "crop_padding": 0, "affine": False, "hole_probability": 0.5}
+    assert augmentation_options("crop", (28, 28))["hole_probability"] == 0.0
+    with pytest.raises(ValueError, match="Unknown augmentation 'holes'"):
+        augmentation_options("flip+holes", (28, 28))
+
+
 def test_cifar10_offline_names_the_problem(monkeypatch):
     import keras
     from glasszoo.data import DatasetUnavailable, datasets
