@@ -119,6 +119,27 @@ def test_train_with_cosine_schedule_and_flips(tmp_path, monkeypatch):
     assert "cosine" in card["training"]["optimizer"] and card["training"]["augmentation"] == "horizontal_flip"
 
 
+def test_the_grid_trials_train_on_the_recipes_augmentation_too(tmp_path, monkeypatch):
+    from glasszoo.data import augment
+    from glasszoo.zoo import recipes
+
+    spec = dict(recipes.recipe("inam_mnist"), augment="pixel_holes", grid=[{"learning_rate": 1e-3}], grid_epochs=1, grid_train_size=64)
+    monkeypatch.setitem(recipes.RECIPES, "inam_mnist_holes", spec)
+    holed = []
+    original = augment.AugmentedBatches._pixel_holes
+
+    def counting(self, batch):
+        holed.append(len(batch))
+        return original(self, batch)
+
+    monkeypatch.setattr(augment.AugmentedBatches, "_pixel_holes", counting)
+    args = ["train", "inam_mnist_holes", "--epochs", "1", "--max-train", "128", "--out", str(tmp_path / "p"), "--work-dir", str(tmp_path / "w")]
+    assert main(args) == 0
+    card = json.loads((tmp_path / "p" / "metadata.json").read_text())
+    assert card["training"]["augmentation"] == "pixel_holes" and len(card["training"]["grid"]) == 1
+    assert sum(holed) >= 64 + 128, "the grid's 64 images and the final run's 128 all pass through the holes"
+
+
 def test_evaluate_explanations_writes_report_and_pictures(tmp_path, capsys):
     if "inam_mnist" not in list_models():
         pytest.skip("inam_mnist not shipped")

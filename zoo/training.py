@@ -241,7 +241,8 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             _compile(model, point.get("learning_rate", spec["learning_rate"]))
             tick = time.time()
             grid_size = spec.get("grid_train_size") or len(x_fit)
-            history = model.fit(x_fit[:grid_size], y_fit[:grid_size], batch_size=grid_batch_size, epochs=grid_epochs, validation_data=validation, verbose=verbose, **model.fit_arguments())
+            inputs = _training_inputs(spec, x_fit[:grid_size], y_fit[:grid_size], grid_batch_size, seed)
+            history = model.fit(**inputs, epochs=grid_epochs, validation_data=validation, verbose=verbose, **model.fit_arguments())
             result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
             if localisation_weight:
                 measured = validation_localisation(model, x_val, y_val, localisation_grids, seed)
@@ -320,13 +321,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         epochs=epochs, initial_epoch=initial_epoch, validation_data=validation, callbacks=callbacks, verbose=verbose,
         **model.fit_arguments(),
     )
-    if spec.get("augment") not in (None, "none"):
-        from glasszoo.data.augment import AugmentedBatches, augmentation_options
-
-        options = augmentation_options(spec["augment"], x_fit.shape[1:3])
-        model.fit(AugmentedBatches(x_fit, y_fit, batch_size=batch_size, seed=seed, **options), **fit_arguments)
-    else:
-        model.fit(x_fit, y_fit, batch_size=batch_size, **fit_arguments)
+    model.fit(**_training_inputs(spec, x_fit, y_fit, batch_size, seed), **fit_arguments)
     if sharded:  # evaluation, centring and files on one device: JAX's DataParallel cannot shard odd-sized batches
         weights = model.get_weights()
         scope.close()
@@ -451,6 +446,19 @@ def _complete_log_lines(path):
     text = path.read_text(encoding="utf-8")
     lines = text.split("\n")
     return lines[:-1]  # the part after the last newline is empty or a partial line
+
+
+def _training_inputs(spec, images, labels, batch_size, seed):
+    """`model.fit` keyword arguments for a recipe's training images: augmented batches if the recipe names an augmentation.
+
+    The grid's trials and the final run train on the same augmentation.
+    """
+    if spec.get("augment") in (None, "none"):
+        return {"x": images, "y": labels, "batch_size": batch_size}
+    from glasszoo.data.augment import AugmentedBatches, augmentation_options
+
+    options = augmentation_options(spec["augment"], images.shape[1:3])
+    return {"x": AugmentedBatches(images, labels, batch_size=batch_size, seed=seed, **options)}
 
 
 def _read_log(path):
