@@ -270,3 +270,14 @@ def test_split_seed_fixes_the_split_while_the_training_seed_varies(shapes_folder
     assert fixed[0]["seed"] == fixed[1]["seed"] == 0
     splits = [load_dataset(spec).paths for spec in (fixed[0], fixed[1], _folder_data(parse([*command, "--seed", "3"])))]
     assert splits[0] == splits[1] and splits[0] != splits[2]
+
+
+def test_augment_option_takes_joined_names_and_names_an_unknown_one(capsys):
+    from glasszoo.cli import build_parser
+
+    parse = build_parser().parse_args
+    command = ["finetune", "bcos_fashion_mnist", "--data", "folder"]
+    assert parse([*command, "--augment", "crop+pixel_holes"]).augment == "crop+pixel_holes"
+    with pytest.raises(SystemExit):
+        parse([*command, "--augment", "crop+holes"])
+    assert "Unknown augmentation 'holes'" in capsys.readouterr().err
