@@ -93,7 +93,7 @@ def test_rgb_linear_map_rendering(rng):
     assert np.all(rendered[..., 3][contributions <= 0] == 0.0)  # only evidence for the class is opaque
 
 
-PRESETS = ["bcos_fashion_mnist", "bcos_plain_fashion_mnist", "bcos_softmax_fashion_mnist"]
+PRESETS = glasszoo.list_models("bcos_*")  # every shipped B-cos preset
 
 
 @pytest.mark.parametrize("name", PRESETS)
