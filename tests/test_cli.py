@@ -119,7 +119,7 @@ def test_train_with_cosine_schedule_and_flips(tmp_path, monkeypatch):
     assert "cosine" in card["training"]["optimizer"] and card["training"]["augmentation"] == "horizontal_flip"
 
 
-def test_the_grid_trials_train_on_the_recipes_augmentation_too(tmp_path, monkeypatch):
+def test_the_grid_trials_train_on_the_recipes_augmentation_unless_it_says_not(tmp_path, monkeypatch):
     from glasszoo.data import augment
     from glasszoo.zoo import recipes
 
@@ -129,7 +129,7 @@ def test_the_grid_trials_train_on_the_recipes_augmentation_too(tmp_path, monkeyp
     original = augment.AugmentedBatches._pixel_holes
 
     def counting(self, batch):
-        holed.append(len(batch))
+        holed.append(len(self.images))  # the training set it draws from: the grid's 64 images or the final run's 128
         return original(self, batch)
 
     monkeypatch.setattr(augment.AugmentedBatches, "_pixel_holes", counting)
@@ -137,7 +137,15 @@ def test_the_grid_trials_train_on_the_recipes_augmentation_too(tmp_path, monkeyp
     assert main(args) == 0
     card = json.loads((tmp_path / "p" / "metadata.json").read_text())
     assert card["training"]["augmentation"] == "pixel_holes" and len(card["training"]["grid"]) == 1
-    assert sum(holed) >= 64 + 128, "the grid's 64 images and the final run's 128 all pass through the holes"
+    assert set(holed) == {64, 128}, "the grid's trials and the final run both train with the holes"
+    assert card["training"]["grid_augmentation"] == "pixel_holes"
+
+    holed.clear()
+    monkeypatch.setitem(recipes.RECIPES, "inam_mnist_holes", dict(spec, grid_augment=False))
+    args = ["train", "inam_mnist_holes", "--epochs", "1", "--max-train", "128", "--out", str(tmp_path / "q"), "--work-dir", str(tmp_path / "v")]
+    assert main(args) == 0
+    assert set(holed) == {128}, "a recipe can keep its grid on the images as they are (SENN's shipped grid)"
+    assert json.loads((tmp_path / "q" / "metadata.json").read_text())["training"]["grid_augmentation"] == "none"
 
 
 def test_evaluate_explanations_writes_report_and_pictures(tmp_path, capsys):

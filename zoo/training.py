@@ -241,7 +241,8 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             _compile(model, point.get("learning_rate", spec["learning_rate"]))
             tick = time.time()
             grid_size = spec.get("grid_train_size") or len(x_fit)
-            inputs = _training_inputs(spec, x_fit[:grid_size], y_fit[:grid_size], grid_batch_size, seed)
+            grid_augment = spec.get("augment") if spec.get("grid_augment", True) else None
+            inputs = _training_inputs(grid_augment, x_fit[:grid_size], y_fit[:grid_size], grid_batch_size, seed)
             history = model.fit(**inputs, epochs=grid_epochs, validation_data=validation, verbose=verbose, **model.fit_arguments())
             result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
             if localisation_weight:
@@ -321,7 +322,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         epochs=epochs, initial_epoch=initial_epoch, validation_data=validation, callbacks=callbacks, verbose=verbose,
         **model.fit_arguments(),
     )
-    model.fit(**_training_inputs(spec, x_fit, y_fit, batch_size, seed), **fit_arguments)
+    model.fit(**_training_inputs(spec.get("augment"), x_fit, y_fit, batch_size, seed), **fit_arguments)
     if sharded:  # evaluation, centring and files on one device: JAX's DataParallel cannot shard odd-sized batches
         weights = model.get_weights()
         scope.close()
@@ -385,6 +386,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             "optimizer": staging["optimizer"],
             "stages": staging["stages"],
             "augmentation": spec.get("augment") or "none",
+            "grid_augmentation": (spec.get("augment") or "none") if spec.get("grid_augment", True) else "none",
             **({"max_seconds": spec["max_seconds"]} if spec.get("max_seconds") else {}),
             "checkpoint_selection": staging["checkpoint_selection"],
             "grid": grid_results,
@@ -448,16 +450,18 @@ def _complete_log_lines(path):
     return lines[:-1]  # the part after the last newline is empty or a partial line
 
 
-def _training_inputs(spec, images, labels, batch_size, seed):
-    """`model.fit` keyword arguments for a recipe's training images: augmented batches if the recipe names an augmentation.
+def _training_inputs(augment, images, labels, batch_size, seed):
+    """`model.fit` keyword arguments for training images: augmented batches if `augment` names an augmentation.
 
-    The grid's trials and the final run train on the same augmentation.
+    The grid's trials train on the recipe's augmentation as the final run
+    does, unless the recipe sets `"grid_augment": False` (the trials then see
+    the images as they are, as every grid did before 2026-12-04).
     """
-    if spec.get("augment") in (None, "none"):
+    if augment in (None, "none"):
         return {"x": images, "y": labels, "batch_size": batch_size}
     from glasszoo.data.augment import AugmentedBatches, augmentation_options
 
-    options = augmentation_options(spec["augment"], images.shape[1:3])
+    options = augmentation_options(augment, images.shape[1:3])
     return {"x": AugmentedBatches(images, labels, batch_size=batch_size, seed=seed, **options)}
 
 

@@ -23,6 +23,7 @@ TRAINING = {
     "learning_rate": 1e-3,
     "schedule": "plateau",
     "augment": "flip",
+    "grid_augment": False,  # the shipped preset's grid trained on the images as they are (its card's grid figures)
 }
 
 RECIPES = {
