@@ -674,10 +674,10 @@ def cmd_demo(args):
 # -- parser ---------------------------------------------------------------------
 def _augmentation_name(name):
     """An `--augment` value checked as the recipes' are (argparse reports the message)."""
-    from glasszoo.data.augment import augmentation_options
+    from glasszoo.data.augment import augmentation_parts
 
     try:
-        augmentation_options(name, (32, 32))
+        augmentation_parts(name)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return name

@@ -36,6 +36,20 @@ HOLED_IMAGE_SHARE = 0.5
 MAX_HOLE_SHARE = 0.9
 
 
+def augmentation_parts(name):
+    """The names in an augmentation name joined with "+", each checked against `AUGMENTATIONS`.
+
+    Example:
+    >>> augmentation_parts("crop+pixel_holes")
+    ['crop', 'pixel_holes']
+    """
+    parts = [part.strip() for part in str(name).split("+")]
+    unknown = [part for part in parts if part not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"Unknown augmentation {unknown[0]!r} in {name!r}; known: {', '.join(AUGMENTATIONS)} (join names with '+').")
+    return parts
+
+
 def augmentation_options(name, image_size):
     """`AugmentedBatches` keyword arguments of an augmentation name (or "+"-joined names) for `(height, width)` images.
 
@@ -45,10 +59,7 @@ def augmentation_options(name, image_size):
     >>> augmentation_options("flip+pixel_holes", (28, 28))
     {'flip': True, 'crop_padding': 0, 'affine': False, 'hole_probability': 0.5}
     """
-    parts = [part.strip() for part in str(name).split("+")]
-    unknown = [part for part in parts if part not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"Unknown augmentation {unknown[0]!r} in {name!r}; known: {', '.join(AUGMENTATIONS)} (join names with '+').")
+    parts = augmentation_parts(name)
     padding = max(2, int(round(min(image_size) / 8)))
     return {
         "flip": any(part in ("flip", "flip_and_crop", "affine", "horizontal_flip") for part in parts),

@@ -223,6 +223,8 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             raise ValueError(f"Recipe {name!r}: checkpoint_selection {checkpoint_rule!r} needs a localisation_floor.")
         localisation_floor = float(spec["localisation_floor"])
     selection_rule = "accuracy" + (f" + {localisation_weight} x 3x3-grid localisation" if localisation_weight else "")
+    augment = spec.get("augment") or "none"
+    grid_augment = augment if spec.get("grid_augment", True) else "none"
     grid_file = work_dir / "grid.json"
     if grid and spec["grid"] and grid_epochs > 0:
         previous = json.loads(grid_file.read_text()) if grid_file.exists() else []
@@ -241,7 +243,6 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             _compile(model, point.get("learning_rate", spec["learning_rate"]))
             tick = time.time()
             grid_size = spec.get("grid_train_size") or len(x_fit)
-            grid_augment = spec.get("augment") if spec.get("grid_augment", True) else None
             inputs = _training_inputs(grid_augment, x_fit[:grid_size], y_fit[:grid_size], grid_batch_size, seed)
             history = model.fit(**inputs, epochs=grid_epochs, validation_data=validation, verbose=verbose, **model.fit_arguments())
             result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
@@ -322,7 +323,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
         epochs=epochs, initial_epoch=initial_epoch, validation_data=validation, callbacks=callbacks, verbose=verbose,
         **model.fit_arguments(),
     )
-    model.fit(**_training_inputs(spec.get("augment"), x_fit, y_fit, batch_size, seed), **fit_arguments)
+    model.fit(**_training_inputs(augment, x_fit, y_fit, batch_size, seed), **fit_arguments)
     if sharded:  # evaluation, centring and files on one device: JAX's DataParallel cannot shard odd-sized batches
         weights = model.get_weights()
         scope.close()
@@ -385,8 +386,8 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             },
             "optimizer": staging["optimizer"],
             "stages": staging["stages"],
-            "augmentation": spec.get("augment") or "none",
-            "grid_augmentation": (spec.get("augment") or "none") if spec.get("grid_augment", True) else "none",
+            "augmentation": augment,
+            "grid_augmentation": grid_augment,
             **({"max_seconds": spec["max_seconds"]} if spec.get("max_seconds") else {}),
             "checkpoint_selection": staging["checkpoint_selection"],
             "grid": grid_results,
@@ -457,7 +458,7 @@ def _training_inputs(augment, images, labels, batch_size, seed):
     does, unless the recipe sets `"grid_augment": False` (the trials then see
     the images as they are, as every grid did before 2026-12-04).
     """
-    if augment in (None, "none"):
+    if augment == "none":
         return {"x": images, "y": labels, "batch_size": batch_size}
     from glasszoo.data.augment import AugmentedBatches, augmentation_options
 
