@@ -232,6 +232,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             done = [
                 r for r in previous
                 if r["overrides"] == point and r["epochs"] == grid_epochs and r["seed"] == seed and r.get("batch_size") == grid_batch_size
+                and r.get("augmentation", "none") == grid_augment  # a trial on other images is not reused
             ]
             if done:
                 grid_results.append(done[0])
@@ -245,7 +246,7 @@ def _train_preset(name, spec, out_dir, work_dir, epochs, seed, grid, grid_epochs
             grid_size = spec.get("grid_train_size") or len(x_fit)
             inputs = _training_inputs(grid_augment, x_fit[:grid_size], y_fit[:grid_size], grid_batch_size, seed)
             history = model.fit(**inputs, epochs=grid_epochs, validation_data=validation, verbose=verbose, **model.fit_arguments())
-            result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
+            result = {"overrides": point, "epochs": grid_epochs, "seed": seed, "batch_size": grid_batch_size, "augmentation": grid_augment, "val_accuracy": float(max(history.history["val_accuracy"])), "seconds": round(time.time() - tick, 1)}
             if localisation_weight:
                 measured = validation_localisation(model, x_val, y_val, localisation_grids, seed)
                 result["val_localisation"] = measured["mean"] if measured else 0.0
